@@ -1,0 +1,140 @@
+"""ProgRock settings: the ``PROGROCK`` dict in Django settings, with defaults.
+
+Read lazily (``progrock_settings.NAME``) and reset when Django's
+``setting_changed`` signal fires, so ``override_settings`` works in tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from progrock.exceptions import ImproperlyConfigured
+
+DEFAULTS: dict[str, Any] = {
+    # Redis that carries ProgRock's own keys (delay set, live task state, fan-out).
+    # Defaults to the REDIS_URL environment variable.
+    "REDIS_URL": None,
+    # Prefix of every Redis key and pub/sub channel ProgRock uses.
+    "KEY_PREFIX": "progrock:",
+    # The internal worker channel (the seed's name).
+    "WORKER_CHANNEL": "prog-rocker",
+    # The delay server's channel (Channels 1's name).
+    "DELAY_CHANNEL": "asgi.delay",
+    # Seconds between two polls of a running task (the seed's 200 ms).
+    "POLL_INTERVAL": 0.2,
+    # Backend task service adapter and its keyword arguments.
+    "SERVICE": {
+        "BACKEND": "progrock.services.http.HttpTaskService",
+        "OPTIONS": {},
+    },
+    # Kinds a client may start; None lets the backend decide.
+    "KINDS": ("rock", "hash"),
+    "DEFAULT_KIND": "rock",
+    # Largest accepted WebSocket frame and ``params`` object, in bytes.
+    "MAX_FRAME_BYTES": 65_536,
+    "MAX_PARAMS_BYTES": 8_192,
+    # Concurrently running tasks per owner (None: unlimited).
+    "MAX_RUNNING_PER_OWNER": 20,
+    # Dotted path of ``f(owner: str, task_owner: str, task_id: str) -> bool``.
+    "PERMISSION": "progrock.permissions.is_owner",
+    # Backend retries: capped exponential backoff, then fail after the budget.
+    "RETRY_BASE": 0.2,
+    "RETRY_MAX": 5.0,
+    "FAILURE_BUDGET": 30.0,
+    # Seconds between database writes of a running task's progress.
+    "DB_PROGRESS_INTERVAL": 2.0,
+    # Seconds between sweeps for running tasks whose poll chain was lost, and
+    # how overdue a poll must be before the sweep re-arms it.
+    "SWEEP_INTERVAL": 5.0,
+    "STALL_AFTER": 5.0,
+    # Most poll ticks the delay server merges into one worker message.
+    "TICK_BATCH": 200,
+}
+
+
+class Settings:
+    """Lazy view of ``settings.PROGROCK`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        from django.conf import settings
+
+        user = getattr(settings, "PROGROCK", {})
+        if not isinstance(user, Mapping):
+            raise ImproperlyConfigured(
+                f"settings.PROGROCK must be a dict, got {type(user).__name__}: {user!r}"
+            )
+        unknown = sorted(set(user) - set(DEFAULTS))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"settings.PROGROCK has unknown keys {unknown}; expected some of {sorted(DEFAULTS)}"
+            )
+        merged = {**DEFAULTS, **user}
+        if merged["REDIS_URL"] is None:
+            merged["REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        for name in ("POLL_INTERVAL", "RETRY_BASE", "RETRY_MAX", "FAILURE_BUDGET",
+                     "DB_PROGRESS_INTERVAL", "SWEEP_INTERVAL", "STALL_AFTER"):
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ImproperlyConfigured(
+                    f"PROGROCK[{name!r}] must be a positive number of seconds, got {value!r}"
+                )
+        for name in ("MAX_FRAME_BYTES", "MAX_PARAMS_BYTES", "TICK_BATCH"):
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ImproperlyConfigured(
+                    f"PROGROCK[{name!r}] must be a positive integer, got {value!r}"
+                )
+        limit = merged["MAX_RUNNING_PER_OWNER"]
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+            raise ImproperlyConfigured(
+                f"PROGROCK['MAX_RUNNING_PER_OWNER'] must be a positive integer or None, got {limit!r}"
+            )
+        service = merged["SERVICE"]
+        if not isinstance(service, Mapping) or not isinstance(service.get("BACKEND"), str):
+            raise ImproperlyConfigured(
+                "PROGROCK['SERVICE'] must be a dict with a dotted-path string 'BACKEND', "
+                f"got {service!r}"
+            )
+        kinds = merged["KINDS"]
+        if kinds is not None:
+            if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
+                raise ImproperlyConfigured(
+                    f"PROGROCK['KINDS'] must be a list of strings or None, got {kinds!r}"
+                )
+            merged["KINDS"] = tuple(kinds)
+        for name in ("KEY_PREFIX", "WORKER_CHANNEL", "DELAY_CHANNEL", "DEFAULT_KIND", "PERMISSION"):
+            if not isinstance(merged[name], str) or not merged[name]:
+                raise ImproperlyConfigured(
+                    f"PROGROCK[{name!r}] must be a non-empty string, got {merged[name]!r}"
+                )
+        return merged
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._cache is None:
+            self._cache = self._load()
+        try:
+            return self._cache[name]
+        except KeyError:
+            raise AttributeError(f"no ProgRock setting {name!r}") from None
+
+    def reload(self) -> None:
+        self._cache = None
+
+
+progrock_settings = Settings()
+
+
+@receiver(setting_changed)
+def _reload(*, setting: str, **kwargs: object) -> None:
+    if setting == "PROGROCK":
+        progrock_settings.reload()

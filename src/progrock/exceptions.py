@@ -1,0 +1,42 @@
+"""Every exception ProgRock raises."""
+
+from __future__ import annotations
+
+
+class ProgRockError(Exception):
+    """Base class of every ProgRock error."""
+
+
+class ImproperlyConfigured(ProgRockError):
+    """A ``PROGROCK`` setting has a wrong type or value."""
+
+
+class ProtocolError(ProgRockError):
+    """A client message breaks the protocol; carries the wire error code."""
+
+    def __init__(self, code: str, detail: str, **context: object) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.context = context
+
+
+class InvalidTransition(ProgRockError):
+    """A task state change that the state machine forbids."""
+
+
+class ServiceError(ProgRockError):
+    """The backend task service did not answer usefully (transient: retry)."""
+
+
+class ServiceRejected(ProgRockError):
+    """The backend task service refused a request (permanent: do not retry)."""
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+class TaskNotFound(ProgRockError):
+    """No such task (or the caller may not see it)."""

@@ -1,0 +1,1 @@
+"""The example project: the demo page, the socket and the workers that `progrock up` runs."""

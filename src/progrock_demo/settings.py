@@ -1,0 +1,149 @@
+"""Settings of the example project that ``progrock up`` runs.
+
+Everything that varies between machines comes from the environment:
+
+* ``PROGROCK_DATA_DIR`` — where the SQLite database and the secret key live
+  (default: ``$XDG_DATA_HOME/progrock`` or ``~/.local/share/progrock``);
+* ``REDIS_URL`` — the Redis carrying every message (default ``redis://127.0.0.1:6379/0``);
+* ``PROGROCK_BACKEND_URL`` — the backend task service (default ``http://127.0.0.1:8001``);
+* ``DJANGO_DEBUG`` — ``1`` for debug mode;
+* ``DJANGO_ALLOWED_HOSTS`` — comma-separated, default ``127.0.0.1,localhost,[::1]``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def _data_dir() -> Path:
+    explicit = os.environ.get("PROGROCK_DATA_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "progrock"
+
+
+DATA_DIR = _data_dir()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    explicit = os.environ.get("DJANGO_SECRET_KEY")
+    if explicit:
+        return explicit
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "progrock",
+    "progrock_demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "progrock_demo.urls"
+ASGI_APPLICATION = "progrock_demo.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("PROGROCK_DB", str(DATA_DIR / "db.sqlite3")),
+        # Several workers write: WAL lets readers run beside one writer, and
+        # IMMEDIATE transactions wait for the lock instead of failing late.
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+        "TEST": {"NAME": os.environ.get("PROGROCK_TEST_DB") or None},
+    }
+}
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            # The default capacity of 100 overflows the shared prog-rocker and
+            # asgi.delay channels beyond ~100 concurrent tasks.
+            "capacity": 5000,
+            "channel_capacity": {"prog-rocker": 20000, "asgi.delay": 20000},
+            "expiry": 60,
+        },
+    }
+}
+
+PROGROCK = {
+    "REDIS_URL": REDIS_URL,
+    "SERVICE": {
+        "BACKEND": "progrock.services.http.HttpTaskService",
+        "OPTIONS": {"url": os.environ.get("PROGROCK_BACKEND_URL", "http://127.0.0.1:8001")},
+    },
+}
+if os.environ.get("PROGROCK_POLL_INTERVAL"):
+    PROGROCK["POLL_INTERVAL"] = float(os.environ["PROGROCK_POLL_INTERVAL"])
+if os.environ.get("PROGROCK_FAILURE_BUDGET"):
+    PROGROCK["FAILURE_BUDGET"] = float(os.environ["PROGROCK_FAILURE_BUDGET"])
+if os.environ.get("PROGROCK_SWEEP_INTERVAL"):
+    PROGROCK["SWEEP_INTERVAL"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])
+    PROGROCK["STALL_AFTER"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])
+
+SESSION_COOKIE_SAMESITE = "Lax"
+STATIC_URL = "/static/"
+STATIC_ROOT = str(DATA_DIR / "static")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"progrock": {"level": os.environ.get("PROGROCK_LOG_LEVEL", "INFO")}},
+}

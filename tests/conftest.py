@@ -1,0 +1,40 @@
+"""Fixtures shared by every test folder.
+
+Redis-touching tests get a private ``redis-server`` (never the machine's own):
+one per test session, flushed before each test. Set ``PROGROCK_TEST_REDIS_URL``
+to use a server of your choosing instead (it is flushed too).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from progrock.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """URL of the session's private Redis server."""
+    explicit = os.environ.get("PROGROCK_TEST_REDIS_URL")
+    if explicit:
+        yield explicit
+        return
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """A flushed private Redis for one test."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    client.close()
+    yield redis_server
