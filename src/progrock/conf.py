@@ -79,8 +79,15 @@ class Settings:
         merged = {**DEFAULTS, **user}
         if merged["REDIS_URL"] is None:
             merged["REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        for name in ("POLL_INTERVAL", "RETRY_BASE", "RETRY_MAX", "FAILURE_BUDGET",
-                     "DB_PROGRESS_INTERVAL", "SWEEP_INTERVAL", "STALL_AFTER"):
+        for name in (
+            "POLL_INTERVAL",
+            "RETRY_BASE",
+            "RETRY_MAX",
+            "FAILURE_BUDGET",
+            "DB_PROGRESS_INTERVAL",
+            "SWEEP_INTERVAL",
+            "STALL_AFTER",
+        ):
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ImproperlyConfigured(
@@ -93,9 +100,12 @@ class Settings:
                     f"PROGROCK[{name!r}] must be a positive integer, got {value!r}"
                 )
         limit = merged["MAX_RUNNING_PER_OWNER"]
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0
+        ):
             raise ImproperlyConfigured(
-                f"PROGROCK['MAX_RUNNING_PER_OWNER'] must be a positive integer or None, got {limit!r}"
+                "PROGROCK['MAX_RUNNING_PER_OWNER'] must be a positive integer or None, "
+                f"got {limit!r}"
             )
         service = merged["SERVICE"]
         if not isinstance(service, Mapping) or not isinstance(service.get("BACKEND"), str):

@@ -1,0 +1,223 @@
+"""The WebSocket consumer at ``/prog/``: parse, authorise, forward, push.
+
+It does no task work. ``start`` and ``cancel`` are forwarded to the worker
+channel (``prog-rocker``); task messages reach the socket through the
+process's :class:`~progrock.hub.Hub`, filtered by ``seq`` so a socket never
+sees a message twice or out of order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from progrock import tasks
+from progrock.conf import progrock_settings
+from progrock.exceptions import ProtocolError
+from progrock.hub import get_hub
+from progrock.protocol import (
+    ACCEPT_FRAME,
+    FLAG_STARTED,
+    FLAG_TERMINAL,
+    Cancel,
+    Limits,
+    ListTasks,
+    Start,
+    Subscribe,
+    TaskView,
+    Unsubscribe,
+    dumps,
+    error_from,
+    error_message,
+    parse_client_frame,
+)
+
+logger = logging.getLogger("progrock.consumers")
+
+
+def limits_from_settings() -> Limits:
+    return Limits(
+        max_frame_bytes=progrock_settings.MAX_FRAME_BYTES,
+        max_params_bytes=progrock_settings.MAX_PARAMS_BYTES,
+        kinds=progrock_settings.KINDS,
+        default_kind=progrock_settings.DEFAULT_KIND,
+    )
+
+
+class ProgressConsumer(AsyncWebsocketConsumer):
+    """One browser socket."""
+
+    owner: str
+    limits: Limits
+    watching: dict[str, int]  # task id -> last seq sent
+    pending: dict[str, list[tuple[int, str, str]]]  # messages held while a snapshot loads
+    refs: dict[str, str | int]
+
+    async def connect(self) -> None:
+        self.owner = tasks.owner_for_scope(self.scope, self.channel_name)
+        self.limits = limits_from_settings()
+        self.watching = {}
+        self.pending = {}
+        self.refs = {}
+        await self.accept()
+        await self.send(text_data=ACCEPT_FRAME)
+
+    async def disconnect(self, code: int) -> None:
+        hub = get_hub()
+        for task_id in list(self.watching) + list(self.pending):
+            await hub.unsubscribe(task_id, self)
+        self.watching.clear()
+        self.pending.clear()
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=dumps(message))
+
+    # -- client requests ----------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        frame: str | bytes = text_data if text_data is not None else (bytes_data or b"")
+        try:
+            request = parse_client_frame(frame, self.limits)
+            if isinstance(request, Start):
+                await self.start(request)
+            elif isinstance(request, Subscribe):
+                await self.subscribe(request.task_id)
+            elif isinstance(request, Unsubscribe):
+                await self.unsubscribe(request.task_id)
+            elif isinstance(request, Cancel):
+                await self.cancel(request.task_id)
+            elif isinstance(request, ListTasks):
+                await self.list_tasks()
+        except ProtocolError as exc:
+            await self.send_json(error_from(exc))
+
+    async def start(self, request: Start) -> None:
+        task_id = str(uuid.uuid4())
+        if request.ref is not None:
+            self.refs[task_id] = request.ref
+        # Listen before the worker can announce anything: no message is missed.
+        self.watching[task_id] = 0
+        await get_hub().subscribe(task_id, self)
+        await tasks.forward_start(
+            task_id=task_id,
+            kind=request.kind,
+            params=request.params,
+            owner=self.owner,
+            reply_channel=self.channel_name,
+            ref=request.ref,
+        )
+
+    async def _authorised_view(self, task_id: str, action: str) -> TaskView:
+        found = await tasks.aget_view_and_owner(task_id)
+        if found is None or not tasks.may_access(self.owner, found[1], task_id):
+            raise ProtocolError(
+                "forbidden",
+                f"no task {task_id} that this socket may see",
+                action=action,
+                task_id=task_id,
+            )
+        return found[0]
+
+    async def subscribe(self, task_id: str) -> None:
+        await self._authorised_view(task_id, "subscribe")
+        if task_id in self.watching or task_id in self.pending:
+            # Already watching: answer with a fresh snapshot, keep the seq filter.
+            view = await self._authorised_view(task_id, "subscribe")
+            await self._send_view(task_id, view)
+            return
+        self.pending[task_id] = []
+        await get_hub().subscribe(task_id, self)
+        try:
+            view = await self._authorised_view(task_id, "subscribe")
+        except ProtocolError:
+            self.pending.pop(task_id, None)
+            await get_hub().unsubscribe(task_id, self)
+            raise
+        held = self.pending.pop(task_id, [])
+        self.watching[task_id] = -1
+        await self._send_view(task_id, view)
+        for seq, flag, body in held:
+            await self.hub_message(task_id, seq, flag, body)
+
+    async def _send_view(self, task_id: str, view: TaskView) -> None:
+        await self.send_json(view.snapshot())
+        self.watching[task_id] = max(self.watching.get(task_id, -1), view.seq)
+        terminal = view.terminal()
+        if terminal is not None:
+            await self.send_json(terminal)
+            await self._forget(task_id)
+
+    async def unsubscribe(self, task_id: str) -> None:
+        await self._forget(task_id)
+        await self.send_json({"type": "unsubscribed", "task_id": task_id})
+
+    async def cancel(self, task_id: str) -> None:
+        view = await self._authorised_view(task_id, "cancel")
+        if view.status.terminal:
+            raise ProtocolError(
+                "not_cancellable",
+                f"task {task_id} is already {view.status.value}",
+                action="cancel",
+                task_id=task_id,
+            )
+        await tasks.forward_cancel(task_id, reply_channel=self.channel_name)
+
+    async def list_tasks(self) -> None:
+        views = await tasks.alist_views(self.owner)
+        await self.send_json({"type": "tasks", "tasks": [v.snapshot() for v in views]})
+
+    async def _forget(self, task_id: str) -> None:
+        self.watching.pop(task_id, None)
+        self.pending.pop(task_id, None)
+        self.refs.pop(task_id, None)
+        await get_hub().unsubscribe(task_id, self)
+
+    # -- from the hub -------------------------------------------------------
+
+    async def hub_message(self, task_id: str, seq: int, flag: str, body: str) -> None:
+        held = self.pending.get(task_id)
+        if held is not None:
+            held.append((seq, flag, body))
+            return
+        last = self.watching.get(task_id)
+        if last is None or seq <= last:
+            return
+        self.watching[task_id] = seq
+        if flag == FLAG_STARTED and task_id in self.refs:
+            message = json.loads(body)
+            message["ref"] = self.refs[task_id]
+            body = dumps(message)
+        await self.send(text_data=body)
+        if flag == FLAG_TERMINAL:
+            await self._forget(task_id)
+
+    async def hub_resync(self, task_id: str) -> None:
+        if task_id not in self.watching:
+            return
+        found = await tasks.aget_view_and_owner(task_id)
+        if found is not None and found[0].seq > self.watching[task_id]:
+            await self._send_view(task_id, found[0])
+
+    # -- from workers (channel layer) ---------------------------------------
+
+    async def progrock_error(self, event: dict[str, Any]) -> None:
+        """An error a worker reports about a request of this socket."""
+        task_id = event.get("task_id")
+        try:
+            message = error_message(
+                str(event.get("code")),
+                str(event.get("detail")),
+                action=event.get("action"),
+                task_id=task_id,
+                ref=event.get("ref"),
+            )
+        except ValueError:
+            logger.error("worker sent an error with an unknown code: %r", event)
+            return
+        if isinstance(task_id, str) and self.watching.get(task_id) == 0:
+            await self._forget(task_id)  # the task never started
+        await self.send_json(message)

@@ -1,0 +1,32 @@
+"""Routes: the public WebSocket route, kept apart from the internal channel route.
+
+Mount them in your project's ``asgi.py``::
+
+    application = ProtocolTypeRouter({
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(progrock.routing.websocket_urlpatterns))
+        ),
+        "channel": ChannelNameRouter(progrock.routing.channel_routing()),
+    })
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import path
+
+from progrock.conf import progrock_settings
+from progrock.consumers import ProgressConsumer
+from progrock.worker import WorkerConsumer
+
+# Public: what browsers reach, namespaced under /prog/ as in the seed.
+websocket_urlpatterns = [
+    path("prog/", ProgressConsumer.as_asgi()),
+]
+
+
+def channel_routing() -> dict[str, Any]:
+    """Internal: the worker channel (``prog-rocker``), served by ``runworker``."""
+    return {progrock_settings.WORKER_CHANNEL: WorkerConsumer.as_asgi()}

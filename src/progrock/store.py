@@ -1,0 +1,247 @@
+"""Live task state in Redis, and the one atomic way to change and announce it.
+
+Each task has a hash ``<prefix>t:<task_id>`` with its live state. Every
+announced change goes through :data:`APPLY_LUA`, which in one atomic step
+refuses anything after a terminal state, keeps progress from going backwards,
+increments the task's ``seq``, stores the new fields and publishes the message
+on ``<prefix>u:<task_id>`` as ``"<seq> <flag> <json>"`` for the web processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+
+import redis
+from progrock.conf import progrock_settings
+from progrock.protocol import Status, TaskView, flag_for, frame_parts
+
+# Replies of APPLY_LUA other than a positive seq.
+UNKNOWN: Final = -2  # no live state for the task (expired or flushed): rebuild it
+ALREADY_TERMINAL: Final = -1  # the task is over: nothing may follow
+STALE: Final = -3  # progress would go backwards: dropped
+
+TERMINAL_TTL: Final = 24 * 3600  # live state of a finished task is kept this long
+
+APPLY_LUA: Final = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return -2 end
+if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return -1 end
+local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0') or 0
+local new = tonumber(ARGV[5])
+local progress = ARGV[5]
+if new < old then
+  if ARGV[3] ~= 'T' then return -3 end
+  progress = tostring(old)
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local fields = {'status', ARGV[4], 'progress', progress}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
+redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. seq .. ARGV[2])
+return seq
+"""
+
+_clients: dict[tuple[int, str], aioredis.Redis] = {}
+
+
+def get_redis(url: str | None = None) -> aioredis.Redis:
+    """An asyncio Redis client for the running event loop (one per loop and URL)."""
+    url = url or progrock_settings.REDIS_URL
+    loop = asyncio.get_running_loop()
+    key = (id(loop), url)
+    client = _clients.get(key)
+    if client is None:
+        # Explicit timeouts: never inherit a library default that may change.
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        _clients[key] = client
+    return client
+
+
+def get_sync_redis(url: str | None = None) -> redis.Redis:
+    """A blocking Redis client for sync callers (views, scripts, Celery tasks)."""
+    return redis.Redis.from_url(
+        url or progrock_settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=5
+    )
+
+
+def state_key(task_id: str, prefix: str | None = None) -> str:
+    return f"{prefix or progrock_settings.KEY_PREFIX}t:{task_id}"
+
+
+def fanout_channel(task_id: str, prefix: str | None = None) -> str:
+    return f"{prefix or progrock_settings.KEY_PREFIX}u:{task_id}"
+
+
+def encode_fields(fields: Mapping[str, Any]) -> dict[str, str]:
+    """Hash values as strings: numbers as text, None as '', dicts/lists as JSON."""
+    out: dict[str, str] = {}
+    for name, value in fields.items():
+        if value is None:
+            out[name] = ""
+        elif isinstance(value, str):
+            out[name] = value
+        elif isinstance(value, bool):
+            out[name] = "1" if value else "0"
+        elif isinstance(value, (int, float)):
+            out[name] = repr(value)
+        else:
+            out[name] = json.dumps(value, separators=(",", ":"))
+    return out
+
+
+def decode_hash(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+def _num(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _json(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def view_from_hash(task_id: str, fields: Mapping[str, str]) -> TaskView:
+    """The :class:`TaskView` a watcher sees, from a task's live-state hash."""
+    error = _json(fields.get("error"))
+    return TaskView(
+        task_id=task_id,
+        status=Status(fields.get("status", "queued")),
+        kind=fields.get("kind", ""),
+        seq=int(fields.get("seq") or 0),
+        progress=_num(fields.get("progress")) or 0,
+        message=fields.get("message") or None,
+        eta_s=_num(fields.get("eta_s")),
+        rate=_num(fields.get("rate")),
+        result=_json(fields.get("result")),
+        error=error if isinstance(error, dict) else None,
+        created_at=fields.get("created_at") or None,
+        started_at=fields.get("started_at") or None,
+        finished_at=fields.get("finished_at") or None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One announced change of a task: the message plus the state it leaves."""
+
+    task_id: str
+    message: Mapping[str, Any]  # without seq
+    status: Status
+    progress: float
+    fields: Mapping[str, Any]  # more hash fields to set
+
+    def args(self) -> tuple[list[str], list[str]]:
+        head, tail = frame_parts(self.message)
+        ttl = TERMINAL_TTL if self.status.terminal else 0
+        argv = [
+            head,
+            tail,
+            flag_for(self.message["type"]),
+            self.status.value,
+            repr(float(self.progress)),
+            str(ttl),
+        ]
+        for name, value in encode_fields(self.fields).items():
+            argv.extend((name, value))
+        return [state_key(self.task_id), fanout_channel(self.task_id)], argv
+
+
+class TaskStore:
+    """Async access to live task state (used by workers and web processes)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._apply = client.register_script(APPLY_LUA)
+
+    @classmethod
+    def from_settings(cls) -> TaskStore:
+        return cls(get_redis())
+
+    async def load(self, task_ids: Sequence[str]) -> dict[str, dict[str, str] | None]:
+        """Live state of each task (None where there is none), in one round trip."""
+        if not task_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(state_key(task_id))
+            replies = await pipe.execute()
+        return {
+            task_id: (decode_hash(raw) if raw else None)
+            for task_id, raw in zip(task_ids, replies, strict=True)
+        }
+
+    async def view(self, task_id: str) -> TaskView | None:
+        raw = await self.redis.hgetall(state_key(task_id))
+        return view_from_hash(task_id, decode_hash(raw)) if raw else None
+
+    async def init(self, task_id: str, fields: Mapping[str, Any]) -> None:
+        """Create (or rebuild) a task's live state."""
+        await self.redis.hset(state_key(task_id), mapping=encode_fields(fields))  # type: ignore[misc]
+
+    async def set_fields(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """Set bookkeeping fields (no announcement) of many tasks in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            count = 0
+            for task_id, fields in items:
+                if fields:
+                    pipe.hset(state_key(task_id), mapping=encode_fields(fields))
+                    count += 1
+            if count:
+                await pipe.execute()
+
+    async def apply(self, change: Change) -> int:
+        keys, argv = change.args()
+        return int(await self._apply(keys=keys, args=argv))
+
+    async def apply_many(self, changes: Sequence[Change]) -> list[int]:
+        """Apply and announce many changes in one round trip; one reply each."""
+        if not changes:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for change in changes:
+                keys, argv = change.args()
+                await self._apply(keys=keys, args=argv, client=pipe)
+            replies = await pipe.execute()
+        return [int(r) for r in replies]
+
+
+class SyncTaskStore:
+    """The same operations for sync callers (``report_progress`` from a script)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._apply = client.register_script(APPLY_LUA)
+
+    def init(self, task_id: str, fields: Mapping[str, Any]) -> None:
+        self.redis.hset(state_key(task_id), mapping=encode_fields(fields))
+
+    def view(self, task_id: str) -> TaskView | None:
+        raw = self.redis.hgetall(state_key(task_id))
+        return view_from_hash(task_id, decode_hash(raw)) if raw else None  # type: ignore[arg-type]
+
+    def apply(self, change: Change) -> int:
+        keys, argv = change.args()
+        return int(self._apply(keys=keys, args=argv))  # type: ignore[arg-type]

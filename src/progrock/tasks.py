@@ -1,0 +1,371 @@
+"""Task operations shared by the consumer, the worker, the HTTP API and user code.
+
+The Python API for server code lives here too:
+
+* :func:`start_task` / :func:`astart_task` start a task from a view or a script
+  and return its id, so a page can subscribe to it;
+* :func:`report_progress` / :func:`areport_progress` publish progress of a
+  task that runs somewhere else (a Celery task, a ``django.tasks`` task, a
+  script) through the same delivery path, without a polling backend.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.http import HttpRequest
+
+from progrock.conf import progrock_settings
+from progrock.exceptions import InvalidTransition, ProgRockError, TaskNotFound
+from progrock.models import Task
+from progrock.permissions import can_access
+from progrock.protocol import (
+    ACTIVE,
+    LIST_LIMIT,
+    TERMINAL,
+    Status,
+    TaskView,
+    clamp_progress,
+    failure,
+    progress_message,
+    started_message,
+    terminal_message,
+)
+from progrock.store import Change, TaskStore, get_redis, view_from_hash
+
+
+class TooManyTasks(ProgRockError):
+    """The owner already runs ``PROGROCK["MAX_RUNNING_PER_OWNER"]`` tasks."""
+
+
+# -- owners --------------------------------------------------------------------
+
+
+def owner_for_user_or_session(user: Any, session_key: str | None) -> str | None:
+    if user is not None and getattr(user, "is_authenticated", False):
+        return f"user:{user.pk}"
+    if session_key:
+        return f"session:{session_key}"
+    return None
+
+
+def owner_for_scope(scope: Mapping[str, Any], channel_name: str) -> str:
+    """Owner string of a socket: its user, else its session, else the socket itself."""
+    session = scope.get("session")
+    session_key = getattr(session, "session_key", None) if session is not None else None
+    owner = owner_for_user_or_session(scope.get("user"), session_key)
+    return owner or f"socket:{channel_name}"
+
+
+def owner_for_request(request: HttpRequest, *, create_session: bool = False) -> str | None:
+    """Owner string of an HTTP request (creating its session if asked)."""
+    session = getattr(request, "session", None)
+    if session is not None and not session.session_key and create_session:
+        session.save()
+    key = session.session_key if session is not None else None
+    return owner_for_user_or_session(getattr(request, "user", None), key)
+
+
+def may_access(requester: str, task_owner: str, task_id: str) -> bool:
+    return can_access(requester, task_owner, task_id)
+
+
+# -- reading -----------------------------------------------------------------
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+async def aget_view_and_owner(
+    task_id: str, store: TaskStore | None = None
+) -> tuple[TaskView, str] | None:
+    """The task's current view and owner: live state from Redis, else the database."""
+    store = store or TaskStore.from_settings()
+    raw = await store.redis.hgetall(f"{progrock_settings.KEY_PREFIX}t:{task_id}")
+    if raw:
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        if fields.get("owner"):
+            return view_from_hash(task_id, fields), fields["owner"]
+    task = await Task.objects.filter(pk=task_id).afirst()
+    if task is None:
+        return None
+    return task.view(), task.owner
+
+
+async def alist_views(owner: str, limit: int = LIST_LIMIT) -> list[TaskView]:
+    """The owner's tasks, newest first, with live state where there is some."""
+    rows = [t async for t in Task.objects.filter(owner=owner).order_by("-created_at")[:limit]]
+    active = [str(t.id) for t in rows if t.status in ACTIVE]
+    live = await TaskStore.from_settings().load(active) if active else {}
+    views = []
+    for task in rows:
+        fields = live.get(str(task.id))
+        views.append(view_from_hash(str(task.id), fields) if fields else task.view())
+    return views
+
+
+# -- forwarding to workers ---------------------------------------------------------
+
+
+async def forward_start(
+    *,
+    task_id: str,
+    kind: str,
+    params: Mapping[str, Any],
+    owner: str,
+    reply_channel: str | None,
+    ref: str | int | None = None,
+) -> None:
+    """Hand a start request to a worker (the consumer and the Python API use this)."""
+    layer = get_channel_layer()
+    if layer is None:
+        raise ProgRockError("no channel layer is configured (settings.CHANNEL_LAYERS)")
+    await layer.send(
+        progrock_settings.WORKER_CHANNEL,
+        {
+            "type": "progrock.start",
+            "task_id": task_id,
+            "kind": kind,
+            "params": dict(params),
+            "owner": owner,
+            "reply_channel": reply_channel,
+            "ref": ref,
+        },
+    )
+
+
+async def forward_cancel(task_id: str, *, reply_channel: str | None) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        raise ProgRockError("no channel layer is configured (settings.CHANNEL_LAYERS)")
+    await layer.send(
+        progrock_settings.WORKER_CHANNEL,
+        {"type": "progrock.cancel", "task_id": task_id, "reply_channel": reply_channel},
+    )
+
+
+# -- state changes shared by worker and push API ------------------------------------
+
+
+def live_fields(task: Task) -> dict[str, Any]:
+    """The live-state hash of a task rebuilt from its row."""
+    view = task.view()
+    return {
+        "status": task.status,
+        "kind": task.kind,
+        "owner": task.owner,
+        "ref": task.backend_ref or "",
+        "push": task.push,
+        "progress": float(task.progress),
+        "seq": task.seq,
+        "message": task.message,
+        "result": task.result,
+        "error": task.error,
+        "created_at": view.created_at,
+        "started_at": view.started_at,
+        "finished_at": view.finished_at,
+    }
+
+
+async def arebuild(task_id: str, store: TaskStore) -> Task | None:
+    """Recreate a task's live state from the database (after a Redis loss)."""
+    task = await Task.objects.filter(pk=task_id).afirst()
+    if task is not None:
+        await store.init(task_id, live_fields(task))
+    return task
+
+
+async def afinish(
+    task_id: str,
+    status: Status,
+    store: TaskStore,
+    *,
+    progress: float,
+    result: Any = None,
+    error: Mapping[str, str] | None = None,
+    seq_hint: int = 0,
+) -> bool:
+    """Move a task to a terminal state: database first, then announce. False if it was over."""
+    if status not in TERMINAL:
+        raise InvalidTransition(f"{status.value!r} is not a terminal status")
+    finished = datetime.now(UTC)
+    progress = 100.0 if status == Status.SUCCEEDED else clamp_progress(progress)
+    updated = await Task.objects.filter(pk=task_id, status__in=[s.value for s in ACTIVE]).aupdate(
+        status=status.value,
+        progress=progress,
+        result=result,
+        error=dict(error) if error else None,
+        finished_at=finished,
+        seq=seq_hint + 1,
+    )
+    if not updated:
+        return False
+    message = terminal_message(task_id, status, progress=progress, result=result, error=error)
+    fields = {
+        "finished_at": finished.isoformat(),
+        "result": result,
+        "error": dict(error) if error else None,
+        "eta_s": None,
+        "rate": None,
+    }
+    reply = await store.apply(Change(task_id, message, status, progress, fields))
+    if reply == -2:  # live state lost: rebuild it (now terminal) so snapshots are right
+        await arebuild(task_id, store)
+    return True
+
+
+# -- Python API ----------------------------------------------------------------
+
+
+async def _check_limit(owner: str) -> None:
+    limit = progrock_settings.MAX_RUNNING_PER_OWNER
+    if limit is None:
+        return
+    running = await Task.objects.filter(owner=owner, status__in=[s.value for s in ACTIVE]).acount()
+    if running >= limit:
+        raise TooManyTasks(f"owner {owner!r} already runs {running} tasks (limit {limit})")
+
+
+async def astart_task(
+    kind: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    owner: str,
+    push: bool = False,
+) -> str:
+    """Start a task and return its id (see :func:`start_task`)."""
+    kind = kind or progrock_settings.DEFAULT_KIND
+    if not isinstance(owner, str) or not owner:
+        raise ProgRockError(f"owner must be a non-empty string, got {owner!r}")
+    await _check_limit(owner)
+    task_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    task = await Task.objects.acreate(
+        id=task_id,
+        owner=owner,
+        kind=kind,
+        params=dict(params or {}),
+        push=push,
+        status=(Status.RUNNING if push else Status.QUEUED).value,
+        started_at=now if push else None,
+    )
+    if push:
+        store = TaskStore.from_settings()
+        fields = live_fields(task)
+        fields["status"] = Status.QUEUED.value  # APPLY moves it to running with `started`
+        await store.init(task_id, fields)
+        await store.apply(
+            Change(
+                task_id,
+                started_message(task_id, kind),
+                Status.RUNNING,
+                0,
+                {"started_at": now.isoformat()},
+            )
+        )
+        await Task.objects.filter(pk=task_id).aupdate(seq=1)
+    else:
+        await forward_start(
+            task_id=task_id, kind=kind, params=task.params, owner=owner, reply_channel=None
+        )
+    return task_id
+
+
+def start_task(
+    kind: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    owner: str,
+    push: bool = False,
+) -> str:
+    """Start a task from sync code (a view, a script) and return its id.
+
+    ``owner`` is ``tasks.owner_for_request(request, create_session=True)`` in a
+    view. With ``push=True`` no backend is polled: report its progress with
+    :func:`report_progress`. Raises :class:`TooManyTasks` past the owner's limit.
+    """
+    return _run_with_fresh_redis(astart_task, kind, params, owner=owner, push=push)
+
+
+async def areport_progress(
+    task_id: str,
+    progress: float | None = None,
+    message: str | None = None,
+    *,
+    status: Status | str | None = None,
+    result: Any = None,
+    error: str | None = None,
+) -> int:
+    """Publish a push task's progress or end; returns the message's ``seq`` (0 if dropped)."""
+    store = TaskStore.from_settings()
+    found = await store.view(task_id)
+    if found is None:
+        task = await arebuild(task_id, store)
+        if task is None:
+            raise TaskNotFound(f"no task {task_id}")
+        found = task.view()
+    new_status = Status(status) if status is not None else Status.RUNNING
+    value = found.progress if progress is None else float(progress)
+    if not 0 <= value <= 100:
+        raise ValueError(f"progress must be between 0 and 100, got {progress!r}")
+    if new_status in TERMINAL:
+        err = (
+            failure("backend_failed", error or "the task failed")
+            if new_status == Status.FAILED
+            else None
+        )
+        done = await afinish(
+            task_id, new_status, store, progress=value, result=result, error=err, seq_hint=found.seq
+        )
+        return found.seq + 1 if done else 0
+    now = time.time()
+    msg = progress_message(task_id, value, message)
+    reply = await store.apply(Change(task_id, msg, Status.RUNNING, value, {"message": message}))
+    if reply > 0 and now - _last_db_write.get(task_id, 0) >= progrock_settings.DB_PROGRESS_INTERVAL:
+        _last_db_write[task_id] = now
+        await Task.objects.filter(pk=task_id, status=Status.RUNNING.value).aupdate(
+            progress=clamp_progress(value), message=message, seq=reply
+        )
+    return max(reply, 0)
+
+
+_last_db_write: dict[str, float] = {}
+
+
+def report_progress(
+    task_id: str,
+    progress: float | None = None,
+    message: str | None = None,
+    *,
+    status: Status | str | None = None,
+    result: Any = None,
+    error: str | None = None,
+) -> int:
+    """Sync :func:`areport_progress`, for code running outside an event loop."""
+    return _run_with_fresh_redis(
+        areport_progress, task_id, progress, message, status=status, result=result, error=error
+    )
+
+
+def _run_with_fresh_redis(func: Any, *args: Any, **kwargs: Any) -> Any:
+    async def runner() -> Any:
+        try:
+            return await func(*args, **kwargs)
+        finally:
+            client: aioredis.Redis = get_redis()
+            await client.aclose()
+            from progrock import store as store_module
+
+            store_module._clients = {
+                k: v for k, v in store_module._clients.items() if v is not client
+            }
+
+    return async_to_sync(runner)()

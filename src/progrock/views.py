@@ -1,0 +1,127 @@
+"""A JSON HTTP API to the same tasks, for clients without WebSockets.
+
+Mounted by the project under a prefix (the demo uses ``/prog/api/``). Same
+ownership rules as the socket: a request sees only its user's or session's
+tasks (or what ``PROGROCK["PERMISSION"]`` allows); others get 404. Writes are
+CSRF-protected like any Django form (send the ``X-CSRFToken`` header).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_http_methods
+
+from progrock import tasks
+from progrock.conf import progrock_settings
+from progrock.exceptions import ProtocolError
+from progrock.protocol import (
+    Limits,
+    Start,
+    error_from,
+    error_message,
+    parse_client_message,
+    parse_task_id,
+)
+
+
+def _limits() -> Limits:
+    return Limits(
+        max_frame_bytes=progrock_settings.MAX_FRAME_BYTES,
+        max_params_bytes=progrock_settings.MAX_PARAMS_BYTES,
+        kinds=progrock_settings.KINDS,
+        default_kind=progrock_settings.DEFAULT_KIND,
+    )
+
+
+def _error(status: int, code: str, detail: str, **ctx: Any) -> JsonResponse:
+    return JsonResponse(error_message(code, detail, **ctx), status=status)
+
+
+def _forbidden(task_id: str) -> JsonResponse:
+    return _error(404, "forbidden", f"no task {task_id} that you may see", task_id=task_id)
+
+
+@require_http_methods(["GET", "POST"])
+async def task_list(request: HttpRequest) -> HttpResponse:
+    """GET: your tasks, newest first. POST {"kind", "params"}: start one (201)."""
+    if request.method == "GET":
+        owner = await _owner(request, create=False)
+        views = await tasks.alist_views(owner) if owner else []
+        return JsonResponse({"type": "tasks", "tasks": [v.snapshot() for v in views]})
+    if len(request.body) > progrock_settings.MAX_FRAME_BYTES:
+        return _error(
+            413,
+            "frame_too_large",
+            f"body is {len(request.body)} bytes, more than {progrock_settings.MAX_FRAME_BYTES}",
+        )
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError as exc:
+        return _error(400, "bad_json", f"body is not valid JSON: {exc}")
+    if isinstance(data, dict):
+        data = {**data, "action": "start"}
+    try:
+        start = parse_client_message(data, _limits())
+    except ProtocolError as exc:
+        return JsonResponse(error_from(exc), status=400)
+    if not isinstance(start, Start):  # pragma: no cover - action forced above
+        return _error(400, "bad_message", "expected a start request")
+    owner = await _owner(request, create=True)
+    if owner is None:  # pragma: no cover - a session was just created
+        return _error(403, "forbidden", "no session")
+    try:
+        task_id = await tasks.astart_task(start.kind, start.params, owner=owner)
+    except tasks.TooManyTasks as exc:
+        return _error(429, "too_many_tasks", str(exc), action="start")
+    found = await tasks.aget_view_and_owner(task_id)
+    body = found[0].snapshot() if found else {"task_id": task_id}
+    return JsonResponse(body, status=201)
+
+
+@require_http_methods(["GET"])
+async def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
+    """GET: the task's snapshot."""
+    try:
+        task_id = parse_task_id(task_id, "subscribe")
+    except ProtocolError as exc:
+        return JsonResponse(error_from(exc), status=400)
+    owner = await _owner(request, create=False)
+    found = await tasks.aget_view_and_owner(task_id)
+    if owner is None or found is None or not tasks.may_access(owner, found[1], task_id):
+        return _forbidden(task_id)
+    return JsonResponse(found[0].snapshot())
+
+
+@require_http_methods(["POST"])
+async def task_cancel(request: HttpRequest, task_id: str) -> HttpResponse:
+    """POST: ask a worker to cancel the task (202); 409 if it is already over."""
+    try:
+        task_id = parse_task_id(task_id, "cancel")
+    except ProtocolError as exc:
+        return JsonResponse(error_from(exc), status=400)
+    owner = await _owner(request, create=False)
+    found = await tasks.aget_view_and_owner(task_id)
+    if owner is None or found is None or not tasks.may_access(owner, found[1], task_id):
+        return _forbidden(task_id)
+    if found[0].status.terminal:
+        return _error(
+            409,
+            "not_cancellable",
+            f"task {task_id} is already {found[0].status.value}",
+            action="cancel",
+            task_id=task_id,
+        )
+    await tasks.forward_cancel(task_id, reply_channel=None)
+    return JsonResponse({"task_id": task_id, "status": "cancelling"}, status=202)
+
+
+async def _owner(request: HttpRequest, *, create: bool) -> str | None:
+    from asgiref.sync import sync_to_async
+
+    def resolve() -> str | None:
+        return tasks.owner_for_request(request, create_session=create)
+
+    return await sync_to_async(resolve)()

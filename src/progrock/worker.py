@@ -1,0 +1,472 @@
+"""The ``prog-rocker`` worker: start, poll and cancel tasks on the backend service.
+
+No handler sleeps or loops over a task. Each running task has a poll chain of
+delayed messages: the delay server delivers due ticks (merged, many tasks per
+message), the worker polls the backend for all of them in one request,
+announces what changed, and schedules each task's next tick on its cadence
+(``due + POLL_INTERVAL``, so the cadence does not drift). Run it with
+``manage.py runworker prog-rocker``; any number may run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.layers import get_channel_layer
+
+from progrock import tasks
+from progrock.conf import progrock_settings
+from progrock.delay import DelayStore
+from progrock.exceptions import ServiceError, ServiceRejected
+from progrock.models import Task
+from progrock.protocol import (
+    ACTIVE,
+    Status,
+    backoff,
+    clamp_progress,
+    estimate,
+    failure,
+    progress_message,
+    started_message,
+)
+from progrock.services import load_service
+from progrock.services.base import ServiceStatus, TaskService
+from progrock.store import UNKNOWN, Change, TaskStore
+
+logger = logging.getLogger("progrock.worker")
+
+POLL = "progrock.poll"
+
+
+def _now_ms() -> float:
+    return time.time() * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    task_id: str
+    due_ms: float
+
+
+def parse_ticks(raw: object) -> list[Tick]:
+    """Ticks of a ``progrock.poll`` message; malformed entries are logged and skipped."""
+    ticks: list[Tick] = []
+    if not isinstance(raw, list):
+        logger.error("dropping poll message: 'ticks' must be a list, got %.200r", raw)
+        return ticks
+    for item in raw:
+        if (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], (int, float))
+            and not isinstance(item[1], bool)
+        ):
+            try:
+                ticks.append(Tick(str(uuid.UUID(item[0])), float(item[1])))
+                continue
+            except ValueError:
+                pass
+        logger.error("dropping malformed tick %.200r: expected [task_id, due_ms]", item)
+    return ticks
+
+
+class Engine:
+    """What a worker does, independent of how messages reach it."""
+
+    def __init__(self, service: TaskService, store: TaskStore, delay: DelayStore) -> None:
+        self.service = service
+        self.store = store
+        self.delay = delay
+
+    # -- scheduling ---------------------------------------------------------
+
+    async def schedule_ticks(self, ticks: Sequence[Tick]) -> None:
+        if not ticks:
+            return
+        now = _now_ms()
+        await self.delay.schedule_many(
+            [
+                {
+                    "channel": progrock_settings.WORKER_CHANNEL,
+                    "content": {"type": POLL, "ticks": [[t.task_id, t.due_ms]]},
+                    "delay": max(0.0, t.due_ms - now),
+                    "key": f"poll:{t.task_id}",
+                    "merge": True,
+                }
+                for t in ticks
+            ]
+        )
+
+    async def _reply_error(self, reply_channel: object, code: str, detail: str, **ctx: Any) -> None:
+        if not isinstance(reply_channel, str) or not reply_channel:
+            logger.warning("%s: %s", code, detail)
+            return
+        layer = get_channel_layer()
+        if layer is not None:
+            await layer.send(
+                reply_channel, {"type": "progrock.error", "code": code, "detail": detail, **ctx}
+            )
+
+    # -- start --------------------------------------------------------------
+
+    async def start(self, message: Mapping[str, Any]) -> None:
+        try:
+            task_id = str(uuid.UUID(str(message["task_id"])))
+            kind, params, owner = message["kind"], message.get("params") or {}, message["owner"]
+            if not (isinstance(kind, str) and isinstance(params, dict) and isinstance(owner, str)):
+                raise TypeError("kind, params, owner must be str, dict, str")
+        except (KeyError, ValueError, TypeError) as exc:
+            logger.error("dropping malformed start message %.300r: %s", message, exc)
+            return
+        reply, ref = message.get("reply_channel"), message.get("ref")
+        task = await Task.objects.filter(pk=task_id).afirst()
+        if task is None:
+            try:
+                await tasks._check_limit(owner)
+            except tasks.TooManyTasks as exc:
+                await self._reply_error(
+                    reply, "too_many_tasks", str(exc), action="start", task_id=task_id, ref=ref
+                )
+                return
+            task = await Task.objects.acreate(id=task_id, owner=owner, kind=kind, params=params)
+        if task.status != Status.QUEUED.value:
+            return  # a duplicate start: the task is already under way or over
+        await self.store.init(task_id, tasks.live_fields(task))
+        attempt = int(message.get("attempt") or 0)
+        try:
+            status = await self.service.create(kind, params)
+        except ServiceRejected as exc:
+            await tasks.afinish(
+                task_id,
+                Status.FAILED,
+                self.store,
+                progress=0,
+                error=failure("backend_rejected", exc.detail),
+            )
+            return
+        except ServiceError as exc:
+            first = float(message.get("first_failure") or time.time())
+            if time.time() - first > progrock_settings.FAILURE_BUDGET:
+                await tasks.afinish(
+                    task_id,
+                    Status.FAILED,
+                    self.store,
+                    progress=0,
+                    error=failure("backend_unreachable", str(exc)),
+                )
+                return
+            delay = backoff(attempt + 1, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX)
+            logger.warning("start of %s failed (%s); retrying in %.1fs", task_id, exc, delay)
+            await self.delay.schedule_many(
+                [
+                    {
+                        "channel": progrock_settings.WORKER_CHANNEL,
+                        "content": {**message, "attempt": attempt + 1, "first_failure": first},
+                        "delay": delay * 1000,
+                        "key": f"start:{task_id}",
+                        "merge": False,
+                    }
+                ]
+            )
+            return
+        started = datetime.now(UTC)
+        updated = await Task.objects.filter(pk=task_id, status=Status.QUEUED.value).aupdate(
+            status=Status.RUNNING.value, backend_ref=status.ref, started_at=started, seq=1
+        )
+        if not updated:  # cancelled while the backend was creating it
+            await self._cancel_backend(status.ref)
+            return
+        now = time.time()
+        reply_code = await self.store.apply(
+            Change(
+                task_id,
+                started_message(task_id, kind),
+                Status.RUNNING,
+                0,
+                {
+                    "ref": status.ref,
+                    "started_at": started.isoformat(),
+                    "rp": 0.0,
+                    "rt": now,
+                    "lp": now,
+                    "dbt": now,
+                },
+            )
+        )
+        if reply_code == UNKNOWN:
+            await tasks.arebuild(task_id, self.store)
+        await self.schedule_ticks([Tick(task_id, _now_ms() + self.interval_ms)])
+
+    @property
+    def interval_ms(self) -> float:
+        return float(progrock_settings.POLL_INTERVAL) * 1000
+
+    # -- poll ---------------------------------------------------------------
+
+    async def poll(self, ticks: Sequence[Tick]) -> None:
+        due = {t.task_id: t.due_ms for t in ticks}
+        live = await self.store.load(list(due))
+        for task_id, fields in list(live.items()):
+            if fields is None or not fields.get("owner"):
+                task = await tasks.arebuild(task_id, self.store)
+                live[task_id] = tasks.live_fields(task) if task else None  # type: ignore[assignment]
+                if live[task_id] is not None:
+                    live[task_id] = {
+                        k: "" if v is None else str(v) for k, v in live[task_id].items()
+                    }  # type: ignore[union-attr]
+        running = {
+            task_id: fields
+            for task_id, fields in live.items()
+            if fields is not None
+            and fields.get("status") == Status.RUNNING.value
+            and fields.get("ref")
+            and fields.get("push") != "1"
+        }
+        if not running:
+            return
+        refs = {fields["ref"]: task_id for task_id, fields in running.items()}
+        try:
+            statuses: Mapping[
+                str, ServiceStatus | ServiceError | None
+            ] = await self.service.status_many(list(refs))
+        except ServiceError as exc:
+            statuses = {ref: exc for ref in refs}
+        now, now_ms = time.time(), _now_ms()
+        changes: list[Change] = []
+        bookkeeping: list[tuple[str, dict[str, Any]]] = []
+        next_ticks: list[Tick] = []
+        db_rows: list[Task] = []
+        for ref, task_id in refs.items():
+            fields = running[task_id]
+            result = statuses.get(ref, ServiceError(f"backend omitted task {ref!r} from its reply"))
+            if isinstance(result, ServiceError):
+                retry = await self._backend_trouble(task_id, fields, result, now)
+                if retry is not None:
+                    bookkeeping.append((task_id, retry[1]))
+                    next_ticks.append(Tick(task_id, now_ms + retry[0] * 1000))
+                continue
+            if result is None:
+                await tasks.afinish(
+                    task_id,
+                    Status.FAILED,
+                    self.store,
+                    progress=float(fields.get("progress") or 0),
+                    error=failure("lost", f"the backend no longer knows task {ref!r}"),
+                    seq_hint=int(fields.get("seq") or 0),
+                )
+                continue
+            if result.state != "running":
+                await self._finish_from_backend(task_id, fields, result)
+                continue
+            book: dict[str, Any] = {"lp": now}
+            if fields.get("fails"):
+                book.update(fails="", fail_since="")
+            old_progress = float(fields.get("progress") or 0)
+            progress = max(old_progress, clamp_progress(result.progress))
+            if progress != old_progress or (result.message or "") != fields.get("message", ""):
+                est = estimate(
+                    progress=progress,
+                    now=now,
+                    last_progress=float(fields.get("rp") or 0),
+                    last_time=float(fields.get("rt") or now),
+                    last_rate=float(fields["rate"]) if fields.get("rate") else None,
+                )
+                book.update(
+                    message=result.message, eta_s=est.eta_s, rate=est.rate, rp=progress, rt=now
+                )
+                msg = progress_message(task_id, progress, result.message, est.eta_s, est.rate)
+                changes.append(Change(task_id, msg, Status.RUNNING, progress, book))
+                if now - float(fields.get("dbt") or 0) >= progrock_settings.DB_PROGRESS_INTERVAL:
+                    book["dbt"] = now
+                    db_rows.append(
+                        Task(
+                            id=task_id,
+                            progress=progress,
+                            message=result.message,
+                            seq=int(fields.get("seq") or 0) + 1,
+                        )
+                    )
+            else:
+                bookkeeping.append((task_id, book))
+            next_due = due[task_id] + self.interval_ms
+            next_ticks.append(Tick(task_id, max(next_due, now_ms)))
+        replies = await self.store.apply_many(changes)
+        for change, code in zip(changes, replies, strict=True):
+            if code == UNKNOWN:
+                await tasks.arebuild(change.task_id, self.store)
+        await self.store.set_fields(bookkeeping)
+        await self.schedule_ticks(next_ticks)
+        if db_rows:
+            await Task.objects.abulk_update(db_rows, ["progress", "message", "seq"])
+
+    async def _backend_trouble(
+        self, task_id: str, fields: Mapping[str, str], exc: ServiceError, now: float
+    ) -> tuple[float, dict[str, Any]] | None:
+        """Back off, or fail the task once the failure budget is spent."""
+        fails = int(fields.get("fails") or 0) + 1
+        since = float(fields.get("fail_since") or now)
+        if now - since >= progrock_settings.FAILURE_BUDGET:
+            detail = (
+                f"backend unusable for {now - since:.0f}s ({fails} failed polls); last error: {exc}"
+            )
+            await tasks.afinish(
+                task_id,
+                Status.FAILED,
+                self.store,
+                progress=float(fields.get("progress") or 0),
+                error=failure("backend_unreachable", detail),
+                seq_hint=int(fields.get("seq") or 0),
+            )
+            return None
+        delay = backoff(fails, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX)
+        logger.warning(
+            "poll of %s failed (%s); attempt %d, retrying in %.1fs", task_id, exc, fails, delay
+        )
+        return delay, {"fails": fails, "fail_since": since, "lp": now}
+
+    async def _finish_from_backend(
+        self, task_id: str, fields: Mapping[str, str], result: ServiceStatus
+    ) -> None:
+        seq = int(fields.get("seq") or 0)
+        progress = max(float(fields.get("progress") or 0), clamp_progress(result.progress))
+        if result.state == "succeeded":
+            await tasks.afinish(
+                task_id,
+                Status.SUCCEEDED,
+                self.store,
+                progress=100,
+                result=result.result,
+                seq_hint=seq,
+            )
+        elif result.state == "failed":
+            await tasks.afinish(
+                task_id,
+                Status.FAILED,
+                self.store,
+                progress=progress,
+                error=failure("backend_failed", result.error or "the task failed"),
+                seq_hint=seq,
+            )
+        else:
+            await tasks.afinish(
+                task_id, Status.CANCELLED, self.store, progress=progress, seq_hint=seq
+            )
+
+    # -- cancel -------------------------------------------------------------
+
+    async def cancel(self, message: Mapping[str, Any]) -> None:
+        try:
+            task_id = str(uuid.UUID(str(message["task_id"])))
+        except (KeyError, ValueError) as exc:
+            logger.error("dropping malformed cancel message %.300r: %s", message, exc)
+            return
+        reply = message.get("reply_channel")
+        task = await Task.objects.filter(pk=task_id).afirst()
+        if task is None or task.status not in ACTIVE:
+            state = task.status if task else "unknown"
+            await self._reply_error(
+                reply,
+                "not_cancellable",
+                f"task {task_id} is {state}",
+                action="cancel",
+                task_id=task_id,
+            )
+            return
+        if task.backend_ref:
+            await self._cancel_backend(task.backend_ref)
+        view = await self.store.view(task_id)
+        progress = view.progress if view else task.progress
+        seq = view.seq if view else task.seq
+        done = await tasks.afinish(
+            task_id, Status.CANCELLED, self.store, progress=progress, seq_hint=seq
+        )
+        if not done:
+            await self._reply_error(
+                reply,
+                "not_cancellable",
+                f"task {task_id} is already over",
+                action="cancel",
+                task_id=task_id,
+            )
+
+    async def _cancel_backend(self, ref: str) -> None:
+        try:
+            await self.service.cancel(ref)
+        except (ServiceError, ServiceRejected) as exc:
+            logger.warning("backend did not cancel %s: %s", ref, exc)
+
+    # -- sweep --------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Re-arm running tasks whose poll chain was lost; returns how many."""
+        stall = float(progrock_settings.STALL_AFTER)
+        now = time.time()
+        rows = [
+            (str(pk), status, ref)
+            async for pk, status, ref in Task.objects.filter(
+                status__in=[s.value for s in ACTIVE], push=False
+            ).values_list("id", "status", "backend_ref")[:10_000]
+        ]
+        running = [pk for pk, status, ref in rows if status == Status.RUNNING.value and ref]
+        live = await self.store.load(running)
+        rearm: list[Tick] = []
+        for task_id in running:
+            fields = live.get(task_id)
+            last = float(fields.get("lp") or 0) if fields else 0.0
+            if now - last < stall + float(progrock_settings.POLL_INTERVAL):
+                continue
+            if await self.delay.has_pending(f"poll:{task_id}"):
+                continue
+            if fields is None or not fields.get("owner"):
+                await tasks.arebuild(task_id, self.store)
+            rearm.append(Tick(task_id, _now_ms()))
+        await self.schedule_ticks(rearm)
+        if rearm:
+            logger.warning("sweep re-armed %d stalled poll chains", len(rearm))
+        return len(rearm)
+
+
+_engines: dict[int, Engine] = {}
+
+
+def get_engine() -> Engine:
+    import asyncio
+
+    loop_id = id(asyncio.get_running_loop())
+    engine = _engines.get(loop_id)
+    if engine is None:
+        engine = Engine(load_service(), TaskStore.from_settings(), DelayStore.from_settings())
+        _engines[loop_id] = engine
+    return engine
+
+
+class WorkerConsumer(AsyncConsumer):
+    """The ``prog-rocker`` channel's consumer: a thin adapter over :class:`Engine`."""
+
+    async def progrock_start(self, message: dict[str, Any]) -> None:
+        await self._guard(get_engine().start(message), message)
+
+    async def progrock_poll(self, message: dict[str, Any]) -> None:
+        await self._guard(get_engine().poll(parse_ticks(message.get("ticks"))), message)
+
+    async def progrock_cancel(self, message: dict[str, Any]) -> None:
+        await self._guard(get_engine().cancel(message), message)
+
+    async def progrock_sweep(self, message: dict[str, Any]) -> None:
+        await self._guard(get_engine().sweep(), message)
+
+    async def _guard(self, work: Any, message: Mapping[str, Any]) -> None:
+        try:
+            await work
+        except Exception:
+            # One bad message must not take the worker down; the sweep re-arms
+            # any poll chain this broke.
+            logger.exception("worker failed on %.300r", message)

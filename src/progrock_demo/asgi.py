@@ -1,0 +1,30 @@
+"""ASGI entry point of the example project (``daphne progrock_demo.asgi:application``)."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "progrock_demo.settings")
+django_asgi_app = get_asgi_application()
+
+# Imported after Django is set up: they load models.
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from progrock import routing  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        # The demo serves its own static files; a production site would use
+        # collectstatic behind a web server or WhiteNoise instead.
+        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))
+        ),
+        "channel": ChannelNameRouter(routing.channel_routing()),
+    }
+)
