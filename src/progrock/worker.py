@@ -20,6 +20,7 @@ from typing import Any
 
 from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
+from django.db import IntegrityError
 
 from progrock import tasks
 from progrock.conf import progrock_settings
@@ -136,7 +137,12 @@ class Engine:
                     reply, "too_many_tasks", str(exc), action="start", task_id=task_id, ref=ref
                 )
                 return
-            task = await Task.objects.acreate(id=task_id, owner=owner, kind=kind, params=params)
+            try:
+                task = await Task.objects.acreate(
+                    id=task_id, owner=owner, kind=kind, params=params
+                )
+            except IntegrityError:
+                return  # the channel layer delivered this start twice; the other copy runs it
         if task.status != Status.QUEUED.value:
             return  # a duplicate start: the task is already under way or over
         await self.store.init(task_id, tasks.live_fields(task))
@@ -212,6 +218,17 @@ class Engine:
     # -- poll ---------------------------------------------------------------
 
     async def poll(self, ticks: Sequence[Tick]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._poll(ticks)
+        finally:
+            logger.debug(
+                "polled %d ticks in %.1f ms, %.1f ms late",
+                len(ticks), (time.perf_counter() - started) * 1000,
+                _now_ms() - min((t.due_ms for t in ticks), default=_now_ms()),
+            )
+
+    async def _poll(self, ticks: Sequence[Tick]) -> None:
         due = {t.task_id: t.due_ms for t in ticks}
         live = await self.store.load(list(due))
         for task_id, fields in list(live.items()):

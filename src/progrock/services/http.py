@@ -1,0 +1,210 @@
+"""HttpTaskService: the TaskService adapter for a backend speaking ``docs/backend.md``.
+
+One shared ``aiohttp.ClientSession`` (created lazily inside the running event
+loop, so connections are pooled across polls); status polls use the batch
+endpoint ``POST /tasks/status`` in chunks of ``batch_size`` sent concurrently.
+Connection errors, timeouts, 5xx and non-JSON answers raise
+:class:`~progrock.exceptions.ServiceError`; a 4xx on create raises
+:class:`~progrock.exceptions.ServiceRejected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from progrock.exceptions import ImproperlyConfigured, ServiceError, ServiceRejected
+from progrock.services.base import ServiceStatus, parse_status
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+"""Most ids the reference backend accepts in one ``POST /tasks/status``."""
+
+
+class HttpTaskService:
+    """Talk to a backend task service over HTTP.
+
+    ``url``: the backend's base URL (``http://127.0.0.1:8001``); ``timeout``:
+    seconds allowed for one whole HTTP exchange; ``batch_size``: most refs
+    per ``POST /tasks/status`` (1..1000).
+    """
+
+    def __init__(self, url: str, timeout: float = 5.0, batch_size: int = 500) -> None:
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+            raise ImproperlyConfigured(f"HttpTaskService url must be an http(s) URL, got {url!r}")
+        if not urlsplit(url).hostname:
+            raise ImproperlyConfigured(f"HttpTaskService url has no host: {url!r}")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ImproperlyConfigured(
+                f"HttpTaskService timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or not 1 <= batch_size <= MAX_BATCH
+        ):
+            raise ImproperlyConfigured(
+                f"HttpTaskService batch_size must be an integer within 1..{MAX_BATCH}, "
+                f"got {batch_size!r}"
+            )
+        self.url = url.rstrip("/")
+        self.timeout = float(timeout)
+        self.batch_size = batch_size
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"HttpTaskService(url={self.url!r}, timeout={self.timeout}, "
+            f"batch_size={self.batch_size})"
+        )
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ServiceError(f"HttpTaskService for {self.url} is closed")
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            # A session belongs to one loop; a new loop (e.g. a new test) gets its own.
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=100),
+                json_serialize=json.dumps,
+            )
+            self._loop = loop
+        return self._session
+
+    async def _call(self, method: str, path: str, body: object = None) -> tuple[int, Any, str]:
+        """One exchange: return (status, decoded JSON, "METHOD /path") or raise ServiceError.
+
+        5xx and non-JSON bodies raise; 2xx-4xx come back for the caller to judge.
+        """
+        what = f"{method} {path}"
+        session = self._get_session()
+        try:
+            async with session.request(
+                method, self.url + path, json=body if body is not None else None
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise ServiceError(
+                f"backend {self.url} timed out after {self.timeout:g} s on {what}"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ServiceError(
+                f"backend {self.url} unreachable on {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+        text = raw[:300].decode(errors="replace")
+        if status >= 500:
+            raise ServiceError(f"backend {self.url} answered {status} to {what}: {text!r}")
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ServiceError(
+                f"backend {self.url} answered {status} with non-JSON to {what}: {text!r}"
+            ) from None
+        return status, data, what
+
+    def _detail(self, status: int, data: Any, what: str) -> str:
+        return f"backend {self.url} answered {status} to {what}: {self._reason(data)}"
+
+    @staticmethod
+    def _reason(data: Any) -> str:
+        error = data.get("error") if isinstance(data, dict) else None
+        return error if isinstance(error, str) else json.dumps(data)[:300]
+
+    def _rejected(self, status: int, data: Any, what: str) -> ServiceRejected:
+        # The detail reaches browsers (failed.error.detail): the backend's own
+        # reason only, without its URL; the log line has the full context.
+        logger.info("%s", self._detail(status, data, what))
+        return ServiceRejected(self._reason(data), status)
+
+    def _parse(self, data: Any, what: str, expected_ref: str | None = None) -> ServiceStatus:
+        try:
+            return parse_status(data, expected_ref=expected_ref)
+        except ServiceError as exc:
+            raise ServiceError(f"backend {self.url} sent a bad task to {what}: {exc}") from None
+
+    async def create(self, kind: str, params: Mapping[str, Any]) -> ServiceStatus:
+        status, data, what = await self._call("POST", "/tasks", {"kind": kind, "params": params})
+        if 400 <= status < 500:
+            raise self._rejected(status, data, what)
+        if status != 201 and status != 200:
+            raise ServiceError(self._detail(status, data, what))
+        return self._parse(data, what)
+
+    async def status_many(
+        self, refs: Sequence[str]
+    ) -> dict[str, ServiceStatus | ServiceError | None]:
+        unique = list(dict.fromkeys(refs))
+        if not unique:
+            return {}
+        chunks = [unique[i : i + self.batch_size] for i in range(0, len(unique), self.batch_size)]
+        answers = await asyncio.gather(
+            *(self._status_chunk(chunk) for chunk in chunks), return_exceptions=True
+        )
+        out: dict[str, ServiceStatus | ServiceError | None] = {}
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+            out.update(answer)
+        return out
+
+    async def _status_chunk(
+        self, refs: list[str]
+    ) -> dict[str, ServiceStatus | ServiceError | None]:
+        status, data, what = await self._call("POST", "/tasks/status", {"ids": refs})
+        if status != 200:
+            raise ServiceError(self._detail(status, data, what))
+        tasks = data.get("tasks") if isinstance(data, dict) else None
+        if not isinstance(tasks, dict):
+            raise ServiceError(
+                f"backend {self.url} answered {what} without a 'tasks' object: "
+                f"{json.dumps(data)[:300]}"
+            )
+        out: dict[str, ServiceStatus | ServiceError | None] = {}
+        for ref in refs:
+            if ref not in tasks:
+                out[ref] = ServiceError(f"backend {self.url} left task {ref!r} out of {what}")
+                continue
+            entry = tasks[ref]
+            if entry is None:
+                out[ref] = None
+                continue
+            try:
+                out[ref] = self._parse(entry, what, expected_ref=ref)
+            except ServiceError as exc:
+                out[ref] = exc
+        return out
+
+    async def cancel(self, ref: str) -> ServiceStatus | None:
+        status, data, what = await self._call("DELETE", f"/tasks/{quote(ref, safe='')}")
+        if status == 404:
+            return None
+        if status == 409 and isinstance(data, dict) and "task" in data:
+            return self._parse(data["task"], what, expected_ref=ref)
+        if 400 <= status < 500:
+            raise self._rejected(status, data, what)
+        if status != 200:
+            raise ServiceError(self._detail(status, data, what))
+        return self._parse(data, what, expected_ref=ref)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()

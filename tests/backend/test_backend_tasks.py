@@ -1,0 +1,233 @@
+"""The reference backend's task lifecycle, driven through HttpTaskService."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from progrock.exceptions import ServiceRejected
+from progrock.services.base import ServiceStatus
+from progrock.services.http import HttpTaskService
+from progrock_backend.kinds import generate_stream
+from progrock_backend.testing import start_backend
+
+DEADLINE = 20.0
+
+
+async def poll_until(
+    service: HttpTaskService,
+    ref: str,
+    done: Callable[[ServiceStatus], bool],
+    seen: list[ServiceStatus] | None = None,
+    timeout: float = DEADLINE,
+) -> ServiceStatus:
+    """Poll ``ref`` every 10 ms until ``done(status)``; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = (await service.status_many([ref]))[ref]
+        assert isinstance(status, ServiceStatus), f"unexpected entry {status!r}"
+        if seen is not None:
+            seen.append(status)
+        if done(status):
+            return status
+        if time.monotonic() > deadline:
+            pytest.fail(f"task {ref} not done within {timeout} s; last status {status!r}")
+        await asyncio.sleep(0.01)
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {DEADLINE} s")
+        await asyncio.sleep(0.02)
+
+
+async def test_create_rock_starts_running(service: HttpTaskService) -> None:
+    """Creating a rock task answers a running status at 0 % with the backend's ref."""
+    status = await service.create("rock", {"interval_ms": 1000})
+    assert status.state == "running"
+    assert status.progress == 0
+    assert status.message == "rocking 0%"
+    assert status.ref
+
+
+async def test_rock_progresses_monotonically_to_success(service: HttpTaskService) -> None:
+    """A rock task's progress only rises, in steps, and ends succeeded at 100 with a result."""
+    created = await service.create("rock", {"interval_ms": 20, "step": 10})
+    seen: list[ServiceStatus] = []
+    final = await poll_until(service, created.ref, lambda s: s.terminal, seen)
+    assert final.state == "succeeded"
+    assert final.progress == 100
+    assert final.result == {"riffs": 10}
+    assert final.error is None
+    progresses = [s.progress for s in seen]
+    assert progresses == sorted(progresses)
+    assert all(p % 10 == 0 for p in progresses)
+
+
+async def test_rock_default_step_reaches_exactly_100(service: HttpTaskService) -> None:
+    """With the default 3 % step the last step is capped at 100, not 102."""
+    created = await service.create("rock", {"interval_ms": 5})
+    final = await poll_until(service, created.ref, lambda s: s.terminal)
+    assert (final.state, final.progress, final.result) == ("succeeded", 100, {"riffs": 34})
+
+
+async def test_rock_fail_at_fails_with_error(service: HttpTaskService) -> None:
+    """A rock task with fail_at fails once progress reaches it, with an error naming it."""
+    created = await service.create("rock", {"interval_ms": 10, "step": 10, "fail_at": 35})
+    final = await poll_until(service, created.ref, lambda s: s.terminal)
+    assert final.state == "failed"
+    assert final.progress == 40
+    assert final.error is not None and "fail_at=35" in final.error
+    assert final.result is None
+
+
+async def test_hash_result_matches_hashlib(service: HttpTaskService) -> None:
+    """A hash task's result is SHA-256 of generate_stream over the same size."""
+    created = await service.create("hash", {"mb": 3})
+    final = await poll_until(service, created.ref, lambda s: s.terminal)
+    expected = hashlib.sha256(b"".join(generate_stream(3))).hexdigest()
+    assert final.state == "succeeded"
+    assert final.result == {"sha256": expected, "bytes": 3 * 1024 * 1024}
+    assert final.message == "hashed 3 of 3 MB"
+
+
+async def test_cancel_running_rock_is_idempotent(service: HttpTaskService) -> None:
+    """Cancelling a running task freezes it as cancelled; cancelling again answers the same."""
+    created = await service.create("rock", {"interval_ms": 10, "step": 1})
+    await poll_until(service, created.ref, lambda s: s.progress > 0)
+    first = await service.cancel(created.ref)
+    assert first is not None and first.state == "cancelled"
+    again = await service.cancel(created.ref)
+    assert again == first
+    polled = (await service.status_many([created.ref]))[created.ref]
+    assert polled == first
+
+
+async def test_cancel_finished_task_returns_its_terminal_state(service: HttpTaskService) -> None:
+    """Cancelling a task that already succeeded returns its succeeded status (409 path)."""
+    created = await service.create("rock", {"interval_ms": 1, "step": 50})
+    await poll_until(service, created.ref, lambda s: s.terminal)
+    status = await service.cancel(created.ref)
+    assert status is not None and status.state == "succeeded"
+
+
+async def test_cancel_unknown_ref_returns_none(service: HttpTaskService) -> None:
+    """Cancelling a ref the backend never issued answers None."""
+    assert await service.cancel("no-such-task/../x") is None
+
+
+async def test_status_many_reports_unknown_refs_as_none(
+    backend_url_service: HttpTaskService,
+) -> None:
+    """A batch poll returns one entry per ref, None for unknown ones, across several chunks."""
+    service = backend_url_service
+    refs = [(await service.create("rock", {"interval_ms": 1000})).ref for _ in range(5)]
+    asked = [refs[0], "unknown-1", *refs[1:], "unknown-2"]
+    answer = await service.status_many(asked)
+    assert list(answer) == asked
+    assert answer["unknown-1"] is None and answer["unknown-2"] is None
+    for ref in refs:
+        entry = answer[ref]
+        assert isinstance(entry, ServiceStatus) and entry.ref == ref
+
+
+async def test_status_many_of_nothing_is_empty(service: HttpTaskService) -> None:
+    """Polling no refs answers an empty dict."""
+    assert await service.status_many([]) == {}
+
+
+async def test_unknown_kind_is_rejected_with_reason(service: HttpTaskService) -> None:
+    """Creating an unknown kind raises ServiceRejected(400) with the backend's reason only."""
+    with pytest.raises(ServiceRejected) as info:
+        await service.create("jazz", {})
+    assert info.value.status == 400
+    assert info.value.detail == "unknown kind 'jazz'; expected one of ['hash', 'rock']"
+    assert str(info.value) == info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "quoted"),
+    [
+        ("rock", {"step": 0}, "'step' must be > 0, got 0"),
+        ("rock", {"interval_ms": "fast"}, "'interval_ms' must be a finite number, got 'fast'"),
+        ("rock", {"fail_at": 120}, "'fail_at' must be within 0..100, got 120.0"),
+        ("rock", {"tempo": 1}, "unknown params ['tempo']"),
+        ("hash", {"mb": 5000}, "'mb' must be an integer within 1..4096, got 5000"),
+        ("hash", {"mb": 1.5}, "got 1.5"),
+        ("hash", {"rate_mb_s": -1}, "'rate_mb_s' must be > 0, got -1"),
+    ],
+)
+async def test_bad_params_are_rejected_with_reason(
+    service: HttpTaskService, kind: str, params: dict[str, object], quoted: str
+) -> None:
+    """Bad params raise ServiceRejected(400) whose detail quotes the bad value."""
+    with pytest.raises(ServiceRejected) as info:
+        await service.create(kind, params)
+    assert info.value.status == 400
+    assert quoted in info.value.detail
+
+
+async def test_hash_pool_is_bounded_and_cancel_frees_it() -> None:
+    """With one hash worker a second task waits "queued"; cancelling the first lets it run."""
+    backend = start_backend(extra_args=["--hash-workers", "1"])
+    service = HttpTaskService(backend.url)
+    try:
+        slow = await service.create("hash", {"mb": 4096, "rate_mb_s": 1})
+        await poll_until(service, slow.ref, lambda s: s.progress > 0)
+        waiting = await service.create("hash", {"mb": 1})
+        queued = (await service.status_many([waiting.ref]))[waiting.ref]
+        assert isinstance(queued, ServiceStatus)
+        assert (queued.state, queued.progress, queued.message) == ("running", 0, "queued")
+        cancelled = await service.cancel(slow.ref)
+        assert cancelled is not None and cancelled.state == "cancelled"
+        final = await poll_until(service, waiting.ref, lambda s: s.terminal)
+        assert final.state == "succeeded"
+        after = (await service.status_many([slow.ref]))[slow.ref]
+        assert isinstance(after, ServiceStatus)
+        assert after.state == "cancelled"
+    finally:
+        await service.aclose()
+        assert backend.stop() == 0
+
+
+async def test_cancel_queued_hash_never_runs() -> None:
+    """A hash task cancelled while queued ends cancelled at 0 % without running."""
+    backend = start_backend(extra_args=["--hash-workers", "1"])
+    service = HttpTaskService(backend.url)
+    try:
+        slow = await service.create("hash", {"mb": 4096, "rate_mb_s": 1})
+        queued = await service.create("hash", {"mb": 1})
+        cancelled = await service.cancel(queued.ref)
+        assert cancelled is not None
+        assert (cancelled.state, cancelled.progress) == ("cancelled", 0)
+        await service.cancel(slow.ref)
+        later = (await service.status_many([queued.ref]))[queued.ref]
+        assert isinstance(later, ServiceStatus) and later.state == "cancelled"
+    finally:
+        await service.aclose()
+        assert backend.stop() == 0
+
+
+async def test_finished_tasks_are_forgotten_after_ttl() -> None:
+    """A finished task disappears (status None) once the TTL has passed."""
+    backend = start_backend(extra_args=["--ttl", "0.2"])
+    service = HttpTaskService(backend.url)
+    try:
+        running = await service.create("rock", {"interval_ms": 60_000})
+        done = await service.create("rock", {"interval_ms": 1, "step": 100})
+
+        async def forgotten() -> bool:
+            return (await service.status_many([done.ref]))[done.ref] is None
+
+        await wait_for(forgotten, "forgetting the finished task")
+        still = (await service.status_many([running.ref]))[running.ref]
+        assert isinstance(still, ServiceStatus) and still.state == "running"
+    finally:
+        await service.aclose()
+        assert backend.stop() == 0
