@@ -21,7 +21,6 @@ from progrock.exceptions import ProtocolError
 from progrock.hub import get_hub
 from progrock.protocol import (
     ACCEPT_FRAME,
-    FLAG_STARTED,
     FLAG_TERMINAL,
     Cancel,
     Limits,
@@ -187,9 +186,12 @@ class ProgressConsumer(AsyncWebsocketConsumer):
         if last is None or seq <= last:
             return
         self.watching[task_id] = seq
-        if flag == FLAG_STARTED and task_id in self.refs:
+        ref = self.refs.pop(task_id, None)
+        if ref is not None:
+            # The first message of a task this socket started carries its ref:
+            # `started`, or `failed` if the backend refused the task.
             message = json.loads(body)
-            message["ref"] = self.refs[task_id]
+            message["ref"] = ref
             body = dumps(message)
         await self.send(text_data=body)
         if flag == FLAG_TERMINAL:

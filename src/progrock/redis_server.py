@@ -76,16 +76,26 @@ class RedisServer:
     def command(self) -> list[str]:
         args = [
             find_redis_server(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--save", "",
-            "--appendonly", "yes" if self.persist else "no",
-            "--hz", "50",
-            "--loglevel", "warning",
-            "--maxclients", "20000",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--hz",
+            "50",
+            "--loglevel",
+            "warning",
+            "--maxclients",
+            "20000",
         ]
         return args
 
@@ -98,7 +108,11 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
                 raise ProgRockError(f"redis-server exited with {self.process.returncode}: {err}")
             if self.ping():
                 return

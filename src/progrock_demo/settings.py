@@ -21,6 +21,13 @@ def _data_dir() -> Path:
     explicit = os.environ.get("PROGROCK_DATA_DIR")
     if explicit:
         return Path(explicit).expanduser()
+    if os.environ.get("PYTEST_VERSION"):
+        # Under pytest, never touch the user's data directory.
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="progrock-test-data-"))
+        os.environ["PROGROCK_DATA_DIR"] = str(path)
+        return path
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return Path(base) / "progrock"
 
@@ -127,6 +134,8 @@ if os.environ.get("PROGROCK_POLL_INTERVAL"):
     PROGROCK["POLL_INTERVAL"] = float(os.environ["PROGROCK_POLL_INTERVAL"])
 if os.environ.get("PROGROCK_FAILURE_BUDGET"):
     PROGROCK["FAILURE_BUDGET"] = float(os.environ["PROGROCK_FAILURE_BUDGET"])
+if os.environ.get("PROGROCK_MAX_RUNNING_PER_OWNER"):
+    PROGROCK["MAX_RUNNING_PER_OWNER"] = int(os.environ["PROGROCK_MAX_RUNNING_PER_OWNER"])
 if os.environ.get("PROGROCK_SWEEP_INTERVAL"):
     PROGROCK["SWEEP_INTERVAL"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])
     PROGROCK["STALL_AFTER"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])

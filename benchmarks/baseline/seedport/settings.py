@@ -1,0 +1,40 @@
+"""Settings of the baseline: the seed's stack, nothing more.
+
+The only departure from the seed's configuration is the channel capacity:
+channels_redis's default of 100 messages per channel would overflow the shared
+``prog-rocker`` and ``asgi.delay`` channels beyond ~100 concurrent tasks, and a
+baseline that breaks on a setting is no baseline.
+"""
+
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = "baseline-benchmark-only"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+INSTALLED_APPS = ["channels", "seedport"]
+MIDDLEWARE: list[str] = []
+ROOT_URLCONF = "seedport.urls"
+ASGI_APPLICATION = "seedport.asgi.application"
+DATABASES: dict[str, dict[str, str]] = {}
+USE_TZ = True
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "channel_capacity": {"prog-rocker": 10_000, "asgi.delay": 10_000},
+        },
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

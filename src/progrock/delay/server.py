@@ -1,0 +1,361 @@
+"""The delay server: ``asgi.delay`` channel -> Redis store -> target channels on time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer, get_channel_layer
+from redis.exceptions import RedisError
+
+from progrock.conf import progrock_settings
+from progrock.delay.envelope import Delivery, Envelope, InvalidEnvelope, Pending, plan_deliveries
+from progrock.delay.store import DelayStore, now_ms
+
+logger = logging.getLogger("progrock.delay")
+
+# Errors of an unreachable or failing Redis / network: log and retry later.
+TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class _Backoff:
+    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+        self.base, self.cap, self.current = base, cap, base
+
+    def next(self) -> float:
+        value, self.current = self.current, min(self.cap, self.current * 2)
+        return value
+
+    def reset(self) -> None:
+        self.current = self.base
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait until ``event`` is set, at most ``timeout`` seconds (sets it on timeout).
+
+    Not ``wait_for``: on Python 3.11 it can swallow a cancellation that
+    races with its timeout, and the loop would never stop.
+    """
+    handle = asyncio.get_running_loop().call_later(timeout, event.set)
+    try:
+        await event.wait()
+    finally:
+        handle.cancel()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], deadline_s: float = 10.0) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again if a cancel was lost.
+
+    On Python 3.11 redis-py's ``asyncio.wait_for`` around socket writes (used
+    when ``socket_timeout`` is set) can swallow a cancellation that races
+    with the write; one ``cancel()`` is then not enough.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    pending = [task for task in tasks if not task.done()]
+    while pending and loop.time() < end:
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=0.05)
+        pending = list(still)
+    for task in pending:
+        logger.error("delay server task %s did not stop", task.get_name())
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            logger.debug("task %s ended with %r", task.get_name(), task.exception())
+
+
+class DelayServer:
+    """Serve the ``asgi.delay`` channel from a durable Redis store.
+
+    Tasks: a receiver (channel layer -> store), a listener (wake-ups
+    announced on pub/sub), the scheduler (claim due messages, send them) and
+    a sweep trigger (one ``progrock.sweep`` per ``SWEEP_INTERVAL`` across all
+    servers). ``ready`` is set once all of them run and Redis answered.
+    """
+
+    def __init__(
+        self,
+        store: DelayStore | None = None,
+        layer: BaseChannelLayer | None = None,
+        *,
+        lease_ms: float = 30_000.0,
+        claim_limit: int = 1000,
+        retry_ms: float = 100.0,
+        recheck_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._layer = layer
+        self._stopping = False
+        self.lease_ms = lease_ms
+        self.claim_limit = claim_limit
+        self.retry_ms = retry_ms
+        self.recheck_s = recheck_s
+        self.ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._planned = math.inf
+        self._queue: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._listening = asyncio.Event()
+        self._claimed_once = asyncio.Event()
+
+    @property
+    def store(self) -> DelayStore:
+        if self._store is None:
+            raise RuntimeError("DelayServer.store is only available while run() runs")
+        return self._store
+
+    @property
+    def layer(self) -> BaseChannelLayer:
+        if self._layer is None:
+            raise RuntimeError("DelayServer.layer is only available while run() runs")
+        return self._layer
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set (forever if None)."""
+        stop = stop or asyncio.Event()
+        self._stopping = False
+        owned = self._store is None
+        if self._store is None:
+            self._store = DelayStore.from_settings()
+        if self._layer is None:
+            layer = get_channel_layer()
+            if layer is None:
+                raise RuntimeError("no channel layer configured (settings.CHANNEL_LAYERS)")
+            self._layer = layer
+        loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
+            self._listen_loop,
+            self._receive_loop,
+            self._store_loop,
+            self._schedule_loop,
+            self._sweep_loop,
+        ]
+        tasks = [asyncio.create_task(loop(), name=f"rundelay{loop.__name__}") for loop in loops]
+        stopper = asyncio.create_task(stop.wait())
+        ready = asyncio.create_task(self._become_ready())
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper:
+                    task.result()  # a loop ended: re-raise its error
+        finally:
+            self._stopping = True
+            await _cancel_all([stopper, ready, *tasks])
+            await self._store_leftovers()
+            self.ready.clear()
+            if owned:
+                await self._store.aclose()
+                self._store = None
+
+    async def _become_ready(self) -> None:
+        await self._listening.wait()
+        await self._claimed_once.wait()
+        self.ready.set()
+        logger.debug("delay server ready on %r", progrock_settings.DELAY_CHANNEL)
+
+    # -- wake-ups ------------------------------------------------------------
+
+    async def _listen_loop(self) -> None:
+        backoff = _Backoff()
+        while not self._stopping:
+            pubsub = self.store.client.pubsub()
+            try:
+                await pubsub.subscribe(self.store.wake_channel)
+                self._wake.set()  # messages may have been announced while deaf
+                self._listening.set()
+                backoff.reset()
+                while not self._stopping:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=self.recheck_s
+                    )
+                    if message is not None:
+                        self._announced(message.get("data"))
+            except TRANSIENT as exc:
+                logger.warning("delay wake-up listener lost Redis (%s); retrying", exc)
+                await asyncio.sleep(backoff.next())
+            finally:
+                with contextlib.suppress(*TRANSIENT):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _announced(self, data: object) -> None:
+        try:
+            due = float(data)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            logger.warning("ignoring malformed wake-up %r: expected a due time in ms", data)
+            return
+        if due < self._planned:
+            self._wake.set()
+
+    # -- asgi.delay channel -> store ------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        channel = progrock_settings.DELAY_CHANNEL
+        backoff = _Backoff()
+        while not self._stopping:
+            try:
+                message = await self.layer.receive(channel)
+            except TRANSIENT as exc:
+                logger.warning("receiving from %r failed (%s); retrying", channel, exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            try:
+                envelope = Envelope.from_message(message)
+            except InvalidEnvelope as exc:
+                logger.warning("dropping malformed envelope from %r: %s", channel, exc)
+                continue
+            self._queue.put_nowait(envelope)
+
+    async def _store_loop(self) -> None:
+        backoff = _Backoff()
+        while not self._stopping:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            while True:
+                try:
+                    await self.store.schedule_many(batch)
+                    backoff.reset()
+                    break
+                except InvalidEnvelope:  # not JSON-serializable: drop them one by one
+                    await self._store_each(batch)
+                    break
+                except TRANSIENT as exc:
+                    logger.warning("storing %d delayed messages failed (%s)", len(batch), exc)
+                    if self._stopping:
+                        for envelope in batch:
+                            self._queue.put_nowait(envelope)
+                        return
+                    await asyncio.sleep(backoff.next())
+                except asyncio.CancelledError:
+                    for envelope in batch:  # keep them for _store_leftovers
+                        self._queue.put_nowait(envelope)
+                    raise
+
+    async def _store_each(self, batch: list[Envelope]) -> None:
+        for envelope in batch:
+            try:
+                await self.store.schedule_many([envelope])
+            except InvalidEnvelope as exc:
+                logger.warning("dropping malformed envelope for %r: %s", envelope.channel, exc)
+
+    async def _store_leftovers(self) -> None:
+        leftovers: list[Envelope] = []
+        while not self._queue.empty():
+            leftovers.append(self._queue.get_nowait())
+        if leftovers and self._store is not None:
+            try:
+                await asyncio.wait_for(self._store.schedule_many(leftovers), 5.0)
+            except (*TRANSIENT, InvalidEnvelope) as exc:
+                logger.error(
+                    "lost %d received delayed messages at shutdown: %s", len(leftovers), exc
+                )
+
+    # -- store -> target channels --------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        backoff = _Backoff()
+        while not self._stopping:
+            try:
+                self._wake.clear()
+                self._planned = math.inf  # any announcement during the claim wakes us
+                claim = await self.store.claim(now_ms(), self.lease_ms, self.claim_limit)
+                self._claimed_once.set()
+                backoff.reset()
+                if claim.reclaimed:
+                    logger.warning(
+                        "re-queued %d delayed messages whose delivery lease expired",
+                        claim.reclaimed,
+                    )
+                if claim.items:
+                    await self._deliver(claim.items)
+                    continue
+                wake_at = min(claim.next_due_ms or math.inf, claim.next_lease_ms or math.inf)
+                self._planned = wake_at
+                timeout = min(self.recheck_s, max(0.0, (wake_at - now_ms()) / 1000.0))
+                if timeout > 0:
+                    await _wait(self._wake, timeout)
+            except TRANSIENT as exc:
+                pause = backoff.next()
+                logger.warning("delay scheduler: Redis error (%s); retrying in %.2fs", exc, pause)
+                await asyncio.sleep(pause)
+
+    async def _deliver(self, items: list[tuple[str, str]]) -> None:
+        messages: list[Pending] = []
+        dropped: list[tuple[str, str | None]] = []
+        for message_id, raw in items:
+            try:
+                messages.append(Pending.from_json(message_id, raw))
+            except InvalidEnvelope as exc:
+                logger.warning("dropping malformed stored message %r: %s", message_id, exc)
+                dropped.append((message_id, None))
+        by_channel: dict[str, list[Delivery]] = {}
+        for delivery in plan_deliveries(messages, progrock_settings.TICK_BATCH):
+            by_channel.setdefault(delivery.channel, []).append(delivery)
+        results = await asyncio.gather(*(self._send_all(ds) for ds in by_channel.values()))
+        done = dropped + [pair for sent, _ in results for pair in sent]
+        later = [pair for _, retry in results for pair in retry]
+        await self.store.ack(done)
+        if later:
+            await self.store.retry(later, now_ms() + self.retry_ms)
+
+    async def _send_all(
+        self, deliveries: list[Delivery]
+    ) -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
+        """Send one channel's deliveries in order; return (done, to retry) id/key pairs."""
+        done: list[tuple[str, str | None]] = []
+        later: list[tuple[str, str | None]] = []
+        for index, delivery in enumerate(deliveries):
+            pairs = [(m.id, m.key) for m in delivery.sources]
+            try:
+                await self.layer.send(delivery.channel, delivery.content)
+            except ChannelFull:
+                rest = [(m.id, m.key) for d in deliveries[index:] for m in d.sources]
+                logger.warning(
+                    "channel %r is full; retrying %d delayed messages in %.0f ms",
+                    delivery.channel,
+                    len(rest),
+                    self.retry_ms,
+                )
+                later += rest
+                break
+            except (TypeError, ValueError) as exc:
+                logger.warning(
+                    "dropping delayed message to %r the channel layer refused (%s): %r",
+                    delivery.channel,
+                    exc,
+                    delivery.content,
+                )
+                done += pairs
+            except TRANSIENT as exc:
+                logger.warning("sending to %r failed (%s); retrying later", delivery.channel, exc)
+                later += [(m.id, m.key) for d in deliveries[index:] for m in d.sources]
+                break
+            else:
+                done += pairs
+        return done, later
+
+    # -- sweep trigger ---------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        while not self._stopping:
+            interval = float(progrock_settings.SWEEP_INTERVAL)
+            try:
+                if await self.store.try_lock("sweep:lock", max(1, int(interval * 1000))):
+                    await self.layer.send(progrock_settings.WORKER_CHANNEL, _SWEEP)
+            except ChannelFull:
+                logger.warning(
+                    "worker channel %r is full; skipping this sweep trigger",
+                    progrock_settings.WORKER_CHANNEL,
+                )
+            except TRANSIENT as exc:
+                logger.warning("sweep trigger failed (%s)", exc)
+            # Try often, win at most once per interval (the lock's lifetime).
+            await asyncio.sleep(interval / 4)
+
+
+_SWEEP: dict[str, Any] = {"type": "progrock.sweep"}

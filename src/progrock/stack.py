@@ -1,0 +1,439 @@
+"""The whole ProgRock stack as supervised processes: ``progrock up`` and :class:`Stack`.
+
+Start order: Redis (unless one is given), the backend task service and the
+database migrations, then the delay server, the workers and the web server.
+Stop order is the reverse. See :mod:`progrock._supervisor` for the mechanics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any
+
+from progrock._supervisor import Aborted, ChildFailed, ChildSpec, Supervisor
+from progrock.exceptions import ProgRockError
+from progrock.redis_server import RedisServer, free_port
+
+__all__ = ["Aborted", "ChildFailed", "Stack", "add_up_parser", "default_data_dir", "run_up"]
+
+SETTINGS_MODULE = "progrock_demo.settings"
+ASGI_APPLICATION = "progrock_demo.asgi:application"
+WORKER_CHANNEL = "prog-rocker"
+READY_TIMEOUT = 30.0
+# Channels' runworker logs this line (INFO, "django" logger) just before it
+# listens; if the logging setup hides it, a worker alive for 3 s counts as ready.
+_WORKER_READINESS: dict[str, Any] = {
+    "ready_line": re.compile(r"Running worker for channels"),
+    "ready_after": 0.2,
+    "ready_line_within": 3.0,
+}
+# A server bound to every address is reached through the loopback one.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+_LOCAL_HOSTS = "127.0.0.1,localhost,[::1]"  # progrock_demo's default ALLOWED_HOSTS
+_BACKEND = re.compile(r"listening on (https?://\S+)")
+_DELAY = re.compile(r"rundelay ready")
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/progrock``, or ``~/.local/share/progrock``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "progrock"
+
+
+def port_accepts(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` right now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise if ``host:port`` cannot be bound (in use, or not an address of this host)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # As daphne does: connections of a previous run in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ProgRockError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+class Stack:
+    """Redis, backend, delay server, workers and web server, started and stopped together."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        workers: int = 2,
+        data_dir: Path | str | None = None,
+        redis_url: str | None = None,
+        backend_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        echo: bool = False,
+        web_processes: int = 1,
+        stream: IO[str] | None = None,
+    ) -> None:
+        for label, value, low in (("workers", workers, 1), ("web_processes", web_processes, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ProgRockError(f"{label} must be an integer >= {low}, got {value!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ProgRockError(f"port must be an integer in 0..65535, got {port!r}")
+        self.host = host
+        self.workers = workers
+        self.web_processes = web_processes
+        self._requested_port = port
+        self._tmp: str | None = None
+        if data_dir is None:
+            self._tmp = tempfile.mkdtemp(prefix="progrock-stack-")
+            data_dir = self._tmp
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.redis_url = redis_url or ""
+        self.backend_url = backend_url or ""
+        self._start_redis = not redis_url
+        self._start_backend = not backend_url
+        self._extra_env = dict(env or {})
+        self.ports: list[int] = []
+        self.supervisor = Supervisor(echo=echo, stream=stream)
+        self._abort = threading.Event()
+        self._started = False
+        self._stopped = False
+
+    # -- addresses ----------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if not self.ports:
+            raise ProgRockError("the stack has no web port before start()")
+        return self.ports[0]
+
+    @property
+    def urls(self) -> list[str]:
+        """``http://HOST:PORT`` of every web process."""
+        host = _WILDCARDS.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return [f"http://{host}:{p}" for p in self.ports]
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the (first) web process."""
+        return self.urls[0] if self.ports else ""
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://HOST:PORT/prog/`` of the (first) web process."""
+        return "ws" + self.url[len("http") :] + "/prog/" if self.ports else ""
+
+    @property
+    def web_names(self) -> list[str]:
+        if self.web_processes == 1:
+            return ["web"]
+        return [f"web-{i}" for i in range(1, self.web_processes + 1)]
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [f"worker-{i}" for i in range(1, self.workers + 1)]
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start every process and wait until each is ready; on failure stop all and raise."""
+        if self._started:
+            raise ProgRockError("Stack.start() was already called")
+        self._started = True
+        deadline = time.monotonic() + timeout
+        try:
+            self._start(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _remaining(self, deadline: float) -> float:
+        return max(0.1, min(READY_TIMEOUT, deadline - time.monotonic()))
+
+    def _start(self, deadline: float) -> None:
+        sup = self.supervisor
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ports = self._web_ports()
+        py = sys.executable
+        names = ["redis", "backend", "migrate", "delay", *self.worker_names, *self.web_names]
+        sup.set_width(names)
+
+        # 1. Redis, and the backend (it needs nothing else).
+        if self._start_redis:
+            redis = RedisServer(data_dir=self.data_dir / "redis", persist=True)
+            redis.data_dir.mkdir(parents=True, exist_ok=True)
+            self.redis_url = redis.url
+            cwd = str(redis.data_dir)
+            sup.add(ChildSpec("redis", redis.command(), cwd=cwd, ready_check=redis.ping))
+            sup.spawn("redis")
+        first: list[str] = []
+        if self._start_backend:
+            port = free_port()
+            self.backend_url = f"http://127.0.0.1:{port}"
+            argv = [py, "-m", "progrock_backend", "--host", "127.0.0.1", "--port", str(port)]
+            env = self._env(django=False)
+            sup.add(
+                ChildSpec("backend", argv, env=env, cwd=str(self.data_dir), ready_line=_BACKEND)
+            )
+            sup.spawn("backend")
+            first.append("backend")
+        if self._start_redis:
+            sup.wait_ready(["redis"], self._remaining(deadline), self._abort)
+
+        # 2. Migrations, beside the backend's startup.
+        sup.add(self._django("migrate", ["migrate", "--noinput"], oneshot=True, restart=False))
+        sup.spawn("migrate")
+        sup.wait_ready(["migrate", *first], self._remaining(deadline), self._abort)
+        match = sup.get("backend").ready_match if self._start_backend else None
+        if match is not None:
+            self.backend_url = match.group(1).rstrip("/")
+
+        # 3. Everything Django, together.
+        sup.add(self._django("delay", ["rundelay"], ready_line=_DELAY))
+        for name in self.worker_names:
+            args = ["runworker", WORKER_CHANNEL]
+            sup.add(self._django(name, args, group="worker", **_WORKER_READINESS))
+        for name, port in zip(self.web_names, self.ports, strict=True):
+            argv = [py, "-m", "daphne", "-b", self.host, "-p", str(port), ASGI_APPLICATION]
+            check = functools.partial(port_accepts, self.host, port)
+            env = self._env(django=True)
+            cwd = str(self.data_dir)
+            sup.add(ChildSpec(name, argv, env=env, cwd=cwd, group="web", ready_check=check))
+        last = ["delay", *self.worker_names, *self.web_names]
+        for name in last:
+            sup.spawn(name)
+        sup.wait_ready(last, self._remaining(deadline), self._abort)
+        sup.supervise()
+
+    def _web_ports(self) -> list[int]:
+        if self._requested_port:
+            check_port_free(self.host, self._requested_port)
+            first = [self._requested_port]
+        else:
+            first = [free_port(self.host)]
+        return first + [free_port(self.host) for _ in range(self.web_processes - 1)]
+
+    def _env(self, *, django: bool) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        if django:
+            env.update(
+                DJANGO_SETTINGS_MODULE=SETTINGS_MODULE,
+                PROGROCK_DATA_DIR=str(self.data_dir),
+                REDIS_URL=self.redis_url,
+                PROGROCK_BACKEND_URL=self.backend_url,
+            )
+            if "DJANGO_ALLOWED_HOSTS" not in env and self.host not in _WILDCARDS:
+                host = f"[{self.host}]" if ":" in self.host else self.host
+                if host not in _LOCAL_HOSTS.split(","):
+                    env["DJANGO_ALLOWED_HOSTS"] = f"{_LOCAL_HOSTS},{host}"
+        env.update(self._extra_env)
+        return env
+
+    def _django(self, name: str, args: list[str], **options: Any) -> ChildSpec:
+        argv = [sys.executable, "-m", "django", *args]
+        return ChildSpec(name, argv, env=self._env(django=True), cwd=str(self.data_dir), **options)
+
+    def stop(self) -> None:
+        """Stop every process (reverse start order) and remove a temporary data dir."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._abort.set()
+        self.supervisor.stop_all()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def request_stop(self) -> None:
+        """Interrupt a running :meth:`start` (safe from a signal handler)."""
+        self._abort.set()
+
+    def wait(self, stop: threading.Event) -> str | None:
+        """Block until ``stop`` is set (return None) or the supervisor gave up (return why)."""
+        while not stop.wait(0.2):
+            if self.supervisor.failed.is_set():
+                return self.supervisor.failure
+        return None
+
+    # -- control (tests, benchmarks) ----------------------------------------------
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a child; it stays down until :meth:`restart` (no automatic restart)."""
+        self.supervisor.kill(name, sig)
+
+    def restart(self, name: str, timeout: float = 30.0) -> None:
+        """Start a child again (stopping it first if it runs) and wait until it is ready."""
+        self.supervisor.restart(name, timeout)
+
+    def pids(self) -> dict[str, int]:
+        """Pid of each running child, by name."""
+        return self.supervisor.pids()
+
+    def output(self, name: str) -> list[str]:
+        """Recent output lines of a child (``"progrock"``: the supervisor's own lines)."""
+        if name == "progrock":
+            return list(self.supervisor.events)
+        return list(self.supervisor.get(name).output)
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# -- progrock up ---------------------------------------------------------------------
+
+
+def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``up`` subcommand to ``progrock``'s argument parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "up",
+        help="run the whole stack (Redis, backend, delay server, workers, web) in one terminal",
+        description="Run Redis, the backend task service, the delay server, the workers and "
+        "the web server, restart any that crashes, and stop them all on Ctrl-C.",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=8000, help="web port (0: a free one; default 8000)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="web address (default 127.0.0.1)")
+    parser.add_argument(
+        "--workers", type=_positive_int, default=2, help="worker processes (default 2)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"database, secret key and Redis files (default {default_data_dir()})",
+    )
+    parser.add_argument(
+        "--backend-url", default=None, help="use this backend task service instead of starting one"
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between two polls of a running task",
+    )
+    parser.set_defaults(func=run_up)
+    return parser
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Run the stack in the foreground until SIGINT/SIGTERM/SIGHUP; return the exit code."""
+    env: dict[str, str] = {}
+    if args.poll_interval is not None:
+        env["PROGROCK_POLL_INTERVAL"] = repr(args.poll_interval)
+    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
+    try:
+        stack = Stack(
+            port=args.port,
+            host=args.host,
+            workers=args.workers,
+            data_dir=data_dir,
+            redis_url=os.environ.get("REDIS_URL") or None,
+            backend_url=args.backend_url,
+            env=env,
+            echo=True,
+        )
+    except (ProgRockError, OSError) as exc:
+        print(f"progrock up: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    log = stack.supervisor.log
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log(f"{name} again: killing what is left")
+            stack.supervisor.force()
+            return
+        log(f"{name}: stopping")
+        stop.set()
+        stack.request_stop()
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+    try:
+        return _run(stack, stop, log)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(stack: Stack, stop: threading.Event, log: Callable[[str], None]) -> int:
+    try:
+        stack.start(timeout=180.0)
+    except Aborted:
+        log("stopped")
+        return 0
+    except (ProgRockError, OSError) as exc:
+        print(f"progrock up: startup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"ProgRock is up: {stack.url}/", flush=True)
+    print(f"  Redis:   {stack.redis_url}", flush=True)
+    print(f"  backend: {stack.backend_url}", flush=True)
+    print(f"  data:    {stack.data_dir}", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    failure = stack.wait(stop)
+    stack.stop()
+    if failure:
+        print(f"progrock up: {failure}; stopped everything", file=sys.stderr)
+        return 1
+    log("stopped")
+    return 0
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value

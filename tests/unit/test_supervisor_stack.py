@@ -1,0 +1,111 @@
+"""``progrock up``'s options and :class:`~progrock.stack.Stack`'s checks (no processes started)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+
+import pytest
+
+from progrock.exceptions import ProgRockError
+from progrock.stack import Stack, add_up_parser, default_data_dir
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="progrock")
+    add_up_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["up", *argv])
+
+
+def test_up_defaults() -> None:
+    """`progrock up` defaults to 127.0.0.1:8000, two workers, the XDG data dir."""
+    args = parse()
+    assert (args.port, args.host, args.workers) == (8000, "127.0.0.1", 2)
+    assert args.data_dir is None and args.backend_url is None and args.poll_interval is None
+    assert callable(args.func)
+
+
+def test_up_options_are_parsed() -> None:
+    """Every documented option reaches the namespace with the right type."""
+    args = parse(
+        "--port", "0", "--host", "0.0.0.0", "--workers", "4", "--data-dir", "/tmp/x",
+        "--backend-url", "http://127.0.0.1:9", "--poll-interval", "0.05",
+    )  # fmt: skip
+    assert (args.port, args.host, args.workers) == (0, "0.0.0.0", 4)
+    assert args.data_dir == Path("/tmp/x")
+    assert args.backend_url == "http://127.0.0.1:9"
+    assert args.poll_interval == 0.05
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "0"], "expected an integer >= 1, got '0'"),
+        (["--port", "70000"], "expected a port in 0..65535, got '70000'"),
+        (["--port", "http"], "expected an integer, got 'http'"),
+        (["--poll-interval", "-1"], "expected a positive number of seconds, got '-1'"),
+        (["--poll-interval", "soon"], "expected a number of seconds, got 'soon'"),
+    ],
+)
+def test_bad_up_options_are_quoted(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad option value is refused with a message quoting it."""
+    with pytest.raises(SystemExit):
+        parse(*argv)
+    assert message in capsys.readouterr().err
+
+
+def test_default_data_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The default data dir is $XDG_DATA_HOME/progrock when XDG_DATA_HOME is set."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "progrock"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"workers": 0}, "workers must be an integer >= 1, got 0"),
+        ({"web_processes": True}, "web_processes must be an integer >= 1, got True"),
+        ({"port": -1}, "port must be an integer in 0..65535, got -1"),
+    ],
+)
+def test_stack_rejects_bad_arguments(options: dict[str, object], message: str) -> None:
+    """Stack() refuses bad arguments, quoting them."""
+    with pytest.raises(ProgRockError, match=message):
+        Stack(**options)  # type: ignore[arg-type]
+
+
+def test_stack_refuses_a_busy_port_before_starting_anything(tmp_path: Path) -> None:
+    """A web port in use fails start() at once, naming it, with no process started."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        stack = Stack(port=port, data_dir=tmp_path)
+        with pytest.raises(ProgRockError, match=f"cannot listen on 127.0.0.1:{port}"):
+            stack.start()
+    assert stack.supervisor.children == {}
+    assert stack.pids() == {}
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8123"),
+        ("0.0.0.0", "http://127.0.0.1:8123"),
+        ("::", "http://[::1]:8123"),
+        ("::1", "http://[::1]:8123"),
+    ],
+)
+def test_stack_urls_point_at_a_reachable_address(host: str, url: str, tmp_path: Path) -> None:
+    """A stack bound to every address advertises the loopback one; IPv6 hosts get brackets."""
+    stack = Stack(host=host, data_dir=tmp_path)
+    try:
+        assert stack.url == ""  # not started: no port yet
+        stack.ports = [8123]
+        assert stack.url == url
+        assert stack.ws_url == url.replace("http://", "ws://") + "/prog/"
+    finally:
+        stack.stop()
