@@ -166,8 +166,22 @@ def run_load(stack: Stack, n: int, args: argparse.Namespace, tmp: Path) -> dict[
                 _live_children.remove(child)
 
 
+def wait_quiet(limit_s: float, below_pct: float = 20.0) -> float:
+    """Wait up to ``limit_s`` for the machine's CPU use to drop below ``below_pct``.
+
+    Other people's processes share the cores; starting while they are busy skews
+    the numbers. Returns the last measured machine CPU percent.
+    """
+    deadline = time.monotonic() + limit_s
+    busy = psutil.cpu_percent(interval=1.0)
+    while busy >= below_pct and time.monotonic() < deadline:
+        busy = psutil.cpu_percent(interval=1.0)
+    return busy
+
+
 def run_one(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
-    print(f"[{target} N={n}] starting stack", flush=True)
+    busy = wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
+    print(f"[{target} N={n}] starting stack (machine CPU before: {busy}%)", flush=True)
     began = time.monotonic()
     kind, _, workers = target.partition(":")
     keep = args.keep_logs / f"{target.replace(':', '-')}-{n}" if args.keep_logs else None
@@ -182,6 +196,7 @@ def run_one(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         _live_stacks.remove(stack)
     summary = summarize(raw["tasks"], raw["usage"], raw["loadgens"], CADENCE)
     summary["stack_processes_died"] = raw["died"]
+    summary["machine_cpu_pct_before"] = busy
     summary["loadgens"] = raw["loadgens"]
     if args.raw:
         summary["raw_tasks"] = raw["tasks"]
@@ -253,6 +268,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="load-generator processes (default: one per 1,500 sockets)",
     )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each run, wait up to this many seconds for the machine's "
+        "CPU use to drop below 20%% (0: don't)",
+    )
     parser.add_argument("--label", help="result file label (default: targets and N)")
     parser.add_argument("--out", help="result file path (default benchmarks/results/...)")
     parser.add_argument("--keep-logs", type=Path, help="keep each stack's logs under this folder")
@@ -262,6 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.tasks = "20"
         args.start_window = 0.5
         args.task_timeout = 40.0
+        args.quiet_wait = min(args.quiet_wait, 5.0)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for target in args.targets:
         kind, _, workers = target.partition(":")

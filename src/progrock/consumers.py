@@ -47,7 +47,7 @@ def limits_from_settings() -> Limits:
     )
 
 
-class ProgressConsumer(AsyncWebsocketConsumer):
+class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """One browser socket."""
 
     owner: str

@@ -72,6 +72,22 @@ class Hub:
     def watched(self) -> int:
         return len(self._listeners)
 
+    async def aclose(self) -> None:
+        """Stop reading and close the connection (listeners get nothing more)."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self._listeners.clear()
+
     # -- internals ----------------------------------------------------------
 
     async def _ensure_running(self) -> None:
@@ -152,7 +168,7 @@ class Hub:
         old = self._pubsub
         if old is not None:
             with contextlib.suppress(Exception):
-                await old.aclose()
+                await old.aclose()  # type: ignore[no-untyped-call]
         delay = min(5.0, 0.1 * 2 ** min(attempt, 6))
         await asyncio.sleep(delay)
         try:

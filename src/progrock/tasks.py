@@ -89,7 +89,7 @@ async def aget_view_and_owner(
 ) -> tuple[TaskView, str] | None:
     """The task's current view and owner: live state from Redis, else the database."""
     store = store or TaskStore.from_settings()
-    raw = await store.redis.hgetall(f"{progrock_settings.KEY_PREFIX}t:{task_id}")
+    raw = await store.redis.hgetall(f"{progrock_settings.KEY_PREFIX}t:{task_id}")  # type: ignore[misc]
     if raw:
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         if fields.get("owner"):
@@ -292,7 +292,7 @@ def start_task(
     view. With ``push=True`` no backend is polled: report its progress with
     :func:`report_progress`. Raises :class:`TooManyTasks` past the owner's limit.
     """
-    return _run_with_fresh_redis(astart_task, kind, params, owner=owner, push=push)
+    return str(_run_with_fresh_redis(astart_task, kind, params, owner=owner, push=push))
 
 
 async def areport_progress(
@@ -350,8 +350,10 @@ def report_progress(
     error: str | None = None,
 ) -> int:
     """Sync :func:`areport_progress`, for code running outside an event loop."""
-    return _run_with_fresh_redis(
-        areport_progress, task_id, progress, message, status=status, result=result, error=error
+    return int(
+        _run_with_fresh_redis(
+            areport_progress, task_id, progress, message, status=status, result=result, error=error
+        )
     )
 
 

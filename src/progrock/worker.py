@@ -10,10 +10,11 @@ announces what changed, and schedules each task's next tick on its cadence
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +40,7 @@ from progrock.protocol import (
 )
 from progrock.services import load_service
 from progrock.services.base import ServiceStatus, TaskService
-from progrock.store import UNKNOWN, Change, TaskStore
+from progrock.store import UNKNOWN, Change, TaskStore, encode_fields
 
 logger = logging.getLogger("progrock.worker")
 
@@ -138,9 +139,7 @@ class Engine:
                 )
                 return
             try:
-                task = await Task.objects.acreate(
-                    id=task_id, owner=owner, kind=kind, params=params
-                )
+                task = await Task.objects.acreate(id=task_id, owner=owner, kind=kind, params=params)
             except IntegrityError:
                 return  # the channel layer delivered this start twice; the other copy runs it
         if task.status != Status.QUEUED.value:
@@ -224,7 +223,8 @@ class Engine:
         finally:
             logger.debug(
                 "polled %d ticks in %.1f ms, %.1f ms late",
-                len(ticks), (time.perf_counter() - started) * 1000,
+                len(ticks),
+                (time.perf_counter() - started) * 1000,
                 _now_ms() - min((t.due_ms for t in ticks), default=_now_ms()),
             )
 
@@ -233,12 +233,9 @@ class Engine:
         live = await self.store.load(list(due))
         for task_id, fields in list(live.items()):
             if fields is None or not fields.get("owner"):
+                # Live state lost (Redis flushed or expired): rebuild it from the row.
                 task = await tasks.arebuild(task_id, self.store)
-                live[task_id] = tasks.live_fields(task) if task else None  # type: ignore[assignment]
-                if live[task_id] is not None:
-                    live[task_id] = {
-                        k: "" if v is None else str(v) for k, v in live[task_id].items()
-                    }  # type: ignore[union-attr]
+                live[task_id] = encode_fields(tasks.live_fields(task)) if task else None
         running = {
             task_id: fields
             for task_id, fields in live.items()
@@ -455,8 +452,6 @@ _engines: dict[int, Engine] = {}
 
 
 def get_engine() -> Engine:
-    import asyncio
-
     loop_id = id(asyncio.get_running_loop())
     engine = _engines.get(loop_id)
     if engine is None:
@@ -465,25 +460,45 @@ def get_engine() -> Engine:
     return engine
 
 
-class WorkerConsumer(AsyncConsumer):
-    """The ``prog-rocker`` channel's consumer: a thin adapter over :class:`Engine`."""
+class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
+    """The ``prog-rocker`` channel's consumer: a thin adapter over :class:`Engine`.
+
+    Messages are handled concurrently (up to ``MAX_CONCURRENCY`` at once), so a
+    slow backend call for one start does not hold up the poll ticks behind it.
+    """
+
+    MAX_CONCURRENCY = 64
+    _slots: asyncio.Semaphore | None = None
+    _running: set[asyncio.Task[None]]
 
     async def progrock_start(self, message: dict[str, Any]) -> None:
-        await self._guard(get_engine().start(message), message)
+        await self._spawn(get_engine().start(message), message)
 
     async def progrock_poll(self, message: dict[str, Any]) -> None:
-        await self._guard(get_engine().poll(parse_ticks(message.get("ticks"))), message)
+        await self._spawn(get_engine().poll(parse_ticks(message.get("ticks"))), message)
 
     async def progrock_cancel(self, message: dict[str, Any]) -> None:
-        await self._guard(get_engine().cancel(message), message)
+        await self._spawn(get_engine().cancel(message), message)
 
     async def progrock_sweep(self, message: dict[str, Any]) -> None:
-        await self._guard(get_engine().sweep(), message)
+        await self._spawn(get_engine().sweep(), message)
 
-    async def _guard(self, work: Any, message: Mapping[str, Any]) -> None:
+    async def _spawn(self, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.MAX_CONCURRENCY)
+            self._running = set()
+        await self._slots.acquire()
+        task = asyncio.create_task(self._guard(work, message))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _guard(self, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]) -> None:
         try:
             await work
         except Exception:
             # One bad message must not take the worker down; the sweep re-arms
             # any poll chain this broke.
             logger.exception("worker failed on %.300r", message)
+        finally:
+            if self._slots is not None:
+                self._slots.release()

@@ -123,7 +123,7 @@ CHANNEL_LAYERS = {
     }
 }
 
-PROGROCK = {
+PROGROCK: dict[str, object] = {
     "REDIS_URL": REDIS_URL,
     "SERVICE": {
         "BACKEND": "progrock.services.http.HttpTaskService",

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browserkit import CHROMIUM_ARGS, ROOT, SCREENSHOTS, ms
+
+from tests.browser.browserkit import CHROMIUM_ARGS, ROOT, SCREENSHOTS, ms
 
 INSTALL_SCRIPT = ROOT / "scripts" / "install-browser"
 
@@ -29,7 +30,7 @@ def _loud_skip(reason: str) -> None:
     pytest.skip(f"BROWSER TESTS SKIPPED: {reason}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium_path() -> str:
     """Path of a Chromium executable, installed by scripts/install-browser if missing."""
     path = Path(os.environ.get("PROGROCK_CHROMIUM", "/usr/bin/chromium"))
@@ -51,7 +52,7 @@ def chromium_path() -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path: str) -> Iterator[Any]:
     """A headless Chromium for the session; each launch gets a fresh temporary profile."""
     from playwright.sync_api import sync_playwright
@@ -93,7 +94,7 @@ def page(context: Any, page_errors: list[str]) -> Iterator[Any]:
         pytest.fail("the page reported errors:\n" + "\n".join(page_errors))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack() -> Iterator[Any]:
     """The whole ProgRock stack (Redis, backend, delay server, 2 workers, web)."""
     from progrock.stack import Stack
@@ -102,7 +103,7 @@ def stack() -> Iterator[Any]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def screenshots_dir() -> Path:
     """artifacts/screenshots/ (git-ignored), created on demand."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

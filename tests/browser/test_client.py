@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browserkit import ROOT, ms
+
+from tests.browser.browserkit import ROOT, ms
 
 pytestmark = pytest.mark.browser
 

@@ -6,8 +6,18 @@ import re
 from typing import Any
 
 import pytest
-from browserkit import FAST, SLOW, card, ms, open_demo, progress_of, start, wait_progress
 from playwright.sync_api import expect
+
+from tests.browser.browserkit import (
+    FAST,
+    SLOW,
+    card,
+    ms,
+    open_demo,
+    progress_of,
+    start,
+    wait_progress,
+)
 
 pytestmark = pytest.mark.browser
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from browserkit import FAST, card, ms, open_demo, progress_of, start, wait_progress
 from playwright.sync_api import expect
+
+from tests.browser.browserkit import FAST, card, ms, open_demo, progress_of, start, wait_progress
 
 pytestmark = pytest.mark.browser
 

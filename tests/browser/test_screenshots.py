@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browserkit import FAST, card, ms, open_demo, start, wait_progress
 from playwright.sync_api import expect
+
+from tests.browser.browserkit import FAST, card, ms, open_demo, start, wait_progress
 
 pytestmark = pytest.mark.browser
 

@@ -6,8 +6,9 @@ import re
 from typing import Any
 
 import pytest
-from browserkit import ms
 from playwright.sync_api import expect
+
+from tests.browser.browserkit import ms
 
 pytestmark = pytest.mark.browser
 

@@ -58,7 +58,7 @@ async def test_two_sockets_of_the_owner_watch_one_task_to_the_end(stack: Stack) 
 
 
 async def test_reconnecting_socket_gets_a_snapshot_then_the_rest(stack: Stack) -> None:
-    """A socket that drops mid-task and re-subscribes gets the current state at once, then the end."""
+    """A socket that drops mid-task and re-subscribes gets the state at once, then the end."""
     session = new_session(stack.url)
     client = await Client.connect(stack.url, session)
     task_id = await client.start(**SLOW)
@@ -117,8 +117,12 @@ async def test_another_session_cannot_subscribe_or_cancel(stack: Stack) -> None:
     stranger = await Client.connect(stack.url, new_session(stack.url))
     unknown = str(uuid.uuid4())
     answers = []
-    for action, target in (("subscribe", task_id), ("cancel", task_id),
-                           ("subscribe", unknown), ("cancel", unknown)):
+    for action, target in (
+        ("subscribe", task_id),
+        ("cancel", task_id),
+        ("subscribe", unknown),
+        ("cancel", unknown),
+    ):
         await stranger.send({"action": action, "task_id": target})
         answers.append(await stranger.recv())
     for answer, target in zip(answers, [task_id, task_id, unknown, unknown], strict=True):
@@ -200,7 +204,9 @@ def fault_stack(
 ) -> Iterator[Stack]:
     """A stack with a fault-injecting backend, a 2 s failure budget and a 1 s sweep."""
     stack = Stack(
-        data_dir=tmp_path_factory.mktemp("faults"), backend_url=faulty_backend.url, echo=ECHO,
+        data_dir=tmp_path_factory.mktemp("faults"),
+        backend_url=faulty_backend.url,
+        echo=ECHO,
         env={"PROGROCK_FAILURE_BUDGET": "2", "PROGROCK_SWEEP_INTERVAL": "1"},
     )
     stack.start(timeout=90)

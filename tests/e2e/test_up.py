@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 import redis
+
 from progrock.stack import Stack
 
 pytestmark = pytest.mark.e2e

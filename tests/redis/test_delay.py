@@ -344,3 +344,36 @@ async def test_schedule_many_is_one_round_trip(store: DelayStore) -> None:
     assert top_level == {"cmdstat_evalsha": 1}
     assert "cmdstat_script|load" not in stats
     assert (await store.counts())["pending"] == 301
+
+
+async def test_survives_redis_restart(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis outage is logged and retried; delivery resumes when Redis is back."""
+    from progrock.redis_server import RedisServer
+
+    caplog.set_level(logging.WARNING, logger="progrock.delay")
+    server = RedisServer(data_dir=tmp_path, persist=True)
+    server.start()
+    try:
+        with override_settings(PROGROCK=_settings(server.url)):
+            layer = RedisChannelLayer(hosts=[server.url])
+            store = DelayStore.from_url(server.url)
+            try:
+                async with serving(server.url, layer):
+                    await store.schedule("out", {"type": "t", "n": 1}, 0)
+                    assert await receive(layer) == {"type": "t", "n": 1}
+                    await store.schedule("out", {"type": "t", "n": 2}, 300)
+                    await asyncio.to_thread(server.stop)
+                    deadline = time.monotonic() + TIMEOUT
+                    while "Redis error" not in caplog.text:
+                        assert time.monotonic() < deadline, "the outage was never logged"
+                        await asyncio.sleep(0.05)
+                    await asyncio.to_thread(server.start)
+                    await store.schedule("out", {"type": "t", "n": 3}, 0)
+                    got = sorted([(await receive(layer))["n"] for _ in range(2)])
+                    await wait_drained(store)
+            finally:
+                await store.aclose()
+                await layer.close_pools()
+    finally:
+        server.cleanup()
+    assert got == [2, 3]

@@ -15,7 +15,10 @@ from progrock.exceptions import InvalidTransition, ProtocolError
 TASK = str(uuid.uuid4())
 
 
-def code_of(frame: str | bytes, limits: p.Limits = p.Limits()) -> str:
+DEFAULT_LIMITS = p.Limits()
+
+
+def code_of(frame: str | bytes, limits: p.Limits = DEFAULT_LIMITS) -> str:
     with pytest.raises(ProtocolError) as info:
         p.parse_client_frame(frame, limits)
     return info.value.code
@@ -92,11 +95,13 @@ def test_task_ids_are_canonicalised() -> None:
     assert request == p.Subscribe(TASK)
 
 
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=20,
+    )
+)
 def test_any_json_value_parses_or_raises_protocol_error(value: object) -> None:
     """No JSON value makes the parser raise anything but ProtocolError."""
     try:
@@ -105,11 +110,18 @@ def test_any_json_value_parses_or_raises_protocol_error(value: object) -> None:
         assert exc.code in p.ERROR_CODES
 
 
-@given(st.dictionaries(
-    st.sampled_from(["action", "kind", "params", "ref", "task_id"]),
-    st.none() | st.booleans() | st.integers() | st.text(max_size=50)
-    | st.sampled_from(p.ACTIONS) | st.just(TASK) | st.dictionaries(st.text(), st.integers()),
-))
+@given(
+    st.dictionaries(
+        st.sampled_from(["action", "kind", "params", "ref", "task_id"]),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text(max_size=50)
+        | st.sampled_from(p.ACTIONS)
+        | st.just(TASK)
+        | st.dictionaries(st.text(), st.integers()),
+    )
+)
 def test_near_valid_messages_parse_or_raise_protocol_error(value: dict[str, object]) -> None:
     """Messages built from valid parts in wrong combinations never crash the parser."""
     try:

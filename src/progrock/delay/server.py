@@ -23,6 +23,9 @@ logger = logging.getLogger("progrock.delay")
 TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
 
 
+_Pairs = list[tuple[str, str | None]]  # (message id, key)
+
+
 class _Backoff:
     def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
         self.base, self.cap, self.current = base, cap, base
@@ -131,10 +134,11 @@ class DelayServer:
             self._listen_loop,
             self._receive_loop,
             self._store_loop,
-            self._schedule_loop,
             self._sweep_loop,
         ]
-        tasks = [asyncio.create_task(loop(), name=f"rundelay{loop.__name__}") for loop in loops]
+        scheduler = asyncio.create_task(self._schedule_loop(), name="rundelay_schedule_loop")
+        tasks = [scheduler]
+        tasks += [asyncio.create_task(loop(), name=f"rundelay{loop.__name__}") for loop in loops]
         stopper = asyncio.create_task(stop.wait())
         ready = asyncio.create_task(self._become_ready())
         try:
@@ -143,7 +147,11 @@ class DelayServer:
                 if task is not stopper:
                     task.result()  # a loop ended: re-raise its error
         finally:
+            # Let a delivery pass in progress finish (claimed messages would
+            # otherwise wait for their lease), then cancel everything.
             self._stopping = True
+            self._wake.set()
+            await asyncio.wait([scheduler], timeout=5.0)
             await _cancel_all([stopper, ready, *tasks])
             await self._store_leftovers()
             self.ready.clear()
@@ -198,8 +206,8 @@ class DelayServer:
         while not self._stopping:
             try:
                 message = await self.layer.receive(channel)
-            except TRANSIENT as exc:
-                logger.warning("receiving from %r failed (%s); retrying", channel, exc)
+            except Exception as exc:  # Redis errors mostly; never stop receiving
+                logger.warning("receiving from %r failed (%r); retrying", channel, exc)
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
@@ -279,10 +287,14 @@ class DelayServer:
                 timeout = min(self.recheck_s, max(0.0, (wake_at - now_ms()) / 1000.0))
                 if timeout > 0:
                     await _wait(self._wake, timeout)
-            except TRANSIENT as exc:
+            except Exception as exc:  # Redis errors, and bugs: log, never stop serving
                 pause = backoff.next()
-                logger.warning("delay scheduler: Redis error (%s); retrying in %.2fs", exc, pause)
-                await asyncio.sleep(pause)
+                if isinstance(exc, TRANSIENT):
+                    logger.warning("delay scheduler: Redis error (%s); retry in %.2fs", exc, pause)
+                else:
+                    logger.exception("delay scheduler: unexpected error; retry in %.2fs", pause)
+                self._wake.clear()
+                await _wait(self._wake, pause)
 
     async def _deliver(self, items: list[tuple[str, str]]) -> None:
         messages: list[Pending] = []
@@ -296,48 +308,43 @@ class DelayServer:
         by_channel: dict[str, list[Delivery]] = {}
         for delivery in plan_deliveries(messages, progrock_settings.TICK_BATCH):
             by_channel.setdefault(delivery.channel, []).append(delivery)
-        results = await asyncio.gather(*(self._send_all(ds) for ds in by_channel.values()))
+        # Channels concurrently, each channel in order: concurrent sends to one
+        # channel would slip past channels_redis's capacity check.
+        results = await asyncio.gather(*(self._send_in_order(ds) for ds in by_channel.values()))
         done = dropped + [pair for sent, _ in results for pair in sent]
         later = [pair for _, retry in results for pair in retry]
         await self.store.ack(done)
         if later:
             await self.store.retry(later, now_ms() + self.retry_ms)
 
-    async def _send_all(
-        self, deliveries: list[Delivery]
-    ) -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
+    async def _send_in_order(self, deliveries: list[Delivery]) -> tuple[_Pairs, _Pairs]:
         """Send one channel's deliveries in order; return (done, to retry) id/key pairs."""
-        done: list[tuple[str, str | None]] = []
-        later: list[tuple[str, str | None]] = []
+        done: _Pairs = []
         for index, delivery in enumerate(deliveries):
-            pairs = [(m.id, m.key) for m in delivery.sources]
+            channel = delivery.channel
             try:
-                await self.layer.send(delivery.channel, delivery.content)
+                await self.layer.send(channel, delivery.content)
             except ChannelFull:
                 rest = [(m.id, m.key) for d in deliveries[index:] for m in d.sources]
                 logger.warning(
                     "channel %r is full; retrying %d delayed messages in %.0f ms",
-                    delivery.channel,
+                    channel,
                     len(rest),
                     self.retry_ms,
                 )
-                later += rest
-                break
+                return done, rest
             except (TypeError, ValueError) as exc:
                 logger.warning(
                     "dropping delayed message to %r the channel layer refused (%s): %r",
-                    delivery.channel,
+                    channel,
                     exc,
                     delivery.content,
                 )
-                done += pairs
             except TRANSIENT as exc:
-                logger.warning("sending to %r failed (%s); retrying later", delivery.channel, exc)
-                later += [(m.id, m.key) for d in deliveries[index:] for m in d.sources]
-                break
-            else:
-                done += pairs
-        return done, later
+                logger.warning("sending to %r failed (%s); retrying later", channel, exc)
+                return done, [(m.id, m.key) for d in deliveries[index:] for m in d.sources]
+            done += [(m.id, m.key) for m in delivery.sources]
+        return done, []
 
     # -- sweep trigger ---------------------------------------------------------
 

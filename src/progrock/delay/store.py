@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import redis.asyncio
 
-import redis
 from progrock.conf import progrock_settings
 from progrock.delay import _scripts
 from progrock.delay.envelope import Envelope, Pending

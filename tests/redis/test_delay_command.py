@@ -1,0 +1,111 @@
+"""``manage.py rundelay`` as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels_redis.core import RedisChannelLayer
+from django.test import override_settings
+
+from progrock.delay import send_delayed_sync
+
+pytestmark = pytest.mark.redis
+
+READY_TIMEOUT = 30.0
+TIMEOUT = 10.0
+
+
+async def start_rundelay(redis_url: str, data_dir: Path) -> asyncio.subprocess.Process:
+    """Start ``python -m django rundelay`` and wait for its ready line."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "progrock_demo.settings",
+        "REDIS_URL": redis_url,
+        "PROGROCK_DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
+    stderr = open(data_dir / "rundelay.stderr", "ab")  # noqa: SIM115 - the child keeps it
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "django", "rundelay",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+        )  # fmt: skip
+    finally:
+        stderr.close()
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            while True:
+                line = await process.stdout.readline()
+                if not line:
+                    log = (data_dir / "rundelay.stderr").read_text()
+                    raise AssertionError(f"rundelay exited before ready:\n{log}")
+                if b"rundelay ready" in line:
+                    return process
+    except BaseException:
+        await reap(process)
+        raise
+
+
+async def reap(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    started: list[asyncio.subprocess.Process] = []
+    yield started
+    for process in started:
+        await reap(process)
+
+
+@pytest.fixture
+def schedule(redis_url: str) -> Iterator[Callable[..., Any]]:
+    with override_settings(PROGROCK={"REDIS_URL": redis_url}):
+
+        async def schedule(content: dict[str, Any], delay_ms: float) -> str:
+            return await asyncio.to_thread(send_delayed_sync, "out", content, delay_ms)
+
+        yield schedule
+
+
+async def test_rundelay_subprocess_survives_kill(
+    redis_url: str,
+    tmp_path: Path,
+    processes: list[asyncio.subprocess.Process],
+    schedule: Callable[..., Any],
+) -> None:
+    """rundelay delivers, loses nothing across a SIGKILL and restart, and stops on SIGTERM."""
+    layer = RedisChannelLayer(hosts=[redis_url])
+
+    async def receive() -> dict[str, Any]:
+        message: dict[str, Any] = await asyncio.wait_for(layer.receive("out"), TIMEOUT)
+        return message
+
+    try:
+        processes.append(first := await start_rundelay(redis_url, tmp_path))
+        await schedule({"type": "t", "n": 1}, 50)
+        assert await receive() == {"type": "t", "n": 1}
+
+        await schedule({"type": "t", "n": 2}, 1500)  # due after the kill
+        first.kill()
+        await first.wait()
+        await schedule({"type": "t", "n": 3}, 0)  # scheduled while no server runs
+
+        processes.append(second := await start_rundelay(redis_url, tmp_path))
+        got = sorted([(await receive())["n"] for _ in range(2)])
+        assert got == [2, 3]
+
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), TIMEOUT) == 0
+    finally:
+        await layer.close_pools()

@@ -1,0 +1,155 @@
+"""Live task state, the atomic announce script and the fan-out hub, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from django.test import override_settings
+
+from progrock.hub import Hub
+from progrock.protocol import Status, progress_message, started_message, terminal_message
+from progrock.store import ALREADY_TERMINAL, STALE, UNKNOWN, Change, TaskStore
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[TaskStore]:
+    client = aioredis.Redis.from_url(redis_url)
+    with override_settings(PROGROCK={"REDIS_URL": redis_url}):
+        yield TaskStore(client)
+    await client.aclose()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, int, str, dict[str, object]]] = []
+        self.resyncs: list[str] = []
+        self.arrived = asyncio.Event()
+
+    async def hub_message(self, task_id: str, seq: int, flag: str, body: str) -> None:
+        self.messages.append((task_id, seq, flag, json.loads(body)))
+        self.arrived.set()
+
+    async def hub_resync(self, task_id: str) -> None:
+        self.resyncs.append(task_id)
+        self.arrived.set()
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.messages) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def new_task(store: TaskStore) -> str:
+    task_id = str(uuid.uuid4())
+    await store.init(task_id, {"status": "queued", "kind": "rock", "owner": "o", "seq": 0})
+    return task_id
+
+
+def progress(task_id: str, value: float) -> Change:
+    return Change(task_id, progress_message(task_id, value), Status.RUNNING, value, {})
+
+
+async def test_apply_numbers_messages_and_publishes_them(store: TaskStore, redis_url: str) -> None:
+    """Each applied change gets the next seq and reaches a hub listener with it."""
+    hub = Hub(redis_url, "progrock:")
+    listener = Recorder()
+    task_id = await new_task(store)
+    await hub.subscribe(task_id, listener)
+    started = Change(task_id, started_message(task_id, "rock"), Status.RUNNING, 0, {})
+    assert await store.apply(started) == 1
+    assert await store.apply_many([progress(task_id, 10), progress(task_id, 20)]) == [2, 3]
+    await listener.wait_for(3)
+    assert [(m[1], m[2]) for m in listener.messages] == [(1, "S"), (2, "P"), (3, "P")]
+    assert listener.messages[2][3] == {**progress_message(task_id, 20), "seq": 3}
+    view = await store.view(task_id)
+    assert view is not None and view.seq == 3 and view.progress == 20
+    await hub.unsubscribe(task_id, listener)
+    await hub.aclose()
+
+
+async def test_progress_never_goes_backwards(store: TaskStore) -> None:
+    """A lower progress is refused as stale and changes nothing."""
+    task_id = await new_task(store)
+    assert await store.apply(progress(task_id, 50)) == 1
+    assert await store.apply(progress(task_id, 40)) == STALE
+    view = await store.view(task_id)
+    assert view is not None and view.progress == 50 and view.seq == 1
+
+
+async def test_nothing_follows_a_terminal_state(store: TaskStore) -> None:
+    """After complete, progress and a second terminal message are both refused."""
+    task_id = await new_task(store)
+    done = Change(task_id, terminal_message(task_id, Status.SUCCEEDED), Status.SUCCEEDED, 100, {})
+    assert await store.apply(done) == 1
+    assert await store.apply(progress(task_id, 100)) == ALREADY_TERMINAL
+    cancelled = Change(
+        task_id,
+        terminal_message(task_id, Status.CANCELLED, progress=100),
+        Status.CANCELLED,
+        100,
+        {},
+    )
+    assert await store.apply(cancelled) == ALREADY_TERMINAL
+    assert await store.redis.ttl(f"progrock:t:{task_id}") > 0  # finished state expires
+
+
+async def test_a_terminal_message_is_not_refused_for_lower_progress(store: TaskStore) -> None:
+    """failed with a lower progress than stored still ends the task, keeping the higher value."""
+    task_id = await new_task(store)
+    await store.apply(progress(task_id, 70))
+    failed = Change(
+        task_id, terminal_message(task_id, Status.FAILED, progress=60), Status.FAILED, 60, {}
+    )
+    assert await store.apply(failed) == 2
+    view = await store.view(task_id)
+    assert view is not None and view.status == Status.FAILED and view.progress == 70
+
+
+async def test_unknown_tasks_are_reported(store: TaskStore) -> None:
+    """Applying to a task with no live state says so instead of inventing one."""
+    assert await store.apply(progress(str(uuid.uuid4()), 5)) == UNKNOWN
+
+
+async def test_hub_only_delivers_subscribed_tasks(store: TaskStore, redis_url: str) -> None:
+    """A listener gets its task's messages and none of another task's."""
+    hub = Hub(redis_url, "progrock:")
+    mine, other = await new_task(store), await new_task(store)
+    listener = Recorder()
+    await hub.subscribe(mine, listener)
+    await store.apply(progress(other, 5))
+    await store.apply(progress(mine, 7))
+    await listener.wait_for(1)
+    assert [m[0] for m in listener.messages] == [mine]
+    await hub.unsubscribe(mine, listener)
+    assert hub.watched() == 0
+    await hub.aclose()
+
+
+async def test_hub_resynchronises_after_losing_its_connection(
+    store: TaskStore, redis_url: str
+) -> None:
+    """When Redis drops the pub/sub connection, the hub reconnects and asks for a resync."""
+    hub = Hub(redis_url, "progrock:")
+    task_id = await new_task(store)
+    listener = Recorder()
+    await hub.subscribe(task_id, listener)
+    killed = await store.redis.client_kill_filter(_type="pubsub")
+    assert killed >= 1
+    async with asyncio.timeout(15):
+        while not listener.resyncs:
+            listener.arrived.clear()
+            await listener.arrived.wait()
+    assert listener.resyncs == [task_id]
+    await store.apply(progress(task_id, 9))
+    await listener.wait_for(1)
+    assert listener.messages[-1][1] == 1
+    await hub.unsubscribe(task_id, listener)
+    await hub.aclose()
