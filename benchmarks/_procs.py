@@ -230,7 +230,9 @@ class Sampler:
 def _machine_busy() -> float:
     """CPU seconds all cores of the machine spent not idle, since boot."""
     times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+    # guest time is already inside user; steal is the hypervisor's, not ours.
+    fields = ("user", "nice", "system", "irq", "softirq")
+    return float(sum(getattr(times, name, 0.0) for name in fields))
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
