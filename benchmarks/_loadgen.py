@@ -62,6 +62,7 @@ class LoadGen:
         self.start_frame = json.dumps(start_message(args.target))
         self.task_cpu_s = 0.0
         self.task_wall_s = 0.0
+        self.last_rx = time.monotonic()
 
     def _connect_done(self, ok: bool) -> None:
         self.connected += ok
@@ -93,7 +94,7 @@ class LoadGen:
             async with asyncio.timeout(self.args.task_timeout):
                 while True:
                     frame = await ws.recv()
-                    now = time.monotonic()
+                    now = self.last_rx = time.monotonic()
                     data = json.loads(frame)
                     kind = classify(data)
                     if kind == "update" or kind == "complete":
@@ -112,6 +113,23 @@ class LoadGen:
         finally:
             await ws.close()
 
+    async def watchdog(self, browsers: list[asyncio.Task[None]]) -> None:
+        """Give up on every unfinished task once nothing has arrived for a while.
+
+        A stack that has stopped delivering (lost messages, dead workers) would
+        otherwise hold the run until ``--task-timeout``.
+        """
+        limit = self.args.stall_timeout
+        while True:
+            await asyncio.sleep(1.0)
+            if time.monotonic() - self.last_rx > limit:
+                for task in self.tasks:
+                    if not task.complete and task.error is None:
+                        task.error = f"stalled: no message on any socket for {limit:.0f}s"
+                for browser in browsers:
+                    browser.cancel()
+                return
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -128,7 +146,10 @@ class LoadGen:
             raise SystemExit(f"expected 'go <time>' on stdin, got {line!r}")
         self.go.set_result(float(parts[1]))
         cpu0, wall0 = time.process_time(), time.monotonic()
-        await asyncio.gather(*browsers)
+        self.last_rx = max(wall0, float(parts[1]) + self.args.start_window)
+        watchdog = asyncio.create_task(self.watchdog(browsers))
+        await asyncio.gather(*browsers, return_exceptions=True)
+        watchdog.cancel()
         self.task_cpu_s = time.process_time() - cpu0
         self.task_wall_s = time.monotonic() - wall0
 
@@ -144,6 +165,7 @@ def main() -> None:
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     parser.add_argument("--start-window", type=float, required=True)
     parser.add_argument("--task-timeout", type=float, required=True)
+    parser.add_argument("--stall-timeout", type=float, default=20.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     raise_fd_limit(args.count * 2 + 1024)

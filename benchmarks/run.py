@@ -118,6 +118,8 @@ def run_load(stack: Stack, n: int, args: argparse.Namespace, tmp: Path) -> dict[
                 str(args.start_window),
                 "--task-timeout",
                 str(args.task_timeout),
+                "--stall-timeout",
+                str(args.stall_timeout),
                 "--out",
                 str(out),
             ],
@@ -176,7 +178,7 @@ def wait_quiet(limit_s: float, below_pct: float = 20.0) -> float:
     busy = psutil.cpu_percent(interval=1.0)
     while busy >= below_pct and time.monotonic() < deadline:
         busy = psutil.cpu_percent(interval=1.0)
-    return busy
+    return float(busy)
 
 
 def run_one(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -261,6 +263,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=120.0,
         help="seconds a task may run before it counts as failed",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=20.0,
+        help="give up on the remaining tasks once no socket of a load process "
+        "has received anything for this long (default 20 s)",
     )
     parser.add_argument(
         "--load-procs",

@@ -14,6 +14,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from progrock.exceptions import ImproperlyConfigured
+from progrock.protocol import Limits
 
 DEFAULTS: dict[str, Any] = {
     # Redis that carries ProgRock's own keys (delay set, live task state, fan-out).
@@ -142,6 +143,16 @@ class Settings:
 
 
 progrock_settings = Settings()
+
+
+def protocol_limits() -> Limits:
+    """What clients may send, from the settings (for the socket and the HTTP API)."""
+    return Limits(
+        max_frame_bytes=progrock_settings.MAX_FRAME_BYTES,
+        max_params_bytes=progrock_settings.MAX_PARAMS_BYTES,
+        kinds=progrock_settings.KINDS,
+        default_kind=progrock_settings.DEFAULT_KIND,
+    )
 
 
 @receiver(setting_changed)

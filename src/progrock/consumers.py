@@ -16,7 +16,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from progrock import tasks
-from progrock.conf import progrock_settings
+from progrock.conf import protocol_limits
 from progrock.exceptions import ProtocolError
 from progrock.hub import get_hub
 from progrock.protocol import (
@@ -38,15 +38,6 @@ from progrock.protocol import (
 logger = logging.getLogger("progrock.consumers")
 
 
-def limits_from_settings() -> Limits:
-    return Limits(
-        max_frame_bytes=progrock_settings.MAX_FRAME_BYTES,
-        max_params_bytes=progrock_settings.MAX_PARAMS_BYTES,
-        kinds=progrock_settings.KINDS,
-        default_kind=progrock_settings.DEFAULT_KIND,
-    )
-
-
 class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """One browser socket."""
 
@@ -58,7 +49,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def connect(self) -> None:
         self.owner = tasks.owner_for_scope(self.scope, self.channel_name)
-        self.limits = limits_from_settings()
+        self.limits = protocol_limits()
         self.watching = {}
         self.pending = {}
         self.refs = {}

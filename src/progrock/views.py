@@ -15,25 +15,16 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from progrock import tasks
-from progrock.conf import progrock_settings
+from progrock.conf import progrock_settings, protocol_limits
 from progrock.exceptions import ProtocolError
 from progrock.protocol import (
-    Limits,
     Start,
+    TaskView,
     error_from,
     error_message,
     parse_client_message,
     parse_task_id,
 )
-
-
-def _limits() -> Limits:
-    return Limits(
-        max_frame_bytes=progrock_settings.MAX_FRAME_BYTES,
-        max_params_bytes=progrock_settings.MAX_PARAMS_BYTES,
-        kinds=progrock_settings.KINDS,
-        default_kind=progrock_settings.DEFAULT_KIND,
-    )
 
 
 def _error(status: int, code: str, detail: str, **ctx: Any) -> JsonResponse:
@@ -64,7 +55,7 @@ async def task_list(request: HttpRequest) -> HttpResponse:
     if isinstance(data, dict):
         data = {**data, "action": "start"}
     try:
-        start = parse_client_message(data, _limits())
+        start = parse_client_message(data, protocol_limits())
     except ProtocolError as exc:
         return JsonResponse(error_from(exc), status=400)
     if not isinstance(start, Start):  # pragma: no cover - action forced above
@@ -81,36 +72,42 @@ async def task_list(request: HttpRequest) -> HttpResponse:
     return JsonResponse(body, status=201)
 
 
-@require_http_methods(["GET"])
-async def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
-    """GET: the task's snapshot."""
+async def _authorised(
+    request: HttpRequest, task_id: str, action: str
+) -> tuple[TaskView, str] | JsonResponse:
+    """The task's view and id if this request may see it, else the error response."""
     try:
-        task_id = parse_task_id(task_id, "subscribe")
+        task_id = parse_task_id(task_id, action)
     except ProtocolError as exc:
         return JsonResponse(error_from(exc), status=400)
     owner = await _owner(request, create=False)
     found = await tasks.aget_view_and_owner(task_id)
     if owner is None or found is None or not tasks.may_access(owner, found[1], task_id):
         return _forbidden(task_id)
+    return found[0], task_id
+
+
+@require_http_methods(["GET"])
+async def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
+    """GET: the task's snapshot."""
+    found = await _authorised(request, task_id, "subscribe")
+    if isinstance(found, JsonResponse):
+        return found
     return JsonResponse(found[0].snapshot())
 
 
 @require_http_methods(["POST"])
 async def task_cancel(request: HttpRequest, task_id: str) -> HttpResponse:
     """POST: ask a worker to cancel the task (202); 409 if it is already over."""
-    try:
-        task_id = parse_task_id(task_id, "cancel")
-    except ProtocolError as exc:
-        return JsonResponse(error_from(exc), status=400)
-    owner = await _owner(request, create=False)
-    found = await tasks.aget_view_and_owner(task_id)
-    if owner is None or found is None or not tasks.may_access(owner, found[1], task_id):
-        return _forbidden(task_id)
-    if found[0].status.terminal:
+    found = await _authorised(request, task_id, "cancel")
+    if isinstance(found, JsonResponse):
+        return found
+    view, task_id = found
+    if view.status.terminal:
         return _error(
             409,
             "not_cancellable",
-            f"task {task_id} is already {found[0].status.value}",
+            f"task {task_id} is already {view.status.value}",
             action="cancel",
             task_id=task_id,
         )

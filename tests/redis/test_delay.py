@@ -28,7 +28,7 @@ from progrock.delay import (
 
 pytestmark = pytest.mark.redis
 
-TIMEOUT = 10.0  # generous bound for anything that should take milliseconds
+TIMEOUT = 30.0  # generous bound for anything that should take milliseconds
 
 
 def _settings(redis_url: str, **extra: Any) -> dict[str, Any]:
