@@ -170,7 +170,7 @@ class _HashTask:
         if state == "running" and not self.started:
             message = "queued"
         else:
-            message = f"hashed {done / MB:g} of {self.params.mb} MB"
+            message = f"hashed {done / MB:g} of {self.params.mb} MiB"
         return {
             "id": self.id,
             "kind": "hash",

@@ -94,7 +94,7 @@ async def test_hash_result_matches_hashlib(service: HttpTaskService) -> None:
     expected = hashlib.sha256(b"".join(generate_stream(3))).hexdigest()
     assert final.state == "succeeded"
     assert final.result == {"sha256": expected, "bytes": 3 * 1024 * 1024}
-    assert final.message == "hashed 3 of 3 MB"
+    assert final.message == "hashed 3 of 3 MiB"
 
 
 async def test_cancel_running_rock_is_idempotent(service: HttpTaskService) -> None:
