@@ -236,7 +236,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--targets",
-        default="progrock,baseline",
+        default="progrock,baseline:1,baseline",
         help=f"comma-separated, from {','.join(TARGETS)}; NAME:W overrides "
         "--workers for that target, e.g. baseline:1 (default %(default)s)",
     )

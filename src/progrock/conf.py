@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_MAX": 5.0,
     "FAILURE_BUDGET": 30.0,
     # Seconds between database writes of a running task's progress.
-    "DB_PROGRESS_INTERVAL": 2.0,
+    "DB_PROGRESS_INTERVAL": 10.0,
     # Seconds between sweeps for running tasks whose poll chain was lost, and
     # how overdue a poll must be before the sweep re-arms it.
     "SWEEP_INTERVAL": 5.0,

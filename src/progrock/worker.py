@@ -129,6 +129,13 @@ class Engine:
             logger.error("dropping malformed start message %.300r: %s", message, exc)
             return
         reply, ref = message.get("reply_channel"), message.get("ref")
+        attempt = int(message.get("attempt") or 0)
+        # channels_redis may hand one message to two workers (its backup queue is
+        # shared by every consumer of a channel): only the first one may start it.
+        claim = f"{progrock_settings.KEY_PREFIX}start:{task_id}:{attempt}"
+        if not await self.store.redis.set(claim, b"1", nx=True, ex=3600):
+            logger.debug("ignoring a second delivery of the start of %s", task_id)
+            return
         task = await Task.objects.filter(pk=task_id).afirst()
         if task is None:
             try:
@@ -145,7 +152,6 @@ class Engine:
         if task.status != Status.QUEUED.value:
             return  # a duplicate start: the task is already under way or over
         await self.store.init(task_id, tasks.live_fields(task))
-        attempt = int(message.get("attempt") or 0)
         try:
             status = await self.service.create(kind, params)
         except ServiceRejected as exc:
@@ -232,8 +238,9 @@ class Engine:
         due = {t.task_id: t.due_ms for t in ticks}
         live = await self.store.load(list(due))
         for task_id, fields in list(live.items()):
-            if fields is None or not fields.get("owner"):
-                # Live state lost (Redis flushed or expired): rebuild it from the row.
+            if fields is None or not fields.get("owner") or fields.get("status") == "queued":
+                # Live state lost (Redis flushed or expired), or older than the row
+                # (a tick for a task Redis still thinks queued): rebuild it from the row.
                 task = await tasks.arebuild(task_id, self.store)
                 live[task_id] = encode_fields(tasks.live_fields(task)) if task else None
         running = {

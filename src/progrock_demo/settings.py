@@ -104,6 +104,9 @@ DATABASES = {
             "timeout": 20,
         },
         "TEST": {"NAME": os.environ.get("PROGROCK_TEST_DB") or None},
+        # Keep connections: workers touch the database from one thread, and a
+        # new SQLite connection (with its PRAGMAs) per query costs more than the query.
+        "CONN_MAX_AGE": None,
     }
 }
 

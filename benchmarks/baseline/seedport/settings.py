@@ -1,9 +1,14 @@
 """Settings of the baseline: the seed's stack, nothing more.
 
-The only departure from the seed's configuration is the channel capacity:
-channels_redis's default of 100 messages per channel would overflow the shared
-``prog-rocker`` and ``asgi.delay`` channels beyond ~100 concurrent tasks, and a
-baseline that breaks on a setting is no baseline.
+The only departure from the seed's configuration is the channel capacity.
+channels_redis's default of 100 messages per channel overflows the shared
+``prog-rocker`` and ``asgi.delay`` channels beyond ~100 concurrent tasks; it
+also overflows the reply channels: all sockets of one Daphne process share one
+Redis key (``specific.<process>!``) whose capacity is the default one, so a
+100-message hiccup of the web process makes the worker's ``send`` raise
+``ChannelFull``, which kills the worker's consumer instance and loses the
+messages it had queued (and with them whole poll chains). A baseline that
+breaks on a setting is no baseline, so every capacity is raised.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
             "hosts": [REDIS_URL],
+            "capacity": 10_000,
             "channel_capacity": {"prog-rocker": 10_000, "asgi.delay": 10_000},
         },
     }
