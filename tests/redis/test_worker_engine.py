@@ -1,0 +1,140 @@
+"""The worker engine against a real Redis, a real database and the real backend process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from django.test import override_settings
+
+from progrock.delay import DelayStore
+from progrock.models import Task
+from progrock.services.http import HttpTaskService
+from progrock.store import TaskStore
+from progrock.worker import Engine, Tick, parse_ticks
+from progrock_backend.testing import BackendProcess, start_backend
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[BackendProcess]:
+    process = start_backend()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def engine(redis_url: str, backend: BackendProcess) -> AsyncIterator[Engine]:
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    client = aioredis.Redis.from_url(redis_url)
+    service = HttpTaskService(backend.url)
+    delay = DelayStore.from_url(redis_url)
+    with override_settings(PROGROCK={"REDIS_URL": redis_url}, CHANNEL_LAYERS=layers):
+        yield Engine(service, TaskStore(client), delay)
+    await service.aclose()
+    await delay.aclose()
+    await client.aclose()
+
+
+def start_message(**params: object) -> dict[str, object]:
+    return {
+        "type": "progrock.start",
+        "task_id": str(uuid.uuid4()),
+        "kind": "rock",
+        "params": params,
+        "owner": "user:1",
+        "reply_channel": None,
+        "ref": None,
+    }
+
+
+def backend_task_count(backend: BackendProcess) -> int:
+    with urllib.request.urlopen(backend.url + "/health", timeout=5) as response:
+        return int(json.loads(response.read())["tasks"])
+
+
+async def test_a_start_delivered_twice_starts_the_task_once(
+    engine: Engine, backend: BackendProcess
+) -> None:
+    """Two workers handling the same start message create one backend task and keep it running."""
+    message = start_message(interval_ms=1000)
+    before = backend_task_count(backend)
+    await asyncio.gather(engine.start(message), engine.start(dict(message)))
+    task_id = str(message["task_id"])
+    view = await engine.store.view(task_id)
+    assert view is not None and view.status.value == "running" and view.seq == 1
+    assert backend_task_count(backend) == before + 1
+    assert (await Task.objects.aget(pk=task_id)).status == "running"
+    assert await engine.delay.has_pending(f"poll:{task_id}")
+
+
+async def test_polls_drive_a_task_to_completion(engine: Engine) -> None:
+    """Polling publishes rising progress and ends with the result written to the database."""
+    message = start_message(interval_ms=20)
+    await engine.start(message)
+    task_id = str(message["task_id"])
+    deadline = time.monotonic() + 20
+    seen = []
+    while True:
+        await engine.poll([Tick(task_id, time.time() * 1000)])
+        view = await engine.store.view(task_id)
+        assert view is not None
+        seen.append(view.progress)
+        if view.status.terminal:
+            break
+        assert time.monotonic() < deadline, f"task never finished: {seen}"
+        await asyncio.sleep(0.05)
+    assert view.status.value == "succeeded" and view.result == {"riffs": 34}
+    assert seen == sorted(seen)
+    task = await Task.objects.aget(pk=task_id)
+    assert task.status == "succeeded" and task.progress == 100 and task.finished_at
+
+
+async def test_lost_live_state_is_rebuilt_from_the_database(engine: Engine) -> None:
+    """A poll for a task whose Redis state vanished rebuilds it from its row and carries on."""
+    message = start_message(interval_ms=1000)
+    await engine.start(message)
+    task_id = str(message["task_id"])
+    await engine.store.redis.delete(f"progrock:t:{task_id}")
+    await engine.poll([Tick(task_id, time.time() * 1000)])
+    view = await engine.store.view(task_id)
+    assert view is not None and view.status.value == "running"
+    assert await engine.delay.has_pending(f"poll:{task_id}")
+
+
+async def test_the_sweep_rearms_a_lost_poll_chain(engine: Engine) -> None:
+    """A running task with no pending tick and no recent poll is re-armed by the sweep."""
+    message = start_message(interval_ms=1000)
+    await engine.start(message)
+    task_id = str(message["task_id"])
+    await engine.store.redis.delete(
+        *[k async for k in engine.store.redis.scan_iter("progrock:delay:*")]
+    )
+    await engine.store.redis.hset(f"progrock:t:{task_id}", "lp", "0")
+    assert not await engine.delay.has_pending(f"poll:{task_id}")
+    assert await engine.sweep() == 1
+    assert await engine.delay.has_pending(f"poll:{task_id}")
+    assert await engine.sweep() == 0  # a pending tick is left alone
+
+
+async def test_malformed_messages_are_dropped(engine: Engine) -> None:
+    """Bad start/cancel messages and ticks are logged and ignored, not raised."""
+    await engine.start({"type": "progrock.start", "task_id": "nope"})
+    await engine.cancel({"type": "progrock.cancel"})
+    assert parse_ticks("x") == []
+    good = str(uuid.uuid4())
+    assert parse_ticks([[good, 1.0], ["bad", 2], [good], 5]) == [Tick(good, 1.0)]
