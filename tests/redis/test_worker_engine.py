@@ -72,6 +72,9 @@ async def test_a_start_delivered_twice_starts_the_task_once(
 ) -> None:
     """Two workers handling the same start message create one backend task and keep it running."""
     message = start_message(interval_ms=1000)
+    # The row exists and is queued before any worker sees the message (as with
+    # start_task()), so both deliveries find it and would both go ahead.
+    await Task.objects.acreate(id=message["task_id"], owner="user:1", kind="rock", params={})
     before = backend_task_count(backend)
     await asyncio.gather(engine.start(message), engine.start(dict(message)))
     task_id = str(message["task_id"])
