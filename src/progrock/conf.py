@@ -55,6 +55,12 @@ DEFAULTS: dict[str, Any] = {
     "STALL_AFTER": 5.0,
     # Most poll ticks the delay server merges into one worker message.
     "TICK_BATCH": 200,
+    # Seconds a busy delay server lets due messages gather between two passes
+    # (bounds the extra lateness; 0 delivers every message on its own pass).
+    "DELAY_BATCH_WINDOW": 0.004,
+    # Poll ticks are due on a grid of this many seconds, so that tasks share
+    # due times and are polled together (POLL_INTERVAL should be a multiple).
+    "TICK_GRID": 0.02,
 }
 
 
@@ -93,6 +99,12 @@ class Settings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a positive number of seconds, got {value!r}"
+                )
+        for name in ("DELAY_BATCH_WINDOW", "TICK_GRID"):
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ImproperlyConfigured(
+                    f"PROGROCK[{name!r}] must be a number of seconds >= 0, got {value!r}"
                 )
         for name in ("MAX_FRAME_BYTES", "MAX_PARAMS_BYTES", "TICK_BATCH"):
             value = merged[name]

@@ -201,31 +201,30 @@ class TaskStore:
         """Create (or rebuild) a task's live state."""
         await self.redis.hset(state_key(task_id), mapping=encode_fields(fields))  # type: ignore[misc]
 
-    async def set_fields(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-        """Set bookkeeping fields (no announcement) of many tasks in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            count = 0
-            for task_id, fields in items:
-                if fields:
-                    pipe.hset(state_key(task_id), mapping=encode_fields(fields))
-                    count += 1
-            if count:
-                await pipe.execute()
-
     async def apply(self, change: Change) -> int:
         keys, argv = change.args()
         return int(await self._apply(keys=keys, args=argv))
 
-    async def apply_many(self, changes: Sequence[Change]) -> list[int]:
-        """Apply and announce many changes in one round trip; one reply each."""
-        if not changes:
-            return []
+    async def apply_many(
+        self,
+        changes: Sequence[Change],
+        bookkeeping: Iterable[tuple[str, Mapping[str, Any]]] = (),
+    ) -> list[int]:
+        """Apply and announce many changes, and set bookkeeping fields of other
+        tasks, in one round trip; returns one reply per change."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for change in changes:
                 keys, argv = change.args()
                 await self._apply(keys=keys, args=argv, client=pipe)
+            extra = 0
+            for task_id, fields in bookkeeping:
+                if fields:
+                    pipe.hset(state_key(task_id), mapping=encode_fields(fields))
+                    extra += 1
+            if not changes and not extra:
+                return []
             replies = await pipe.execute()
-        return [int(r) for r in replies]
+        return [int(r) for r in replies[: len(changes)]]
 
 
 class SyncTaskStore:

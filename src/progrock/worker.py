@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.consumer import AsyncConsumer
+from channels.consumer import AsyncConsumer, get_handler_name
+from channels.db import aclose_old_connections
 from channels.layers import get_channel_layer
 from django.db import IntegrityError
 
@@ -214,11 +216,23 @@ class Engine:
         )
         if reply_code == UNKNOWN:
             await tasks.arebuild(task_id, self.store)
-        await self.schedule_ticks([Tick(task_id, _now_ms() + self.interval_ms)])
+        now_ms = _now_ms()
+        await self.schedule_ticks([Tick(task_id, self.next_due(now_ms, now_ms))])
 
     @property
     def interval_ms(self) -> float:
         return float(progrock_settings.POLL_INTERVAL) * 1000
+
+    def next_due(self, due_ms: float, now_ms: float) -> float:
+        """The next tick: one interval after the last one was due, on the tick grid.
+
+        Counting from the due time (not from now) keeps the cadence from
+        drifting under load; the grid makes tasks share due times, so the
+        delay server merges their ticks into one message and one backend call.
+        """
+        grid = float(progrock_settings.TICK_GRID) * 1000
+        due = max(due_ms + self.interval_ms, now_ms)
+        return due if grid <= 0 else math.ceil(due / grid) * grid
 
     # -- poll ---------------------------------------------------------------
 
@@ -317,13 +331,11 @@ class Engine:
                     )
             else:
                 bookkeeping.append((task_id, book))
-            next_due = due[task_id] + self.interval_ms
-            next_ticks.append(Tick(task_id, max(next_due, now_ms)))
-        replies = await self.store.apply_many(changes)
+            next_ticks.append(Tick(task_id, self.next_due(due[task_id], now_ms)))
+        replies = await self.store.apply_many(changes, bookkeeping)
         for change, code in zip(changes, replies, strict=True):
             if code == UNKNOWN:
                 await tasks.arebuild(change.task_id, self.store)
-        await self.store.set_fields(bookkeeping)
         await self.schedule_ticks(next_ticks)
         if db_rows:
             await Task.objects.abulk_update(db_rows, ["progress", "message", "seq"])
@@ -475,6 +487,17 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     """
 
     MAX_CONCURRENCY = 64
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' default dispatch hops to a thread to close stale database
+        # connections before every message (about 70 us each); poll ticks rarely
+        # touch the database, so the worker does that in its sweep instead.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            logger.error("dropping message of unknown type %.200r", message.get("type"))
+            return
+        await handler(message)
+
     _slots: asyncio.Semaphore | None = None
     _running: set[asyncio.Task[None]]
 
@@ -488,6 +511,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
         await self._spawn(get_engine().cancel(message), message)
 
     async def progrock_sweep(self, message: dict[str, Any]) -> None:
+        await aclose_old_connections()
         await self._spawn(get_engine().sweep(), message)
 
     async def _spawn(self, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]) -> None:

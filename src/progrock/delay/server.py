@@ -91,7 +91,16 @@ class DelayServer:
         claim_limit: int = 1000,
         retry_ms: float = 100.0,
         recheck_s: float = 1.0,
+        batch_window_ms: float | None = None,
     ) -> None:
+        # After a pass that delivered something, the next pass waits until this
+        # long after the last one began: under load, due messages pile up into
+        # fewer, larger (merged) deliveries; when idle, nothing waits.
+        self.batch_window_ms = (
+            float(progrock_settings.DELAY_BATCH_WINDOW) * 1000
+            if batch_window_ms is None
+            else batch_window_ms
+        )
         self._store = store
         self._layer = layer
         self._stopping = False
@@ -271,7 +280,8 @@ class DelayServer:
             try:
                 self._wake.clear()
                 self._planned = math.inf  # any announcement during the claim wakes us
-                claim = await self.store.claim(now_ms(), self.lease_ms, self.claim_limit)
+                pass_began = now_ms()
+                claim = await self.store.claim(pass_began, self.lease_ms, self.claim_limit)
                 self._claimed_once.set()
                 backoff.reset()
                 if claim.reclaimed:
@@ -281,6 +291,9 @@ class DelayServer:
                     )
                 if claim.items:
                     await self._deliver(claim.items)
+                    rest = pass_began + self.batch_window_ms - now_ms()
+                    if rest > 0 and len(claim.items) < self.claim_limit:
+                        await asyncio.sleep(rest / 1000)
                     continue
                 wake_at = min(claim.next_due_ms or math.inf, claim.next_lease_ms or math.inf)
                 self._planned = wake_at
