@@ -28,7 +28,16 @@ from _procs import raise_fd_limit
 class Task:
     """What one simulated browser saw."""
 
-    __slots__ = ("complete", "connect_s", "error", "index", "progress", "t_start", "times")
+    __slots__ = (
+        "complete",
+        "connect_s",
+        "error",
+        "index",
+        "progress",
+        "seqs",
+        "t_start",
+        "times",
+    )
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -36,6 +45,7 @@ class Task:
         self.t_start: float | None = None
         self.times: list[float] = []
         self.progress: list[float] = []
+        self.seqs: list[int | None] = []
         self.complete = False
         self.error: str | None = None
 
@@ -46,6 +56,7 @@ class Task:
             "t_start": self.t_start,
             "times": self.times,
             "progress": self.progress,
+            "seqs": self.seqs,
             "complete": self.complete,
             "error": self.error,
         }
@@ -100,6 +111,7 @@ class LoadGen:
                     if kind == "update" or kind == "complete":
                         task.times.append(now)
                         task.progress.append(float(data.get("progress", 0)))
+                        task.seqs.append(data.get("seq"))
                         if kind == "complete":
                             task.complete = True
                             break

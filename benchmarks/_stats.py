@@ -71,9 +71,12 @@ def summarize(
     errors: dict[str, int] = {}
     updates = 0
     messages = 0
+    repeated_seq = 0  # ProgRock only: the same seq delivered twice on a socket
     advances: list[list[float]] = []
     for task in tasks:
         messages += len(task["times"])
+        seqs = [q for q in task.get("seqs", []) if q is not None]
+        repeated_seq += len(seqs) - len(set(seqs))
         times: list[float] = []
         steps: list[int] = []
         best = -1.0
@@ -138,6 +141,7 @@ def summarize(
         "updates": updates,
         "messages": messages,
         "duplicate_pct": round(100.0 * (messages - updates) / messages, 2) if messages else None,
+        "repeated_seq": repeated_seq,
         "ideal_updates_per_s": round(n / cadence, 1),
         "updates_per_s": round(updates / span, 1) if span else None,
         "gap_ms": _dist_ms([g for _, g in gaps]),
@@ -175,7 +179,8 @@ ROWS: list[tuple[str, Any]] = [
     ("steady p50 gap ms", lambda s: s["steady"] and s["steady"]["gap_ms"]["p50"]),
     ("steady p99 gap ms", lambda s: s["steady"] and s["steady"]["gap_ms"]["p99"]),
     ("steady p99 lateness ms", lambda s: s["steady"] and s["steady"]["lateness_ms"]["p99"]),
-    ("duplicate messages %", lambda s: s["duplicate_pct"]),
+    ("no-advance messages %", lambda s: s["duplicate_pct"]),
+    ("repeated seq (protocol)", lambda s: s.get("repeated_seq")),
     ("updates/s (ideal)", lambda s: s["ideal_updates_per_s"]),
     ("updates/s", lambda s: s["updates_per_s"]),
     ("steady updates/s", lambda s: s["steady"] and s["steady"]["updates_per_s"]),

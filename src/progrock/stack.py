@@ -47,6 +47,30 @@ _BACKEND = re.compile(r"listening on (https?://\S+)")
 _DELAY = re.compile(r"rundelay ready")
 
 
+WEB_SERVERS = ("daphne", "uvicorn")
+
+
+def web_command(server: str, python: str, host: str, port: int) -> list[str]:
+    """The ASGI server command line of one web process."""
+    if server == "uvicorn":
+        return [
+            python,
+            "-m",
+            "uvicorn",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--ws",
+            "websockets",
+            "--lifespan",
+            "off",
+            ASGI_APPLICATION,
+        ]
+    return [python, "-m", "daphne", "-b", host, "-p", str(port), ASGI_APPLICATION]
+
+
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/progrock``, or ``~/.local/share/progrock``."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -88,6 +112,7 @@ class Stack:
         env: Mapping[str, str] | None = None,
         echo: bool = False,
         web_processes: int = 1,
+        server: str = "daphne",
         stream: IO[str] | None = None,
     ) -> None:
         for label, value, low in (("workers", workers, 1), ("web_processes", web_processes, 1)):
@@ -98,6 +123,9 @@ class Stack:
         self.host = host
         self.workers = workers
         self.web_processes = web_processes
+        if server not in WEB_SERVERS:
+            raise ProgRockError(f"server must be one of {', '.join(WEB_SERVERS)}, got {server!r}")
+        self.server = server
         self._requested_port = port
         self._tmp: str | None = None
         if data_dir is None:
@@ -211,7 +239,7 @@ class Stack:
             args = ["runworker", WORKER_CHANNEL]
             sup.add(self._django(name, args, group="worker", **_WORKER_READINESS))
         for name, port in zip(self.web_names, self.ports, strict=True):
-            argv = [py, "-m", "daphne", "-b", self.host, "-p", str(port), ASGI_APPLICATION]
+            argv = web_command(self.server, py, self.host, port)
             check = functools.partial(port_accepts, self.host, port)
             env = self._env(django=True)
             cwd = str(self.data_dir)
@@ -339,6 +367,12 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between two polls of a running task",
     )
+    parser.add_argument(
+        "--server",
+        choices=WEB_SERVERS,
+        default="daphne",
+        help="ASGI server of the web process (default daphne; uvicorn needs progrock[uvicorn])",
+    )
     parser.set_defaults(func=run_up)
     return parser
 
@@ -359,6 +393,7 @@ def run_up(args: argparse.Namespace) -> int:
             backend_url=args.backend_url,
             env=env,
             echo=True,
+            server=args.server,
         )
     except (ProgRockError, OSError) as exc:
         print(f"progrock up: {exc}", file=sys.stderr)
