@@ -61,14 +61,15 @@ def settled_rss(proc: psutil.Process, seconds: float = 3.0) -> float:
     return last
 
 
-async def open_many(url: str, count: int, rate: float) -> tuple[list[ClientConnection], int]:
-    """Open ``count`` sockets at ``rate`` per second; return the open ones and the failures."""
+async def open_many(
+    url: str, count: int, rate: float
+) -> tuple[list[ClientConnection], dict[str, int]]:
+    """Open ``count`` sockets at ``rate`` per second; return the open ones and failure counts."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    failures = 0
+    failures: dict[str, int] = {}
 
     async def one(i: int) -> ClientConnection | None:
-        nonlocal failures
         await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
         try:
             ws = await open_socket(url, open_timeout=60)
@@ -76,8 +77,9 @@ async def open_many(url: str, count: int, rate: float) -> tuple[list[ClientConne
             if classify(greeting) != "greeting":
                 raise ValueError(f"expected the greeting, got {greeting!r}")
             return ws
-        except Exception:
-            failures += 1
+        except Exception as exc:
+            name = type(exc).__name__
+            failures[name] = failures.get(name, 0) + 1
             return None
 
     opened = await asyncio.gather(*(one(i) for i in range(count)))
@@ -105,7 +107,8 @@ def run(target: str, count: int, rate: float, hold: float) -> dict[str, Any]:
             await close_all(sockets)
             return {
                 "opened": len(sockets),
-                "failed": failures,
+                "failed": sum(failures.values()),
+                "failures": failures,
                 "open_seconds": round(opened_in, 1),
                 "rss_after_mb": round(after, 1),
                 "web_cpu_pct_while_open": cpu,
@@ -132,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--target", default="progrock", choices=TARGETS)
     parser.add_argument("--sockets", type=int, default=10_000, help="K (default 10,000)")
-    parser.add_argument("--rate", type=float, default=1000.0, help="new sockets per second")
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="new sockets per second (default 200)"
+    )
     parser.add_argument("--hold", type=float, default=5.0, help="seconds to hold them idle")
     parser.add_argument("--out", help="JSON result path (default benchmarks/results/...)")
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ import os
 import platform
 import queue
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -62,6 +63,30 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def git_head() -> str | None:
+    """The commit the numbers were measured at (``+dirty`` if the tree has changes)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def _line_reader(child: Child) -> queue.Queue[str]:
@@ -321,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": machine(),
+            "git": git_head(),
             "argv": sys.argv[1:] if argv is None else argv,
             "cadence_s": CADENCE,
             "workers": args.workers,

@@ -24,7 +24,7 @@ from progrock.protocol import Status, TaskView, flag_for, frame_parts
 # Replies of APPLY_LUA other than a positive seq.
 UNKNOWN: Final = -2  # no live state for the task (expired or flushed): rebuild it
 ALREADY_TERMINAL: Final = -1  # the task is over: nothing may follow
-STALE: Final = -3  # progress would go backwards: dropped
+STALE: Final = -3  # progress would go backwards, or nothing changed: dropped
 
 TERMINAL_TTL: Final = 24 * 3600  # live state of a finished task is kept this long
 
@@ -39,9 +39,13 @@ if new < old then
   if ARGV[3] ~= 'T' then return -3 end
   progress = tostring(old)
 end
+if ARGV[3] == 'P' and new == old
+   and (redis.call('HGET', KEYS[1], 'message') or '') == ARGV[7] then
+  return -3  -- nothing changed (e.g. a tick delivered twice): announce nothing
+end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local fields = {'status', ARGV[4], 'progress', progress}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
 redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. seq .. ARGV[2])
@@ -163,6 +167,7 @@ class Change:
             self.status.value,
             repr(float(self.progress)),
             str(ttl),
+            self.message.get("message") or "",
         ]
         for name, value in encode_fields(self.fields).items():
             argv.extend((name, value))

@@ -153,3 +153,14 @@ async def test_hub_resynchronises_after_losing_its_connection(
     assert listener.messages[-1][1] == 1
     await hub.unsubscribe(task_id, listener)
     await hub.aclose()
+
+
+async def test_an_unchanged_progress_is_not_announced_twice(store: TaskStore) -> None:
+    """The same progress and message again (a duplicated tick) is dropped, a new message is not."""
+    task_id = await new_task(store)
+    assert await store.apply(progress(task_id, 30)) == 1
+    assert await store.apply(progress(task_id, 30)) == STALE
+    renamed = Change(task_id, progress_message(task_id, 30, "step two"), Status.RUNNING, 30,
+                     {"message": "step two"})
+    assert await store.apply(renamed) == 2
+    assert await store.apply(renamed) == STALE
