@@ -89,6 +89,7 @@ class Engine:
         self.service = service
         self.store = store
         self.delay = delay
+        self._db_write: asyncio.Task[None] | None = None
 
     # -- scheduling ---------------------------------------------------------
 
@@ -338,7 +339,24 @@ class Engine:
                 await tasks.arebuild(change.task_id, self.store)
         await self.schedule_ticks(next_ticks)
         if db_rows:
-            await Task.objects.abulk_update(db_rows, ["progress", "message", "seq"])
+            self._write_progress(db_rows)
+
+    def _write_progress(self, rows: list[Task]) -> None:
+        """Copy live progress to the database in the background, one write at a time.
+
+        The write is off the poll's path: a slow database never delays a tick.
+        Rows that find a write in flight are skipped; their task is written on
+        a later poll (each row's due time was already pushed back in Redis).
+        """
+        if self._db_write is not None and not self._db_write.done():
+            return
+        self._db_write = asyncio.create_task(self._bulk_update(rows))
+
+    async def _bulk_update(self, rows: list[Task]) -> None:
+        try:
+            await Task.objects.abulk_update(rows, ["progress", "message", "seq"])
+        except Exception:
+            logger.exception("writing the progress of %d tasks to the database failed", len(rows))
 
     async def _backend_trouble(
         self, task_id: str, fields: Mapping[str, str], exc: ServiceError, now: float
@@ -482,11 +500,12 @@ def get_engine() -> Engine:
 class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     """The ``prog-rocker`` channel's consumer: a thin adapter over :class:`Engine`.
 
-    Messages are handled concurrently (up to ``MAX_CONCURRENCY`` at once), so a
-    slow backend call for one start does not hold up the poll ticks behind it.
+    Messages are handled concurrently in two lanes, each with its own limit:
+    poll ticks, and control messages (start, cancel, sweep) whose database and
+    backend work is slower. A burst of starts never holds up the polls.
     """
 
-    MAX_CONCURRENCY = 64
+    LANES = {"poll": 32, "control": 16}
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' default dispatch hops to a thread to close stale database
@@ -498,38 +517,37 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
             return
         await handler(message)
 
-    _slots: asyncio.Semaphore | None = None
+    _lanes: dict[str, asyncio.Semaphore] | None = None
     _running: set[asyncio.Task[None]]
 
     async def progrock_start(self, message: dict[str, Any]) -> None:
-        await self._spawn(get_engine().start(message), message)
+        self._spawn("control", get_engine().start(message), message)
 
     async def progrock_poll(self, message: dict[str, Any]) -> None:
-        await self._spawn(get_engine().poll(parse_ticks(message.get("ticks"))), message)
+        self._spawn("poll", get_engine().poll(parse_ticks(message.get("ticks"))), message)
 
     async def progrock_cancel(self, message: dict[str, Any]) -> None:
-        await self._spawn(get_engine().cancel(message), message)
+        self._spawn("control", get_engine().cancel(message), message)
 
     async def progrock_sweep(self, message: dict[str, Any]) -> None:
         await aclose_old_connections()
-        await self._spawn(get_engine().sweep(), message)
+        self._spawn("control", get_engine().sweep(), message)
 
-    async def _spawn(self, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]) -> None:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.MAX_CONCURRENCY)
+    def _spawn(self, lane: str, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]) -> None:
+        if self._lanes is None:
+            self._lanes = {name: asyncio.Semaphore(n) for name, n in self.LANES.items()}
             self._running = set()
-        await self._slots.acquire()
-        task = asyncio.create_task(self._guard(work, message))
+        task = asyncio.create_task(self._guard(self._lanes[lane], work, message))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _guard(self, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]) -> None:
-        try:
-            await work
-        except Exception:
-            # One bad message must not take the worker down; the sweep re-arms
-            # any poll chain this broke.
-            logger.exception("worker failed on %.300r", message)
-        finally:
-            if self._slots is not None:
-                self._slots.release()
+    async def _guard(
+        self, slots: asyncio.Semaphore, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]
+    ) -> None:
+        async with slots:
+            try:
+                await work
+            except Exception:
+                # One bad message must not take the worker down; the sweep
+                # re-arms any poll chain this broke.
+                logger.exception("worker failed on %.300r", message)
