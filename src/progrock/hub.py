@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from progrock.conf import progrock_settings
 from progrock.protocol import parse_fanout
@@ -40,34 +39,37 @@ class Hub:
         self.url = url
         self.prefix = prefix
         self._listeners: dict[str, set[Listener]] = {}
-        self._confirm: dict[str, asyncio.Future[None]] = {}
+        # channel -> resolved once Redis confirmed the SUBSCRIBE on the current connection
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._pubsub: aioredis.client.PubSub | None = None
         self._client: aioredis.Redis | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._connected = asyncio.Event()
 
     # -- public API ---------------------------------------------------------
 
     async def subscribe(self, task_id: str, listener: Listener) -> None:
-        """Deliver the task's messages to ``listener``; returns once Redis confirmed."""
+        """Deliver the task's messages to ``listener``; returns once Redis confirmed.
+
+        Every caller waits for the confirmation, not only the first one: a
+        snapshot read before it could miss a message published meanwhile.
+        On failure the listener is not left registered and the error is raised.
+        """
         listeners = self._listeners.setdefault(task_id, set())
-        first = not listeners
         listeners.add(listener)
-        if first:
+        try:
             await self._ensure_running()
-            await self._subscribe_channel(task_id)
+            await self._wait_confirmed(task_id)
+        except BaseException:
+            self._drop(task_id, listener)
+            raise
 
     async def unsubscribe(self, task_id: str, listener: Listener) -> None:
-        listeners = self._listeners.get(task_id)
-        if not listeners:
-            return
-        listeners.discard(listener)
-        if not listeners:
-            del self._listeners[task_id]
-            if self._pubsub is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.unsubscribe(fanout_channel(task_id, self.prefix))
+        if self._drop(task_id, listener) and self._pubsub is not None:
+            channel = fanout_channel(task_id, self.prefix)
+            self._confirmed.pop(channel, None)
+            with contextlib.suppress(Exception):
+                await self._pubsub.unsubscribe(channel)
 
     def watched(self) -> int:
         return len(self._listeners)
@@ -79,71 +81,95 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
+        await self._close_connection()
+        self._listeners.clear()
+
+    # -- internals ----------------------------------------------------------
+
+    def _drop(self, task_id: str, listener: Listener) -> bool:
+        """Forget a listener; True if it was the task's last one."""
+        listeners = self._listeners.get(task_id)
+        if not listeners:
+            return False
+        listeners.discard(listener)
+        if listeners:
+            return False
+        del self._listeners[task_id]
+        return True
+
+    async def _ensure_running(self) -> None:
+        async with self._lock:
+            if self._reader is None or self._reader.done():
+                restarted = self._reader is not None
+                await self._connect()
+                self._reader = asyncio.create_task(self._read_loop(), name="progrock-hub")
+                if restarted:  # the old reader died: its listeners may have missed messages
+                    await self._resync_all()
+
+    async def _connect(self) -> None:
+        """(Re)open the pub/sub connection and subscribe every watched task."""
+        await self._close_connection()
+        self._client = aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=5, health_check_interval=0
+        )
+        self._pubsub = self._client.pubsub()
+        loop = asyncio.get_running_loop()
+        self._confirmed = {
+            fanout_channel(t, self.prefix): loop.create_future() for t in self._listeners
+        }
+        # A channel nobody publishes on keeps the connection subscribed when idle.
+        await self._pubsub.subscribe(f"{self.prefix}hub", *self._confirmed)
+
+    async def _close_connection(self) -> None:
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
         if self._client is not None:
-            await self._client.aclose()
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
             self._client = None
-        self._listeners.clear()
 
-    # -- internals ----------------------------------------------------------
-
-    async def _ensure_running(self) -> None:
-        async with self._lock:
-            if self._reader is None or self._reader.done():
-                self._client = aioredis.Redis.from_url(
-                    self.url, socket_connect_timeout=5, health_check_interval=0
-                )
-                self._pubsub = self._client.pubsub()
-                # A channel nobody uses keeps the connection open and the reader fed.
-                await self._pubsub.subscribe(f"{self.prefix}hub")
-                self._connected.set()
-                self._reader = asyncio.create_task(self._read_loop(), name="progrock-hub")
-
-    async def _subscribe_channel(self, task_id: str) -> None:
+    async def _wait_confirmed(self, task_id: str) -> None:
         channel = fanout_channel(task_id, self.prefix)
-        loop = asyncio.get_running_loop()
-        future = self._confirm.get(channel)
-        if future is None or future.done():
-            future = loop.create_future()
-            self._confirm[channel] = future
-        await self._connected.wait()
-        if self._pubsub is None:  # pragma: no cover - set by _ensure_running
-            raise RuntimeError("hub is not connected")
-        await self._pubsub.subscribe(channel)
+        future = self._confirmed.get(channel)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._confirmed[channel] = future
+            if self._pubsub is None:  # pragma: no cover - set by _ensure_running
+                raise RuntimeError("hub is not connected")
+            await self._pubsub.subscribe(channel)
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=10)
         except TimeoutError:
             logger.warning("no subscribe confirmation for %s within 10 s", channel)
+            if self._confirmed.get(channel) is future and not future.done():
+                self._confirmed.pop(channel, None)  # the next subscriber asks again
 
     async def _read_loop(self) -> None:
         attempt = 0
         while True:
-            pubsub = self._pubsub
-            if pubsub is None:
-                return
             try:
+                pubsub = self._pubsub
+                if pubsub is None:
+                    raise ConnectionError("no pub/sub connection")
                 message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=5.0)
                 attempt = 0
+                if message is not None:
+                    await self._dispatch(message)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
                 attempt += 1
                 logger.warning("fan-out connection lost (%s); reconnecting", exc)
                 await self._reconnect(attempt)
-                continue
-            if message is None:
-                continue
-            await self._dispatch(message)
 
     async def _dispatch(self, message: dict[str, object]) -> None:
         kind = message.get("type")
         raw_channel = message.get("channel")
         channel = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
         if kind == "subscribe":
-            future = self._confirm.pop(channel, None)
+            future = self._confirmed.get(channel)
             if future is not None and not future.done():
                 future.set_result(None)
             return
@@ -154,36 +180,30 @@ class Hub:
         if not listeners:
             return
         data = message.get("data")
-        text = data.decode() if isinstance(data, bytes) else str(data)
         try:
+            text = data.decode() if isinstance(data, bytes) else str(data)
             seq, flag, body = parse_fanout(text)
         except ValueError:
-            logger.error("dropping malformed fan-out message on %s: %.200r", channel, text)
+            logger.error("dropping malformed fan-out message on %s: %.200r", channel, data)
             return
         for listener in list(listeners):
             await _safely(listener.hub_message(task_id, seq, flag, body))
 
     async def _reconnect(self, attempt: int) -> None:
-        self._connected.clear()
-        old = self._pubsub
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.aclose()  # type: ignore[no-untyped-call]
-        delay = min(5.0, 0.1 * 2 ** min(attempt, 6))
-        await asyncio.sleep(delay)
-        try:
-            if self._client is None:  # pragma: no cover
-                raise RuntimeError("hub has no client")
-            self._pubsub = self._client.pubsub()
-            channels = [f"{self.prefix}hub"] + [
-                fanout_channel(t, self.prefix) for t in self._listeners
-            ]
-            await self._pubsub.subscribe(*channels)
-        except (RedisError, OSError) as exc:
-            logger.warning("fan-out reconnect failed: %s", exc)
-            return
-        self._connected.set()
+        """Retry until connected again, then resynchronise every listener."""
+        while True:
+            await asyncio.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)))
+            try:
+                await self._connect()
+            except Exception as exc:
+                attempt += 1
+                logger.warning("fan-out reconnect failed (%s); retrying", exc)
+                continue
+            break
         logger.info("fan-out reconnected; resynchronising %d tasks", len(self._listeners))
+        await self._resync_all()
+
+    async def _resync_all(self) -> None:
         for task_id, listeners in list(self._listeners.items()):
             for listener in list(listeners):
                 await _safely(listener.hub_resync(task_id))

@@ -17,9 +17,10 @@ from typing import Any, Final
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from progrock.conf import progrock_settings
-from progrock.protocol import Status, TaskView, flag_for, frame_parts
+from progrock.protocol import Status, TaskView, clamp_progress, flag_for, frame_parts
 
 # Replies of APPLY_LUA other than a positive seq.
 UNKNOWN: Final = -2  # no live state for the task (expired or flushed): rebuild it
@@ -27,17 +28,21 @@ ALREADY_TERMINAL: Final = -1  # the task is over: nothing may follow
 STALE: Final = -3  # progress would go backwards, or nothing changed: dropped
 
 TERMINAL_TTL: Final = 24 * 3600  # live state of a finished task is kept this long
+PROGRESS_MARK: Final = "@progress@"  # where APPLY_LUA writes the announced progress
 
 APPLY_LUA: Final = """
+-- KEYS: state hash, fan-out channel
+-- ARGV: head, tail, flag, status, progress, ttl, message, field/value pairs...
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return -2 end
 if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return -1 end
-local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0') or 0
+local stored = redis.call('HGET', KEYS[1], 'progress') or '0'
+local old = tonumber(stored) or 0
 local new = tonumber(ARGV[5])
 local progress = ARGV[5]
 if new < old then
   if ARGV[3] ~= 'T' then return -3 end
-  progress = tostring(old)
+  progress = stored  -- an end never shows less progress than was shown
 end
 if ARGV[3] == 'P' and new == old
    and (redis.call('HGET', KEYS[1], 'message') or '') == ARGV[7] then
@@ -48,11 +53,13 @@ local fields = {'status', ARGV[4], 'progress', progress}
 for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
-redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. seq .. ARGV[2])
+local tail = string.gsub(ARGV[2], '"@progress@"', progress, 1)
+redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. seq .. tail)
 return seq
 """
 
 _clients: dict[tuple[int, str], aioredis.Redis] = {}
+_stores: dict[int, TaskStore] = {}
 
 
 def get_redis(url: str | None = None) -> aioredis.Redis:
@@ -158,14 +165,17 @@ class Change:
     fields: Mapping[str, Any]  # more hash fields to set
 
     def args(self) -> tuple[list[str], list[str]]:
-        head, tail = frame_parts(self.message)
+        message = dict(self.message)
+        if "progress" in message:  # spliced in by the script, which may keep a higher one
+            message["progress"] = PROGRESS_MARK
+        head, tail = frame_parts(message)
         ttl = TERMINAL_TTL if self.status.terminal else 0
         argv = [
             head,
             tail,
             flag_for(self.message["type"]),
             self.status.value,
-            repr(float(self.progress)),
+            json.dumps(clamp_progress(self.progress)),
             str(ttl),
             self.message.get("message") or "",
         ]
@@ -183,7 +193,12 @@ class TaskStore:
 
     @classmethod
     def from_settings(cls) -> TaskStore:
-        return cls(get_redis())
+        """The store of the running event loop (one per loop and Redis URL)."""
+        client = get_redis()
+        store = _stores.get(id(client))
+        if store is None or store.redis is not client:
+            store = _stores[id(client)] = cls(client)
+        return store
 
     async def load(self, task_ids: Sequence[str]) -> dict[str, dict[str, str] | None]:
         """Live state of each task (None where there is none), in one round trip."""
@@ -217,19 +232,28 @@ class TaskStore:
     ) -> list[int]:
         """Apply and announce many changes, and set bookkeeping fields of other
         tasks, in one round trip; returns one reply per change."""
+        calls = [change.args() for change in changes]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for change in changes:
-                keys, argv = change.args()
-                await self._apply(keys=keys, args=argv, client=pipe)
+            # EVALSHA straight into the pipeline: redis-py's script objects would
+            # add a SCRIPT EXISTS round trip to every execute.
+            for keys, argv in calls:
+                pipe.evalsha(self._apply.sha, len(keys), *keys, *argv)
             extra = 0
             for task_id, fields in bookkeeping:
                 if fields:
                     pipe.hset(state_key(task_id), mapping=encode_fields(fields))
                     extra += 1
-            if not changes and not extra:
+            if not calls and not extra:
                 return []
-            replies = await pipe.execute()
-        return [int(r) for r in replies[: len(changes)]]
+            replies = await pipe.execute(raise_on_error=False)
+        results: list[int] = []
+        for (keys, argv), reply in zip(calls, replies, strict=False):
+            if isinstance(reply, NoScriptError):  # Redis restarted or flushed its scripts
+                reply = await self._apply(keys=keys, args=argv)
+            elif isinstance(reply, Exception):
+                raise reply
+            results.append(int(reply))
+        return results
 
 
 class SyncTaskStore:

@@ -164,3 +164,79 @@ async def test_an_unchanged_progress_is_not_announced_twice(store: TaskStore) ->
                      {"message": "step two"})
     assert await store.apply(renamed) == 2
     assert await store.apply(renamed) == STALE
+
+
+async def test_an_end_never_shows_less_progress_than_was_shown(
+    store: TaskStore, redis_url: str
+) -> None:
+    """A failed message built with stale, lower progress is published with the higher one."""
+    hub = Hub(redis_url, "progrock:")
+    listener = Recorder()
+    task_id = await new_task(store)
+    await hub.subscribe(task_id, listener)
+    await store.apply(progress(task_id, 70))
+    failed = Change(task_id, terminal_message(task_id, Status.FAILED, progress=35),
+                    Status.FAILED, 35, {})
+    assert await store.apply(failed) == 2
+    await listener.wait_for(2)
+    assert listener.messages[1][3]["progress"] == 70
+    assert listener.messages[1][3]["type"] == "failed"
+    await hub.aclose()
+
+
+async def test_announcing_survives_a_script_cache_flush(store: TaskStore) -> None:
+    """After SCRIPT FLUSH (a Redis restart) the pipelined announce loads its script again."""
+    task_id = await new_task(store)
+    await store.redis.script_flush()
+    assert await store.apply_many([progress(task_id, 10)]) == [1]
+
+
+async def test_hub_survives_a_redis_outage(tmp_path: object) -> None:
+    """Redis down for seconds, then back: the hub keeps retrying, resyncs and delivers again."""
+    from progrock.redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    port = server.port
+    client = aioredis.Redis.from_url(server.url)
+    store = TaskStore(client)
+    hub = Hub(server.url, "progrock:")
+    listener = Recorder()
+    try:
+        task_id = await new_task(store)
+        await hub.subscribe(task_id, listener)
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(1.5)  # longer than the first reconnect backoff
+        server = RedisServer(port=port)
+        await asyncio.to_thread(server.start)
+        await client.aclose()
+        client = aioredis.Redis.from_url(server.url)
+        store = TaskStore(client)
+        async with asyncio.timeout(20):
+            while not listener.resyncs:
+                listener.arrived.clear()
+                await listener.arrived.wait()
+        await store.init(task_id, {"status": "running", "owner": "o", "seq": 0})
+        await store.apply(progress(task_id, 5))
+        await listener.wait_for(1)
+        assert listener.messages[0][:3] == (task_id, 1, "P")
+    finally:
+        await hub.aclose()
+        await client.aclose()
+        server.cleanup()
+
+
+async def test_a_second_subscriber_waits_for_the_confirmation(
+    store: TaskStore, redis_url: str
+) -> None:
+    """Two sockets subscribing at once both return only once Redis confirmed."""
+    hub = Hub(redis_url, "progrock:")
+    task_id = await new_task(store)
+    first, second = Recorder(), Recorder()
+    await asyncio.gather(hub.subscribe(task_id, first), hub.subscribe(task_id, second))
+    numsub = await store.redis.pubsub_numsub(f"progrock:u:{task_id}")
+    assert numsub[0][1] == 1
+    await store.apply(progress(task_id, 1))
+    await first.wait_for(1)
+    await second.wait_for(1)
+    await hub.aclose()
