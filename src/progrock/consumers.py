@@ -13,7 +13,10 @@ import logging
 import uuid
 from typing import Any
 
+from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from progrock import tasks
 from progrock.conf import protocol_limits
@@ -70,6 +73,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         frame: str | bytes = text_data if text_data is not None else (bytes_data or b"")
+        request = None
         try:
             request = parse_client_frame(frame, self.limits)
             if isinstance(request, Start):
@@ -84,6 +88,21 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.list_tasks()
         except ProtocolError as exc:
             await self.send_json(error_from(exc))
+        except (RedisError, OSError, ChannelFull, DatabaseError) as exc:
+            # Redis, the channel layer or the database failed us: say so, keep the socket.
+            logger.warning("could not serve %s: %s", getattr(request, "action", "a frame"), exc)
+            context: dict[str, object] = {"action": getattr(request, "action", None)}
+            if isinstance(request, Start):
+                context["ref"] = request.ref
+            elif request is not None and hasattr(request, "task_id"):
+                context["task_id"] = request.task_id
+            await self.send_json(
+                error_message(
+                    "unavailable",
+                    f"the server could not serve this request right now: {exc}",
+                    **context,
+                )
+            )
 
     async def start(self, request: Start) -> None:
         task_id = str(uuid.uuid4())
@@ -91,19 +110,23 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.refs[task_id] = request.ref
         # Listen before the worker can announce anything: no message is missed.
         self.watching[task_id] = 0
-        await get_hub().subscribe(task_id, self)
-        await tasks.forward_start(
-            task_id=task_id,
-            kind=request.kind,
-            params=request.params,
-            owner=self.owner,
-            reply_channel=self.channel_name,
-            ref=request.ref,
-        )
+        try:
+            await get_hub().subscribe(task_id, self)
+            await tasks.forward_start(
+                task_id=task_id,
+                kind=request.kind,
+                params=request.params,
+                owner=self.owner,
+                reply_channel=self.channel_name,
+                ref=request.ref,
+            )
+        except BaseException:
+            await self._forget(task_id)
+            raise
 
     async def _authorised_view(self, task_id: str, action: str) -> TaskView:
         found = await tasks.aget_view_and_owner(task_id)
-        if found is None or not tasks.may_access(self.owner, found[1], task_id):
+        if found is None or not await tasks.amay_access(self.owner, found[1], task_id):
             raise ProtocolError(
                 "forbidden",
                 f"no task {task_id} that this socket may see",
@@ -120,10 +143,10 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._send_view(task_id, view)
             return
         self.pending[task_id] = []
-        await get_hub().subscribe(task_id, self)
         try:
+            await get_hub().subscribe(task_id, self)
             view = await self._authorised_view(task_id, "subscribe")
-        except ProtocolError:
+        except BaseException:
             self.pending.pop(task_id, None)
             await get_hub().unsubscribe(task_id, self)
             raise
@@ -134,8 +157,11 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.hub_message(task_id, seq, flag, body)
 
     async def _send_view(self, task_id: str, view: TaskView) -> None:
+        last = self.watching.get(task_id, -1)
+        if view.seq < last and not view.status.terminal:
+            return  # a newer message already went out: this snapshot would go back in time
+        self.watching[task_id] = max(last, view.seq)
         await self.send_json(view.snapshot())
-        self.watching[task_id] = max(self.watching.get(task_id, -1), view.seq)
         terminal = view.terminal()
         if terminal is not None:
             await self.send_json(terminal)
@@ -174,7 +200,13 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             held.append((seq, flag, body))
             return
         last = self.watching.get(task_id)
-        if last is None or seq <= last:
+        if last is None:
+            return
+        if seq <= last and flag != FLAG_TERMINAL:
+            # Already sent (or older). A terminal message always goes through:
+            # after live state was rebuilt its seq may be lower than one the
+            # socket saw, and every watcher must still get the end, once
+            # (_forget below makes sure of the once).
             return
         self.watching[task_id] = seq
         ref = self.refs.pop(task_id, None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -218,16 +219,16 @@ async def _safely(call: Awaitable[None]) -> None:
         logger.exception("a hub listener failed")
 
 
-_hubs: dict[int, Hub] = {}
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
 
 
 def get_hub() -> Hub:
     """The hub of the running event loop (one per web process)."""
     loop = asyncio.get_running_loop()
-    hub = _hubs.get(id(loop))
+    hub = _hubs.get(loop)
     if hub is None:
         hub = Hub(progrock_settings.REDIS_URL, progrock_settings.KEY_PREFIX)
-        _hubs[id(loop)] = hub
+        _hubs[loop] = hub
     return hub
 
 

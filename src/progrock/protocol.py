@@ -94,6 +94,7 @@ ERROR_CODES: Final = frozenset(
         "forbidden",
         "too_many_tasks",
         "not_cancellable",
+        "unavailable",
     }
 )
 # Failure codes (docs/protocol.md, 3.4)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -58,22 +59,24 @@ redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. seq ..
 return seq
 """
 
-_clients: dict[tuple[int, str], aioredis.Redis] = {}
-_stores: dict[int, TaskStore] = {}
+# Per event loop (weakly: a closed loop's id may be reused by a new one).
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = (
+    weakref.WeakKeyDictionary()
+)
+_stores: weakref.WeakKeyDictionary[aioredis.Redis, TaskStore] = weakref.WeakKeyDictionary()
 
 
 def get_redis(url: str | None = None) -> aioredis.Redis:
     """An asyncio Redis client for the running event loop (one per loop and URL)."""
     url = url or progrock_settings.REDIS_URL
-    loop = asyncio.get_running_loop()
-    key = (id(loop), url)
-    client = _clients.get(key)
+    clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(url)
     if client is None:
         # Explicit timeouts: never inherit a library default that may change.
         client = aioredis.Redis.from_url(
             url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
         )
-        _clients[key] = client
+        clients[url] = client
     return client
 
 
@@ -195,9 +198,9 @@ class TaskStore:
     def from_settings(cls) -> TaskStore:
         """The store of the running event loop (one per loop and Redis URL)."""
         client = get_redis()
-        store = _stores.get(id(client))
-        if store is None or store.redis is not client:
-            store = _stores[id(client)] = cls(client)
+        store = _stores.get(client)
+        if store is None:
+            store = _stores[client] = cls(client)
         return store
 
     async def load(self, task_ids: Sequence[str]) -> dict[str, dict[str, str] | None]:

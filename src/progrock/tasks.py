@@ -11,6 +11,7 @@ The Python API for server code lives here too:
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.http import HttpRequest
 
@@ -38,7 +39,7 @@ from progrock.protocol import (
     started_message,
     terminal_message,
 )
-from progrock.store import Change, TaskStore, get_redis, view_from_hash
+from progrock.store import UNKNOWN, Change, TaskStore, get_redis, view_from_hash
 
 
 class TooManyTasks(ProgRockError):
@@ -75,6 +76,13 @@ def owner_for_request(request: HttpRequest, *, create_session: bool = False) -> 
 
 def may_access(requester: str, task_owner: str, task_id: str) -> bool:
     return can_access(requester, task_owner, task_id)
+
+
+async def amay_access(requester: str, task_owner: str, task_id: str) -> bool:
+    """:func:`may_access` from async code: the hook may use the ORM, so it runs in a thread."""
+    if requester == task_owner:
+        return True  # the default rule needs no thread hop
+    return await sync_to_async(can_access)(requester, task_owner, task_id)
 
 
 # -- reading -----------------------------------------------------------------
@@ -155,8 +163,13 @@ async def forward_cancel(task_id: str, *, reply_channel: str | None) -> None:
 # -- state changes shared by worker and push API ------------------------------------
 
 
-def live_fields(task: Task) -> dict[str, Any]:
-    """The live-state hash of a task rebuilt from its row."""
+# The database copies seq only now and then; a rebuilt live state starts this
+# far ahead so its messages are not taken for old ones by sockets that saw more.
+REBUILD_SEQ_MARGIN = 1000
+
+
+def live_fields(task: Task, *, rebuilt: bool = False) -> dict[str, Any]:
+    """The live-state hash of a task from its row (``rebuilt``: after live state was lost)."""
     view = task.view()
     return {
         "status": task.status,
@@ -165,7 +178,7 @@ def live_fields(task: Task) -> dict[str, Any]:
         "ref": task.backend_ref or "",
         "push": task.push,
         "progress": float(task.progress),
-        "seq": task.seq,
+        "seq": task.seq + REBUILD_SEQ_MARGIN if rebuilt and task.status in ACTIVE else task.seq,
         "message": task.message,
         "result": task.result,
         "error": task.error,
@@ -179,7 +192,7 @@ async def arebuild(task_id: str, store: TaskStore) -> Task | None:
     """Recreate a task's live state from the database (after a Redis loss)."""
     task = await Task.objects.filter(pk=task_id).afirst()
     if task is not None:
-        await store.init(task_id, live_fields(task))
+        await store.init(task_id, live_fields(task, rebuilt=True))
     return task
 
 
@@ -216,9 +229,16 @@ async def afinish(
         "eta_s": None,
         "rate": None,
     }
-    reply = await store.apply(Change(task_id, message, status, progress, fields))
-    if reply == -2:  # live state lost: rebuild it (now terminal) so snapshots are right
-        await arebuild(task_id, store)
+    change = Change(task_id, message, status, progress, fields)
+    reply = await store.apply(change)
+    if reply == UNKNOWN:
+        # Live state lost: rebuild it as it was before this end, then announce
+        # the end, so watchers get it and snapshots show it.
+        task = await Task.objects.aget(pk=task_id)
+        before = live_fields(task, rebuilt=True)
+        before["status"] = Status.RUNNING.value
+        await store.init(task_id, before)
+        await store.apply(change)
     return True
 
 
@@ -366,8 +386,6 @@ def _run_with_fresh_redis(func: Any, *args: Any, **kwargs: Any) -> Any:
             await client.aclose()
             from progrock import store as store_module
 
-            store_module._clients = {
-                k: v for k, v in store_module._clients.items() if v is not client
-            }
+            store_module._clients.pop(asyncio.get_running_loop(), None)
 
     return async_to_sync(runner)()

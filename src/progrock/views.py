@@ -82,7 +82,7 @@ async def _authorised(
         return JsonResponse(error_from(exc), status=400)
     owner = await _owner(request, create=False)
     found = await tasks.aget_view_and_owner(task_id)
-    if owner is None or found is None or not tasks.may_access(owner, found[1], task_id):
+    if owner is None or found is None or not await tasks.amay_access(owner, found[1], task_id):
         return _forbidden(task_id)
     return found[0], task_id
 

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 import uuid
+import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -257,7 +258,9 @@ class Engine:
                 # Live state lost (Redis flushed or expired), or older than the row
                 # (a tick for a task Redis still thinks queued): rebuild it from the row.
                 task = await tasks.arebuild(task_id, self.store)
-                live[task_id] = encode_fields(tasks.live_fields(task)) if task else None
+                live[task_id] = (
+                    encode_fields(tasks.live_fields(task, rebuilt=True)) if task else None
+                )
         running = {
             task_id: fields
             for task_id, fields in live.items()
@@ -485,15 +488,15 @@ class Engine:
         return len(rearm)
 
 
-_engines: dict[int, Engine] = {}
+_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Engine] = weakref.WeakKeyDictionary()
 
 
 def get_engine() -> Engine:
-    loop_id = id(asyncio.get_running_loop())
-    engine = _engines.get(loop_id)
+    loop = asyncio.get_running_loop()
+    engine = _engines.get(loop)
     if engine is None:
         engine = Engine(load_service(), TaskStore.from_settings(), DelayStore.from_settings())
-        _engines[loop_id] = engine
+        _engines[loop] = engine
     return engine
 
 
