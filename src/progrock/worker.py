@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import aclose_old_connections
 from channels.layers import get_channel_layer
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
 from progrock import tasks
 from progrock.conf import progrock_settings
@@ -33,6 +34,7 @@ from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
 from progrock.protocol import (
     ACTIVE,
+    TERMINAL,
     Status,
     backoff,
     clamp_progress,
@@ -282,67 +284,97 @@ class Engine:
         changes: list[Change] = []
         bookkeeping: list[tuple[str, dict[str, Any]]] = []
         next_ticks: list[Tick] = []
-        db_rows: list[Task] = []
+        endings: list[Coroutine[Any, Any, Any]] = []
+        db_due: dict[str, str | None] = {}  # task id -> message, for the database copy
         for ref, task_id in refs.items():
             fields = running[task_id]
-            result = statuses.get(ref, ServiceError(f"backend omitted task {ref!r} from its reply"))
-            if isinstance(result, ServiceError):
-                retry = await self._backend_trouble(task_id, fields, result, now)
-                if retry is not None:
-                    bookkeeping.append((task_id, retry[1]))
-                    next_ticks.append(Tick(task_id, now_ms + retry[0] * 1000))
-                continue
-            if result is None:
-                await tasks.afinish(
-                    task_id,
-                    Status.FAILED,
-                    self.store,
-                    progress=float(fields.get("progress") or 0),
-                    error=failure("lost", f"the backend no longer knows task {ref!r}"),
-                    seq_hint=int(fields.get("seq") or 0),
+            try:
+                result = statuses.get(
+                    ref, ServiceError(f"backend omitted task {ref!r} from its reply")
                 )
-                continue
-            if result.state != "running":
-                await self._finish_from_backend(task_id, fields, result)
-                continue
-            book: dict[str, Any] = {"lp": now}
-            if fields.get("fails"):
-                book.update(fails="", fail_since="")
-            old_progress = float(fields.get("progress") or 0)
-            progress = max(old_progress, clamp_progress(result.progress))
-            if progress != old_progress or (result.message or "") != fields.get("message", ""):
-                est = estimate(
-                    progress=progress,
-                    now=now,
-                    last_progress=float(fields.get("rp") or 0),
-                    last_time=float(fields.get("rt") or now),
-                    last_rate=float(fields["rate"]) if fields.get("rate") else None,
-                )
-                book.update(
-                    message=result.message, eta_s=est.eta_s, rate=est.rate, rp=progress, rt=now
-                )
-                msg = progress_message(task_id, progress, result.message, est.eta_s, est.rate)
-                changes.append(Change(task_id, msg, Status.RUNNING, progress, book))
-                if now - float(fields.get("dbt") or 0) >= progrock_settings.DB_PROGRESS_INTERVAL:
-                    book["dbt"] = now
-                    db_rows.append(
-                        Task(
-                            id=task_id,
-                            progress=progress,
-                            message=result.message,
-                            seq=int(fields.get("seq") or 0) + 1,
+                if isinstance(result, ServiceError):
+                    retry = self._backend_trouble(task_id, fields, result, now, endings)
+                    if retry is not None:
+                        bookkeeping.append((task_id, retry[1]))
+                        next_ticks.append(Tick(task_id, now_ms + retry[0] * 1000))
+                    continue
+                if result is None:
+                    endings.append(
+                        tasks.afinish(
+                            task_id,
+                            Status.FAILED,
+                            self.store,
+                            progress=float(fields.get("progress") or 0),
+                            error=failure("lost", f"the backend no longer knows task {ref!r}"),
+                            seq_hint=int(fields.get("seq") or 0),
                         )
                     )
-            else:
-                bookkeeping.append((task_id, book))
+                    continue
+                if result.state != "running":
+                    endings.append(self._finish_from_backend(task_id, fields, result))
+                    continue
+                change, book = self._observe(task_id, fields, result, now)
+                if change is not None:
+                    changes.append(change)
+                    if (
+                        now - float(fields.get("dbt") or 0)
+                        >= progrock_settings.DB_PROGRESS_INTERVAL
+                    ):
+                        book["dbt"] = now
+                        db_due[task_id] = result.message
+                else:
+                    bookkeeping.append((task_id, book))
+            except Exception:
+                # One task's bad data must not stop the batch: log it, poll again later.
+                logger.exception("poll of task %s failed", task_id)
             next_ticks.append(Tick(task_id, self.next_due(due[task_id], now_ms)))
-        replies = await self.store.apply_many(changes, bookkeeping)
+        try:
+            replies = await self.store.apply_many(changes, bookkeeping)
+        finally:
+            # Whatever happened above, every running task keeps its poll chain.
+            await self.schedule_ticks(next_ticks)
+        rows = []
         for change, code in zip(changes, replies, strict=True):
             if code == UNKNOWN:
                 await tasks.arebuild(change.task_id, self.store)
-        await self.schedule_ticks(next_ticks)
-        if db_rows:
-            self._write_progress(db_rows)
+            elif code > 0 and change.task_id in db_due:
+                rows.append(
+                    Task(
+                        id=change.task_id,
+                        progress=change.progress,
+                        message=db_due[change.task_id],
+                        seq=code,
+                    )
+                )
+        if rows:
+            self._write_progress(rows)
+        for ending in endings:
+            try:
+                await ending
+            except Exception:
+                logger.exception("ending a task failed; the sweep will try again")
+
+    def _observe(
+        self, task_id: str, fields: Mapping[str, str], result: ServiceStatus, now: float
+    ) -> tuple[Change | None, dict[str, Any]]:
+        """What a running backend status changes: the announcement (if any) and bookkeeping."""
+        book: dict[str, Any] = {"lp": now}
+        if fields.get("fails"):
+            book.update(fails="", fail_since="")
+        old_progress = float(fields.get("progress") or 0)
+        progress = max(old_progress, clamp_progress(result.progress))
+        if progress == old_progress and (result.message or "") == fields.get("message", ""):
+            return None, book
+        est = estimate(
+            progress=progress,
+            now=now,
+            last_progress=float(fields.get("rp") or 0),
+            last_time=float(fields.get("rt") or now),
+            last_rate=float(fields["rate"]) if fields.get("rate") else None,
+        )
+        book.update(message=result.message, eta_s=est.eta_s, rate=est.rate, rp=progress, rt=now)
+        msg = progress_message(task_id, progress, result.message, est.eta_s, est.rate)
+        return Change(task_id, msg, Status.RUNNING, progress, book), book
 
     def _write_progress(self, rows: list[Task]) -> None:
         """Copy live progress to the database in the background, one write at a time.
@@ -357,27 +389,34 @@ class Engine:
 
     async def _bulk_update(self, rows: list[Task]) -> None:
         try:
-            await Task.objects.abulk_update(rows, ["progress", "message", "seq"])
+            await sync_to_async(_copy_progress)(rows)
         except Exception:
             logger.exception("writing the progress of %d tasks to the database failed", len(rows))
 
-    async def _backend_trouble(
-        self, task_id: str, fields: Mapping[str, str], exc: ServiceError, now: float
+    def _backend_trouble(
+        self,
+        task_id: str,
+        fields: Mapping[str, str],
+        exc: ServiceError,
+        now: float,
+        endings: list[Coroutine[Any, Any, Any]],
     ) -> tuple[float, dict[str, Any]] | None:
-        """Back off, or fail the task once the failure budget is spent."""
+        """Back off, or (once the failure budget is spent) queue the task's failure."""
         fails = int(fields.get("fails") or 0) + 1
         since = float(fields.get("fail_since") or now)
         if now - since >= progrock_settings.FAILURE_BUDGET:
             detail = (
                 f"backend unusable for {now - since:.0f}s ({fails} failed polls); last error: {exc}"
             )
-            await tasks.afinish(
-                task_id,
-                Status.FAILED,
-                self.store,
-                progress=float(fields.get("progress") or 0),
-                error=failure("backend_unreachable", detail),
-                seq_hint=int(fields.get("seq") or 0),
+            endings.append(
+                tasks.afinish(
+                    task_id,
+                    Status.FAILED,
+                    self.store,
+                    progress=float(fields.get("progress") or 0),
+                    error=failure("backend_unreachable", detail),
+                    seq_hint=int(fields.get("seq") or 0),
+                )
             )
             return None
         delay = backoff(fails, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX)
@@ -423,6 +462,9 @@ class Engine:
             logger.error("dropping malformed cancel message %.300r: %s", message, exc)
             return
         reply = message.get("reply_channel")
+        claim = f"{progrock_settings.KEY_PREFIX}cancel:{task_id}"
+        if not await self.store.redis.set(claim, b"1", nx=True, ex=60):
+            return  # a second delivery of the same cancel (see start)
         task = await Task.objects.filter(pk=task_id).afirst()
         if task is None or task.status not in ACTIVE:
             state = task.status if task else "unknown"
@@ -434,11 +476,22 @@ class Engine:
                 task_id=task_id,
             )
             return
-        if task.backend_ref:
-            await self._cancel_backend(task.backend_ref)
+        ended = await self._cancel_backend(task.backend_ref) if task.backend_ref else None
         view = await self.store.view(task_id)
         progress = view.progress if view else task.progress
         seq = view.seq if view else task.seq
+        if ended is not None and ended.state in ("succeeded", "failed"):
+            # The backend finished first: the task ends as the backend says.
+            fields = {"progress": str(progress), "seq": str(seq)}
+            await self._finish_from_backend(task_id, fields, ended)
+            await self._reply_error(
+                reply,
+                "not_cancellable",
+                f"task {task_id} finished before the cancel",
+                action="cancel",
+                task_id=task_id,
+            )
+            return
         done = await tasks.afinish(
             task_id, Status.CANCELLED, self.store, progress=progress, seq_hint=seq
         )
@@ -451,11 +504,13 @@ class Engine:
                 task_id=task_id,
             )
 
-    async def _cancel_backend(self, ref: str) -> None:
+    async def _cancel_backend(self, ref: str) -> ServiceStatus | None:
+        """Tell the backend; returns its state of the task when it answers."""
         try:
-            await self.service.cancel(ref)
+            return await self.service.cancel(ref)
         except (ServiceError, ServiceRejected) as exc:
             logger.warning("backend did not cancel %s: %s", ref, exc)
+            return None
 
     # -- sweep --------------------------------------------------------------
 
@@ -485,7 +540,79 @@ class Engine:
         await self.schedule_ticks(rearm)
         if rearm:
             logger.warning("sweep re-armed %d stalled poll chains", len(rearm))
+        await self._sweep_queued(rows, now)
+        await self._sweep_unannounced(now)
         return len(rearm)
+
+    async def _sweep_queued(self, rows: Sequence[tuple[str, str, str | None]], now: float) -> None:
+        """Fail tasks stuck in ``queued``: their start was lost (expired, or a worker died)."""
+        stuck_after = float(progrock_settings.FAILURE_BUDGET) + float(progrock_settings.STALL_AFTER)
+        queued = [pk for pk, status, _ in rows if status == Status.QUEUED.value]
+        if not queued:
+            return
+        cutoff = datetime.fromtimestamp(now - stuck_after, UTC)
+        async for task in Task.objects.filter(pk__in=queued, created_at__lt=cutoff):
+            if await self.delay.has_pending(f"start:{task.pk}"):
+                continue  # a retry of its start is scheduled
+            logger.warning("task %s never started; failing it", task.pk)
+            await tasks.afinish(
+                str(task.pk),
+                Status.FAILED,
+                self.store,
+                progress=0,
+                seq_hint=task.seq,
+                error=failure(
+                    "backend_unreachable", f"the task did not start within {stuck_after:.0f}s"
+                ),
+            )
+
+    async def _sweep_unannounced(self, now: float) -> None:
+        """Announce recent ends that the database has but live state lacks (a crash
+        between the two); APPLY refuses anything a second time."""
+        since = datetime.fromtimestamp(now - 600, UTC)
+        finished = [
+            t
+            async for t in Task.objects.filter(
+                finished_at__gte=since, status__in=[s.value for s in TERMINAL]
+            ).order_by("-finished_at")[:1000]
+        ]
+        live = await self.store.load([str(t.pk) for t in finished])
+        for task in finished:
+            fields = live.get(str(task.pk))
+            if fields is not None and fields.get("status") == task.status:
+                continue
+            view = task.view()
+            message = view.terminal()
+            if message is None:  # pragma: no cover - filtered on terminal statuses
+                continue
+            message.pop("seq", None)
+            if fields is None:
+                before = tasks.live_fields(task, rebuilt=True)
+                before["status"] = Status.RUNNING.value
+                await self.store.init(str(task.pk), before)
+            await self.store.apply(
+                Change(
+                    str(task.pk),
+                    message,
+                    view.status,
+                    view.progress,
+                    {
+                        "finished_at": view.finished_at,
+                        "result": task.result,
+                        "error": task.error,
+                    },
+                )
+            )
+            logger.warning("announced the end of %s that had not been announced", task.pk)
+
+
+def _copy_progress(rows: list[Task]) -> None:
+    """Copy live progress into running rows only: never touch a finished task's row."""
+    with transaction.atomic():
+        for row in rows:
+            Task.objects.filter(pk=row.pk, status=Status.RUNNING.value).update(
+                progress=row.progress, message=row.message, seq=row.seq
+            )
 
 
 _engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Engine] = weakref.WeakKeyDictionary()

@@ -160,8 +160,13 @@ async def test_an_unchanged_progress_is_not_announced_twice(store: TaskStore) ->
     task_id = await new_task(store)
     assert await store.apply(progress(task_id, 30)) == 1
     assert await store.apply(progress(task_id, 30)) == STALE
-    renamed = Change(task_id, progress_message(task_id, 30, "step two"), Status.RUNNING, 30,
-                     {"message": "step two"})
+    renamed = Change(
+        task_id,
+        progress_message(task_id, 30, "step two"),
+        Status.RUNNING,
+        30,
+        {"message": "step two"},
+    )
     assert await store.apply(renamed) == 2
     assert await store.apply(renamed) == STALE
 
@@ -175,8 +180,9 @@ async def test_an_end_never_shows_less_progress_than_was_shown(
     task_id = await new_task(store)
     await hub.subscribe(task_id, listener)
     await store.apply(progress(task_id, 70))
-    failed = Change(task_id, terminal_message(task_id, Status.FAILED, progress=35),
-                    Status.FAILED, 35, {})
+    failed = Change(
+        task_id, terminal_message(task_id, Status.FAILED, progress=35), Status.FAILED, 35, {}
+    )
     assert await store.apply(failed) == 2
     await listener.wait_for(2)
     assert listener.messages[1][3]["progress"] == 70

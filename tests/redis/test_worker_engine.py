@@ -8,6 +8,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -141,3 +142,33 @@ async def test_malformed_messages_are_dropped(engine: Engine) -> None:
     assert parse_ticks("x") == []
     good = str(uuid.uuid4())
     assert parse_ticks([[good, 1.0], ["bad", 2], [good], 5]) == [Tick(good, 1.0)]
+
+
+async def test_the_sweep_fails_tasks_whose_start_was_lost(engine: Engine) -> None:
+    """A task queued for longer than the failure budget (its start lost) ends failed."""
+    task = await Task.objects.acreate(owner="user:1", kind="rock", params={})
+    old = datetime.now(UTC) - timedelta(seconds=3600)
+    await Task.objects.filter(pk=task.pk).aupdate(created_at=old)
+    await engine.sweep()
+    task = await Task.objects.aget(pk=task.pk)
+    assert task.status == "failed" and task.error["code"] == "backend_unreachable"
+    assert "did not start" in task.error["detail"]
+
+
+async def test_the_sweep_announces_an_end_the_database_has_but_redis_lacks(
+    engine: Engine,
+) -> None:
+    """A crash between the database write and the announcement is repaired by the sweep."""
+    message = start_message(interval_ms=1000)
+    await engine.start(message)
+    task_id = str(message["task_id"])
+    await Task.objects.filter(pk=task_id).aupdate(
+        status="succeeded", progress=100, result={"ok": 1}, finished_at=datetime.now(UTC)
+    )
+    await engine.sweep()
+    view = await engine.store.view(task_id)
+    assert view is not None and view.status.value == "succeeded" and view.result == {"ok": 1}
+    assert view.seq == 2  # started, then the end: announced once
+    await engine.sweep()
+    view = await engine.store.view(task_id)
+    assert view is not None and view.seq == 2
