@@ -342,6 +342,7 @@ async def areport_progress(
             if new_status == Status.FAILED
             else None
         )
+        _last_db_write.pop(task_id, None)
         done = await afinish(
             task_id, new_status, store, progress=value, result=result, error=err, seq_hint=found.seq
         )
