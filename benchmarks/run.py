@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # even where a shell made us ignore it
     out = _out_path(args, args.task_counts)
     report: dict[str, Any] = {
         "meta": {

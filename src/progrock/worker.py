@@ -34,7 +34,6 @@ from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
 from progrock.protocol import (
     ACTIVE,
-    TERMINAL,
     Status,
     backoff,
     clamp_progress,
@@ -512,98 +511,13 @@ class Engine:
             logger.warning("backend did not cancel %s: %s", ref, exc)
             return None
 
-    # -- sweep --------------------------------------------------------------
+    # -- sweep ---------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Re-arm running tasks whose poll chain was lost; returns how many."""
-        stall = float(progrock_settings.STALL_AFTER)
-        now = time.time()
-        rows = [
-            (str(pk), status, ref)
-            async for pk, status, ref in Task.objects.filter(
-                status__in=[s.value for s in ACTIVE], push=False
-            ).values_list("id", "status", "backend_ref")[:10_000]
-        ]
-        running = [pk for pk, status, ref in rows if status == Status.RUNNING.value and ref]
-        live = await self.store.load(running)
-        rearm: list[Tick] = []
-        for task_id in running:
-            fields = live.get(task_id)
-            last = float(fields.get("lp") or 0) if fields else 0.0
-            if now - last < stall + float(progrock_settings.POLL_INTERVAL):
-                continue
-            if await self.delay.has_pending(f"poll:{task_id}"):
-                continue
-            if fields is None or not fields.get("owner"):
-                await tasks.arebuild(task_id, self.store)
-            rearm.append(Tick(task_id, _now_ms()))
-        await self.schedule_ticks(rearm)
-        if rearm:
-            logger.warning("sweep re-armed %d stalled poll chains", len(rearm))
-        await self._sweep_queued(rows, now)
-        await self._sweep_unannounced(now)
-        return len(rearm)
+        """Repair what crashes and lost messages left behind (see :mod:`progrock.sweep`)."""
+        from progrock.sweep import sweep
 
-    async def _sweep_queued(self, rows: Sequence[tuple[str, str, str | None]], now: float) -> None:
-        """Fail tasks stuck in ``queued``: their start was lost (expired, or a worker died)."""
-        stuck_after = float(progrock_settings.FAILURE_BUDGET) + float(progrock_settings.STALL_AFTER)
-        queued = [pk for pk, status, _ in rows if status == Status.QUEUED.value]
-        if not queued:
-            return
-        cutoff = datetime.fromtimestamp(now - stuck_after, UTC)
-        async for task in Task.objects.filter(pk__in=queued, created_at__lt=cutoff):
-            if await self.delay.has_pending(f"start:{task.pk}"):
-                continue  # a retry of its start is scheduled
-            logger.warning("task %s never started; failing it", task.pk)
-            await tasks.afinish(
-                str(task.pk),
-                Status.FAILED,
-                self.store,
-                progress=0,
-                seq_hint=task.seq,
-                error=failure(
-                    "backend_unreachable", f"the task did not start within {stuck_after:.0f}s"
-                ),
-            )
-
-    async def _sweep_unannounced(self, now: float) -> None:
-        """Announce recent ends that the database has but live state lacks (a crash
-        between the two); APPLY refuses anything a second time."""
-        since = datetime.fromtimestamp(now - 600, UTC)
-        finished = [
-            t
-            async for t in Task.objects.filter(
-                finished_at__gte=since, status__in=[s.value for s in TERMINAL]
-            ).order_by("-finished_at")[:1000]
-        ]
-        live = await self.store.load([str(t.pk) for t in finished])
-        for task in finished:
-            fields = live.get(str(task.pk))
-            if fields is not None and fields.get("status") == task.status:
-                continue
-            view = task.view()
-            message = view.terminal()
-            if message is None:  # pragma: no cover - filtered on terminal statuses
-                continue
-            message.pop("seq", None)
-            if fields is None:
-                before = tasks.live_fields(task, rebuilt=True)
-                before["status"] = Status.RUNNING.value
-                await self.store.init(str(task.pk), before)
-            await self.store.apply(
-                Change(
-                    str(task.pk),
-                    message,
-                    view.status,
-                    view.progress,
-                    {
-                        "finished_at": view.finished_at,
-                        "result": task.result,
-                        "error": task.error,
-                    },
-                )
-            )
-            logger.warning("announced the end of %s that had not been announced", task.pk)
+        return await sweep(self)
 
 
 def _copy_progress(rows: list[Task]) -> None:

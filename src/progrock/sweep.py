@@ -1,0 +1,133 @@
+"""The sweep: repairs what crashes and lost messages leave behind.
+
+The delay server sends ``{"type": "progrock.sweep"}`` to the worker channel
+every ``SWEEP_INTERVAL`` seconds (one sweep per interval across all delay
+servers); the worker that receives it
+
+* re-arms running tasks whose poll chain was lost (a worker killed between
+  a tick and the next, a flushed delay set): not polled for ``STALL_AFTER``
+  seconds and no pending tick;
+* fails tasks stuck in ``queued`` (their start message was lost);
+* announces ends that the database has but live state lacks (a crash
+  between the database write and the announcement).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from progrock import tasks
+from progrock.conf import progrock_settings
+from progrock.models import Task
+from progrock.protocol import ACTIVE, TERMINAL, Status, failure
+from progrock.store import Change
+
+if TYPE_CHECKING:
+    from progrock.worker import Engine
+
+logger = logging.getLogger("progrock.worker")
+
+
+# -- sweep --------------------------------------------------------------
+
+
+async def sweep(engine: Engine) -> int:
+    """Re-arm running tasks whose poll chain was lost; returns how many."""
+    stall = float(progrock_settings.STALL_AFTER)
+    now = time.time()
+    rows = [
+        (str(pk), status, ref)
+        async for pk, status, ref in Task.objects.filter(
+            status__in=[s.value for s in ACTIVE], push=False
+        ).values_list("id", "status", "backend_ref")[:10_000]
+    ]
+    running = [pk for pk, status, ref in rows if status == Status.RUNNING.value and ref]
+    live = await engine.store.load(running)
+    from progrock.worker import Tick
+
+    rearm: list[Tick] = []
+    for task_id in running:
+        fields = live.get(task_id)
+        last = float(fields.get("lp") or 0) if fields else 0.0
+        if now - last < stall + float(progrock_settings.POLL_INTERVAL):
+            continue
+        if await engine.delay.has_pending(f"poll:{task_id}"):
+            continue
+        if fields is None or not fields.get("owner"):
+            await tasks.arebuild(task_id, engine.store)
+        rearm.append(Tick(task_id, now * 1000))
+    await engine.schedule_ticks(rearm)
+    if rearm:
+        logger.warning("sweep re-armed %d stalled poll chains", len(rearm))
+    await _sweep_queued(engine, rows, now)
+    await _sweep_unannounced(engine, now)
+    return len(rearm)
+
+
+async def _sweep_queued(
+    engine: Engine, rows: Sequence[tuple[str, str, str | None]], now: float
+) -> None:
+    """Fail tasks stuck in ``queued``: their start was lost (expired, or a worker died)."""
+    stuck_after = float(progrock_settings.FAILURE_BUDGET) + float(progrock_settings.STALL_AFTER)
+    queued = [pk for pk, status, _ in rows if status == Status.QUEUED.value]
+    if not queued:
+        return
+    cutoff = datetime.fromtimestamp(now - stuck_after, UTC)
+    async for task in Task.objects.filter(pk__in=queued, created_at__lt=cutoff):
+        if await engine.delay.has_pending(f"start:{task.pk}"):
+            continue  # a retry of its start is scheduled
+        logger.warning("task %s never started; failing it", task.pk)
+        await tasks.afinish(
+            str(task.pk),
+            Status.FAILED,
+            engine.store,
+            progress=0,
+            seq_hint=task.seq,
+            error=failure(
+                "backend_unreachable", f"the task did not start within {stuck_after:.0f}s"
+            ),
+        )
+
+
+async def _sweep_unannounced(engine: Engine, now: float) -> None:
+    """Announce recent ends that the database has but live state lacks (a crash
+    between the two); APPLY refuses anything a second time."""
+    since = datetime.fromtimestamp(now - 600, UTC)
+    finished = [
+        t
+        async for t in Task.objects.filter(
+            finished_at__gte=since, status__in=[s.value for s in TERMINAL]
+        ).order_by("-finished_at")[:1000]
+    ]
+    live = await engine.store.load([str(t.pk) for t in finished])
+    for task in finished:
+        fields = live.get(str(task.pk))
+        if fields is not None and fields.get("status") == task.status:
+            continue
+        view = task.view()
+        message = view.terminal()
+        if message is None:  # pragma: no cover - filtered on terminal statuses
+            continue
+        message.pop("seq", None)
+        if fields is None:
+            before = tasks.live_fields(task, rebuilt=True)
+            before["status"] = Status.RUNNING.value
+            await engine.store.init(str(task.pk), before)
+        await engine.store.apply(
+            Change(
+                str(task.pk),
+                message,
+                view.status,
+                view.progress,
+                {
+                    "finished_at": view.finished_at,
+                    "result": task.result,
+                    "error": task.error,
+                },
+            )
+        )
+        logger.warning("announced the end of %s that had not been announced", task.pk)
