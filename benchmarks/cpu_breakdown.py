@@ -1,0 +1,96 @@
+"""Where the CPU goes: per-process CPU time per delivered update under N tasks.
+
+Starts a ProgRock stack (progrock.stack.Stack: private Redis, backend, delay
+server, workers, web), runs N simulated browsers in this process (each starts
+one seed rock task), and prints each process's CPU seconds and microseconds
+per delivered update. Cheaper and coarser than run.py; used to see what each
+optimisation bought.
+
+    .venv/bin/python benchmarks/cpu_breakdown.py 600 [--workers 2] [--server daphne]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import psutil
+import websockets
+
+from progrock.stack import WEB_SERVERS, Stack
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            proc = psutil.Process(pid)
+            total = sum(proc.cpu_times()[:2])
+            for child in proc.children(recursive=True):
+                total += sum(child.cpu_times()[:2])
+            out[name] = total
+        except psutil.Error:
+            continue
+    return out
+
+
+async def drive(stack: Stack, tasks: int, rate: float) -> None:
+    ws_url = stack.url.replace("http://", "ws://") + "/prog/"
+    updates = timeouts = 0
+    durations: list[float] = []
+
+    async def browser(i: int) -> None:
+        nonlocal updates, timeouts
+        await asyncio.sleep(i / rate)
+        async with websockets.connect(ws_url, origin=stack.url) as ws:  # type: ignore[arg-type]
+            await ws.recv()
+            await ws.send(json.dumps({"action": "start"}))
+            began = time.monotonic()
+            while True:
+                try:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                except TimeoutError:
+                    timeouts += 1
+                    return
+                updates += 1
+                if message.get("complete") or message.get("type") in ("failed", "error"):
+                    durations.append(time.monotonic() - began)
+                    return
+
+    me = psutil.Process()
+    before, me_before = cpu_seconds(stack.pids()), sum(me.cpu_times()[:2])
+    began = time.monotonic()
+    await asyncio.gather(*(browser(i) for i in range(tasks)))
+    wall = time.monotonic() - began
+    after, me_after = cpu_seconds(stack.pids()), sum(me.cpu_times()[:2])
+    durations.sort()
+    print(
+        f"N={tasks} wall={wall:.1f}s updates={updates} ({updates / tasks:.1f}/task) "
+        f"timeouts={timeouts} duration p50={durations[len(durations) // 2]:.2f}s "
+        f"max={durations[-1]:.2f}s"
+    )
+    total = 0.0
+    for name in sorted(after):
+        spent = after[name] - before.get(name, 0.0)
+        total += spent
+        print(f"  {name:10s} {spent:6.2f}s cpu  {spent / updates * 1e6:7.0f} us/update")
+    load = me_after - me_before
+    print(f"  {'loadgen':10s} {load:6.2f}s cpu  {load / updates * 1e6:7.0f} us/update")
+    print(f"  stack total {total:.2f}s  {total / updates * 1e6:.0f} us/update")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tasks", type=int, nargs="?", default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--server", choices=WEB_SERVERS, default="daphne")
+    parser.add_argument("--rate", type=float, default=200.0, help="browsers started per second")
+    args = parser.parse_args()
+    with Stack(workers=args.workers, server=args.server) as stack:
+        asyncio.run(drive(stack, args.tasks, args.rate))
+
+
+if __name__ == "__main__":
+    main()
