@@ -245,11 +245,22 @@ async def afinish(
 # -- Python API ----------------------------------------------------------------
 
 
-async def _check_limit(owner: str) -> None:
+async def _check_limit(owner: str, *, excluding: str | None = None) -> None:
+    """Raise TooManyTasks if ``owner`` already has the limit of active tasks.
+
+    With ``excluding`` (a task just created), only tasks created before it
+    count, so of several concurrent starts the earliest ones win.
+    """
     limit = progrock_settings.MAX_RUNNING_PER_OWNER
     if limit is None:
         return
-    running = await Task.objects.filter(owner=owner, status__in=[s.value for s in ACTIVE]).acount()
+    active = Task.objects.filter(owner=owner, status__in=[s.value for s in ACTIVE])
+    if excluding is not None:
+        mine = await Task.objects.filter(pk=excluding).values_list("created_at", flat=True).afirst()
+        active = active.exclude(pk=excluding)
+        if mine is not None:
+            active = active.filter(created_at__lte=mine)
+    running = await active.acount()
     if running >= limit:
         raise TooManyTasks(f"owner {owner!r} already runs {running} tasks (limit {limit})")
 

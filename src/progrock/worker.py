@@ -154,6 +154,16 @@ class Engine:
                 task = await Task.objects.acreate(id=task_id, owner=owner, kind=kind, params=params)
             except IntegrityError:
                 return  # the channel layer delivered this start twice; the other copy runs it
+            try:
+                # Count again now that this row exists: concurrent starts of one
+                # owner all passed the first count; the later ones give way.
+                await tasks._check_limit(owner, excluding=task_id)
+            except tasks.TooManyTasks as exc:
+                await Task.objects.filter(pk=task_id, status=Status.QUEUED.value).adelete()
+                await self._reply_error(
+                    reply, "too_many_tasks", str(exc), action="start", task_id=task_id, ref=ref
+                )
+                return
         if task.status != Status.QUEUED.value:
             return  # a duplicate start: the task is already under way or over
         await self.store.init(task_id, tasks.live_fields(task))

@@ -172,3 +172,19 @@ async def test_the_sweep_announces_an_end_the_database_has_but_redis_lacks(
     await engine.sweep()
     view = await engine.store.view(task_id)
     assert view is not None and view.seq == 2
+
+
+async def test_concurrent_starts_respect_the_owner_limit(engine: Engine, redis_url: str) -> None:
+    """Five simultaneous starts of one owner with a limit of 2 leave exactly 2 tasks."""
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    with override_settings(
+        PROGROCK={"REDIS_URL": redis_url, "MAX_RUNNING_PER_OWNER": 2}, CHANNEL_LAYERS=layers
+    ):
+        messages = [start_message(interval_ms=1000) for _ in range(5)]
+        await asyncio.gather(*(engine.start(m) for m in messages))
+        assert await Task.objects.filter(owner="user:1").acount() == 2
