@@ -29,11 +29,11 @@ ALREADY_TERMINAL: Final = -1  # the task is over: nothing may follow
 STALE: Final = -3  # progress would go backwards, or nothing changed: dropped
 
 TERMINAL_TTL: Final = 24 * 3600  # live state of a finished task is kept this long
-PROGRESS_MARK: Final = "@progress@"  # where APPLY_LUA writes the announced progress
 
 APPLY_LUA: Final = """
 -- KEYS: state hash, fan-out channel
 -- ARGV: head, tail, flag, status, progress, ttl, message, field/value pairs...
+-- publishes head .. seq .. ',"progress":' .. progress .. tail
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return -2 end
 if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return -1 end
@@ -54,8 +54,8 @@ local fields = {'status', ARGV[4], 'progress', progress}
 for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
-local tail = string.gsub(ARGV[2], '"@progress@"', progress, 1)
-redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. seq .. tail)
+local body = ARGV[1] .. seq .. ',"progress":' .. progress .. ARGV[2]
+redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[3] .. ' ' .. body)
 return seq
 """
 
@@ -168,9 +168,10 @@ class Change:
     fields: Mapping[str, Any]  # more hash fields to set
 
     def args(self) -> tuple[list[str], list[str]]:
+        # The script writes seq and progress itself (it may keep a higher
+        # progress than this one): head + seq + ',"progress":' + p + tail.
         message = dict(self.message)
-        if "progress" in message:  # spliced in by the script, which may keep a higher one
-            message["progress"] = PROGRESS_MARK
+        message.pop("progress", None)
         head, tail = frame_parts(message)
         ttl = TERMINAL_TTL if self.status.terminal else 0
         argv = [
