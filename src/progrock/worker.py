@@ -168,7 +168,7 @@ class Engine:
             return  # a duplicate start: the task is already under way or over
         await self.store.init(task_id, tasks.live_fields(task))
         try:
-            status = await self.service.create(kind, params)
+            status = await self.service.create(kind, params, key=task_id)
         except ServiceRejected as exc:
             await tasks.afinish(
                 task_id,

@@ -172,11 +172,21 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     if not isinstance(body, dict):
         return _error(400, f"body must be an object, got {type(body).__name__}: {body!r}")
-    unknown = sorted(set(body) - {"kind", "params"})
+    unknown = sorted(set(body) - {"kind", "params", "idempotency_key"})
     if unknown:
-        return _error(400, f"unknown fields {unknown}; expected 'kind' and 'params'")
+        return _error(
+            400, f"unknown fields {unknown}; expected 'kind', 'params' and 'idempotency_key'"
+        )
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
+        return _error(400, f"idempotency_key must be a string of 1 to 200 characters, got {key!r}")
+    store = request.app[STORE]
+    if key is not None:
+        existing = store.by_key(key)
+        if existing is not None:  # a retried create: the same task again
+            return _json(existing, 200)
     try:
-        task = request.app[STORE].create(body.get("kind"), body.get("params"))
+        task = store.create(body.get("kind"), body.get("params"), key=key)
     except ParamError as exc:
         return _error(400, str(exc))
     except StoreFull as exc:

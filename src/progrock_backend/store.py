@@ -225,12 +225,18 @@ class TaskStore:
         self.clock = clock
         self.wall_clock = wall_clock
         self._tasks: dict[str, _Task] = {}
+        self._keys: dict[str, str] = {}  # idempotency key -> task id
         self._pool = ThreadPoolExecutor(hash_workers, thread_name_prefix="progrock-hash")
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def create(self, kind: object, params: object) -> TaskDict:
+    def by_key(self, key: str) -> TaskDict | None:
+        """The task created with this idempotency key, if it is still held."""
+        task_id = self._keys.get(key)
+        return None if task_id is None else self.get(task_id)
+
+    def create(self, kind: object, params: object, *, key: str | None = None) -> TaskDict:
         """Start a task; raise ParamError for a bad kind/params, StoreFull when full."""
         parsed = parse_params(kind, params)
         if len(self._tasks) >= self.max_tasks:
@@ -246,6 +252,8 @@ class TaskStore:
             task = _HashTask(task_id, parsed, self.clock, self.wall_clock())
             task.future = self._pool.submit(task.run)
         self._tasks[task_id] = task
+        if key is not None:
+            self._keys[key] = task_id
         return task.view(now)
 
     def get(self, task_id: str) -> TaskDict | None:
@@ -280,6 +288,9 @@ class TaskStore:
         ]
         for task_id in expired:
             del self._tasks[task_id]
+        if expired:
+            gone = set(expired)
+            self._keys = {k: t for k, t in self._keys.items() if t not in gone}
         return len(expired)
 
     def close(self) -> None:

@@ -231,3 +231,14 @@ async def test_finished_tasks_are_forgotten_after_ttl() -> None:
     finally:
         await service.aclose()
         assert backend.stop() == 0
+
+
+async def test_a_retried_create_with_the_same_key_returns_the_same_task(
+    service: HttpTaskService,
+) -> None:
+    """POST /tasks twice with one idempotency key makes one task (a retry after a timeout)."""
+    first = await service.create("rock", {"interval_ms": 1000}, key="task-abc")
+    again = await service.create("rock", {"interval_ms": 1000}, key="task-abc")
+    other = await service.create("rock", {"interval_ms": 1000}, key="task-xyz")
+    assert again.ref == first.ref
+    assert other.ref != first.ref

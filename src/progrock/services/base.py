@@ -46,8 +46,14 @@ class TaskService(Protocol):
     backend cannot be reached or answers nonsense; the worker retries those.
     """
 
-    async def create(self, kind: str, params: Mapping[str, Any]) -> ServiceStatus:
-        """Start a task; raise ServiceRejected if the backend refuses it for good."""
+    async def create(
+        self, kind: str, params: Mapping[str, Any], *, key: str | None = None
+    ) -> ServiceStatus:
+        """Start a task; raise ServiceRejected if the backend refuses it for good.
+
+        ``key`` (ProgRock's task id) makes a retried create return the task
+        the first attempt made, if that attempt reached the backend.
+        """
         ...
 
     async def status_many(

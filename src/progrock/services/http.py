@@ -139,8 +139,13 @@ class HttpTaskService:
         except ServiceError as exc:
             raise ServiceError(f"backend {self.url} sent a bad task to {what}: {exc}") from None
 
-    async def create(self, kind: str, params: Mapping[str, Any]) -> ServiceStatus:
-        status, data, what = await self._call("POST", "/tasks", {"kind": kind, "params": params})
+    async def create(
+        self, kind: str, params: Mapping[str, Any], *, key: str | None = None
+    ) -> ServiceStatus:
+        body: dict[str, Any] = {"kind": kind, "params": params}
+        if key is not None:
+            body["idempotency_key"] = key
+        status, data, what = await self._call("POST", "/tasks", body)
         if 400 <= status < 500:
             raise self._rejected(status, data, what)
         if status != 201 and status != 200:
