@@ -157,7 +157,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.hub_message(task_id, seq, flag, body)
 
     async def _send_view(self, task_id: str, view: TaskView) -> None:
-        last = self.watching.get(task_id, -1)
+        last = self.watching.get(task_id)
+        if last is None:
+            return  # its end went out while the view loaded: nothing more to send
         if view.seq < last and not view.status.terminal:
             return  # a newer message already went out: this snapshot would go back in time
         self.watching[task_id] = max(last, view.seq)
@@ -224,7 +226,12 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if task_id not in self.watching:
             return
         found = await tasks.aget_view_and_owner(task_id)
-        if found is not None and found[0].seq > self.watching[task_id]:
+        last = self.watching.get(task_id)
+        if (
+            found is not None
+            and last is not None
+            and (found[0].seq > last or found[0].status.terminal)
+        ):
             await self._send_view(task_id, found[0])
 
     # -- from workers (channel layer) ---------------------------------------

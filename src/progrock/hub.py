@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from progrock.conf import progrock_settings
 from progrock.protocol import parse_fanout
@@ -62,15 +63,23 @@ class Hub:
             await self._ensure_running()
             await self._wait_confirmed(task_id)
         except BaseException:
-            self._drop(task_id, listener)
+            if self._drop(task_id, listener):
+                await self._unsubscribe_channel(task_id)
             raise
 
     async def unsubscribe(self, task_id: str, listener: Listener) -> None:
-        if self._drop(task_id, listener) and self._pubsub is not None:
-            channel = fanout_channel(task_id, self.prefix)
+        if self._drop(task_id, listener):
+            await self._unsubscribe_channel(task_id)
+
+    async def _unsubscribe_channel(self, task_id: str) -> None:
+        channel = fanout_channel(task_id, self.prefix)
+        async with self._lock:  # never while a reconnect swaps the connection
+            if task_id in self._listeners:  # someone subscribed again meanwhile
+                return
             self._confirmed.pop(channel, None)
-            with contextlib.suppress(Exception):
-                await self._pubsub.unsubscribe(channel)
+            if self._pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.unsubscribe(channel)
 
     def watched(self) -> int:
         return len(self._listeners)
@@ -99,27 +108,38 @@ class Hub:
         return True
 
     async def _ensure_running(self) -> None:
+        restarted = False
         async with self._lock:
             if self._reader is None or self._reader.done():
                 restarted = self._reader is not None
                 await self._connect()
                 self._reader = asyncio.create_task(self._read_loop(), name="progrock-hub")
-                if restarted:  # the old reader died: its listeners may have missed messages
-                    await self._resync_all()
+        if restarted:  # the old reader died: its listeners may have missed messages
+            await self._resync_all()
 
     async def _connect(self) -> None:
-        """(Re)open the pub/sub connection and subscribe every watched task."""
+        """(Re)open the pub/sub connection and subscribe every watched task.
+
+        Call with ``_lock`` held. Futures someone still waits on are kept, so
+        they resolve with the new connection's confirmations.
+        """
         await self._close_connection()
-        self._client = aioredis.Redis.from_url(
+        client = aioredis.Redis.from_url(
             self.url, socket_connect_timeout=5, health_check_interval=0
         )
-        self._pubsub = self._client.pubsub()
+        pubsub = client.pubsub()
         loop = asyncio.get_running_loop()
-        self._confirmed = {
-            fanout_channel(t, self.prefix): loop.create_future() for t in self._listeners
-        }
+        old = self._confirmed
+        confirmed: dict[str, asyncio.Future[None]] = {}
+        for task_id in self._listeners:
+            channel = fanout_channel(task_id, self.prefix)
+            future = old.get(channel)
+            if future is None or future.done():
+                future = loop.create_future()
+            confirmed[channel] = future
         # A channel nobody publishes on keeps the connection subscribed when idle.
-        await self._pubsub.subscribe(f"{self.prefix}hub", *self._confirmed)
+        await pubsub.subscribe(f"{self.prefix}hub", *confirmed)
+        self._client, self._pubsub, self._confirmed = client, pubsub, confirmed
 
     async def _close_connection(self) -> None:
         if self._pubsub is not None:
@@ -133,19 +153,22 @@ class Hub:
 
     async def _wait_confirmed(self, task_id: str) -> None:
         channel = fanout_channel(task_id, self.prefix)
-        future = self._confirmed.get(channel)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._confirmed[channel] = future
-            if self._pubsub is None:  # pragma: no cover - set by _ensure_running
-                raise RuntimeError("hub is not connected")
-            await self._pubsub.subscribe(channel)
+        async with self._lock:  # never while a reconnect swaps the connection
+            future = self._confirmed.get(channel)
+            if future is None:
+                if self._pubsub is None:
+                    raise RedisConnectionError("the fan-out connection is being re-established")
+                future = asyncio.get_running_loop().create_future()
+                self._confirmed[channel] = future
+                await self._pubsub.subscribe(channel)
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=10)
         except TimeoutError:
-            logger.warning("no subscribe confirmation for %s within 10 s", channel)
             if self._confirmed.get(channel) is future and not future.done():
                 self._confirmed.pop(channel, None)  # the next subscriber asks again
+            raise RedisConnectionError(
+                f"Redis did not confirm the subscription to {channel} within 10 s"
+            ) from None
 
     async def _read_loop(self) -> None:
         attempt = 0
@@ -195,7 +218,8 @@ class Hub:
         while True:
             await asyncio.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)))
             try:
-                await self._connect()
+                async with self._lock:
+                    await self._connect()
             except Exception as exc:
                 attempt += 1
                 logger.warning("fan-out reconnect failed (%s); retrying", exc)

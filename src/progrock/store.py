@@ -221,6 +221,15 @@ class TaskStore:
         raw = await self.redis.hgetall(state_key(task_id))  # type: ignore[misc]
         return view_from_hash(task_id, decode_hash(raw)) if raw else None
 
+    async def init_if_absent(self, task_id: str, fields: Mapping[str, Any]) -> bool:
+        """Create a task's live state unless it exists; True if this call created it."""
+        encoded = encode_fields(fields)
+        key = state_key(task_id)
+        if not await self.redis.hsetnx(key, "status", encoded.get("status", "queued")):  # type: ignore[misc]
+            return False
+        await self.redis.hset(key, mapping=encoded)  # type: ignore[misc]
+        return True
+
     async def init(self, task_id: str, fields: Mapping[str, Any]) -> None:
         """Create (or rebuild) a task's live state."""
         await self.redis.hset(state_key(task_id), mapping=encode_fields(fields))  # type: ignore[misc]
@@ -250,6 +259,9 @@ class TaskStore:
             if not calls and not extra:
                 return []
             replies = await pipe.execute(raise_on_error=False)
+        for reply in replies[len(calls) :]:
+            if isinstance(reply, Exception):
+                raise reply  # a bookkeeping write failed
         results: list[int] = []
         for (keys, argv), reply in zip(calls, replies, strict=False):
             if isinstance(reply, NoScriptError):  # Redis restarted or flushed its scripts

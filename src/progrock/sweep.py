@@ -116,7 +116,8 @@ async def _sweep_unannounced(engine: Engine, now: float) -> None:
         if fields is None:
             before = tasks.live_fields(task, rebuilt=True)
             before["status"] = Status.RUNNING.value
-            await engine.store.init(str(task.pk), before)
+            if not await engine.store.init_if_absent(str(task.pk), before):
+                continue  # someone rebuilt it meanwhile
         await engine.store.apply(
             Change(
                 str(task.pk),

@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
+from django.db.models import Q
 from django.http import HttpRequest
 
 from progrock.conf import progrock_settings
@@ -156,7 +157,12 @@ async def forward_cancel(task_id: str, *, reply_channel: str | None) -> None:
         raise ProgRockError("no channel layer is configured (settings.CHANNEL_LAYERS)")
     await layer.send(
         progrock_settings.WORKER_CHANNEL,
-        {"type": "progrock.cancel", "task_id": task_id, "reply_channel": reply_channel},
+        {
+            "type": "progrock.cancel",
+            "task_id": task_id,
+            "reply_channel": reply_channel,
+            "request_id": uuid.uuid4().hex,
+        },
     )
 
 
@@ -177,8 +183,8 @@ def live_fields(task: Task, *, rebuilt: bool = False) -> dict[str, Any]:
         "owner": task.owner,
         "ref": task.backend_ref or "",
         "push": task.push,
-        "progress": float(task.progress),
-        "seq": task.seq + REBUILD_SEQ_MARGIN if rebuilt and task.status in ACTIVE else task.seq,
+        "progress": clamp_progress(task.progress),
+        "seq": task.seq + REBUILD_SEQ_MARGIN if rebuilt else task.seq,
         "message": task.message,
         "result": task.result,
         "error": task.error,
@@ -233,12 +239,13 @@ async def afinish(
     reply = await store.apply(change)
     if reply == UNKNOWN:
         # Live state lost: rebuild it as it was before this end, then announce
-        # the end, so watchers get it and snapshots show it.
+        # the end, so watchers get it and snapshots show it. Only if nobody
+        # rebuilt it meanwhile (that would reopen a finished task).
         task = await Task.objects.aget(pk=task_id)
         before = live_fields(task, rebuilt=True)
         before["status"] = Status.RUNNING.value
-        await store.init(task_id, before)
-        await store.apply(change)
+        if await store.init_if_absent(task_id, before):
+            await store.apply(change)
     return True
 
 
@@ -259,7 +266,7 @@ async def _check_limit(owner: str, *, excluding: str | None = None) -> None:
         mine = await Task.objects.filter(pk=excluding).values_list("created_at", flat=True).afirst()
         active = active.exclude(pk=excluding)
         if mine is not None:
-            active = active.filter(created_at__lte=mine)
+            active = active.filter(Q(created_at__lt=mine) | Q(created_at=mine, pk__lt=excluding))
     running = await active.acount()
     if running >= limit:
         raise TooManyTasks(f"owner {owner!r} already runs {running} tasks (limit {limit})")

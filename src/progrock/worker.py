@@ -340,8 +340,12 @@ class Engine:
         try:
             replies = await self.store.apply_many(changes, bookkeeping)
         finally:
-            # Whatever happened above, every running task keeps its poll chain.
-            await self.schedule_ticks(next_ticks)
+            # Whatever happened above, every running task keeps its poll chain
+            # and every end found in this batch is still recorded.
+            try:
+                await self.schedule_ticks(next_ticks)
+            finally:
+                await self._run_endings(endings)
         rows = []
         for change, code in zip(changes, replies, strict=True):
             if code == UNKNOWN:
@@ -357,6 +361,8 @@ class Engine:
                 )
         if rows:
             self._write_progress(rows)
+
+    async def _run_endings(self, endings: list[Coroutine[Any, Any, Any]]) -> None:
         for ending in endings:
             try:
                 await ending
@@ -471,9 +477,10 @@ class Engine:
             logger.error("dropping malformed cancel message %.300r: %s", message, exc)
             return
         reply = message.get("reply_channel")
-        claim = f"{progrock_settings.KEY_PREFIX}cancel:{task_id}"
-        if not await self.store.redis.set(claim, b"1", nx=True, ex=60):
-            return  # a second delivery of the same cancel (see start)
+        request = str(message.get("request_id") or "")
+        claim = f"{progrock_settings.KEY_PREFIX}cancel:{task_id}:{request}"
+        if request and not await self.store.redis.set(claim, b"1", nx=True, ex=60):
+            return  # a second delivery of the same cancel request (see start)
         task = await Task.objects.filter(pk=task_id).afirst()
         if task is None or task.status not in ACTIVE:
             state = task.status if task else "unknown"
