@@ -31,7 +31,6 @@ __all__ = ["Aborted", "ChildFailed", "Stack", "add_up_parser", "default_data_dir
 
 SETTINGS_MODULE = "progrock_demo.settings"
 ASGI_APPLICATION = "progrock_demo.asgi:application"
-WORKER_CHANNEL = "prog-rocker"
 READY_TIMEOUT = 30.0
 # Channels' runworker logs this line (INFO, "django" logger) just before it
 # listens; if the logging setup hides it, a worker alive for 3 s counts as ready.
@@ -236,7 +235,7 @@ class Stack:
         # 3. Everything Django, together.
         sup.add(self._django("delay", ["rundelay"], ready_line=_DELAY))
         for name in self.worker_names:
-            args = ["runworker", WORKER_CHANNEL]
+            args = ["runprogrock"]
             sup.add(self._django(name, args, group="worker", **_WORKER_READINESS))
         for name, port in zip(self.web_names, self.ports, strict=True):
             argv = web_command(self.server, py, self.host, port)

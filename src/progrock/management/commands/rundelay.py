@@ -10,6 +10,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand
 
+from progrock._loop import install_fast_loop
 from progrock.conf import progrock_settings
 from progrock.delay import DelayServer
 
@@ -20,6 +21,7 @@ class Command(BaseCommand):
     help = "Deliver messages sent to the asgi.delay channel when they are due (Redis-backed)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        install_fast_loop()
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:

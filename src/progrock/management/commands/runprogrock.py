@@ -1,0 +1,32 @@
+"""``manage.py runprogrock``: Channels' ``runworker`` for the ``prog-rocker`` channel.
+
+The same worker as ``manage.py runworker prog-rocker`` (that command works
+too), with the channel name taken from ``PROGROCK["WORKER_CHANNEL"]`` and on
+uvloop when it is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.management.commands.runworker import Command as RunWorkerCommand
+
+from progrock._loop import install_fast_loop
+from progrock.conf import progrock_settings
+
+
+class Command(RunWorkerCommand):  # type: ignore[misc]
+    help = "Run a ProgRock worker: consume the prog-rocker channel (start, poll, cancel, sweep)."
+
+    def add_arguments(self, parser: Any) -> None:
+        super().add_arguments(parser)
+        for action in parser._actions:
+            if action.dest == "channels":
+                action.nargs = "*"
+                action.help = "channels to consume (default: PROGROCK['WORKER_CHANNEL'])"
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not options.get("channels"):
+            options["channels"] = [progrock_settings.WORKER_CHANNEL]
+        install_fast_loop()
+        super().handle(*args, **options)
