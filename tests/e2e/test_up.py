@@ -146,7 +146,7 @@ def get(url: str) -> int:
 def stop_and_check(up: Up, send: Callable[[], None]) -> None:
     children = up.descendants()
     names = " ".join(" ".join(p.cmdline()) for p in children)
-    for part in ("redis-server", "progrock_backend", "rundelay", "runworker", "daphne"):
+    for part in ("redis-server", "progrock_backend", "rundelay", "runprogrock", "daphne"):
         assert part in names, f"no {part} among the children of progrock up: {names}"
     send()
     assert up.wait_exit() == 0, up.text()
