@@ -124,6 +124,13 @@ async def alist_views(owner: str, limit: int = LIST_LIMIT) -> list[TaskView]:
 # -- forwarding to workers ---------------------------------------------------------
 
 
+async def _to_workers(message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        raise ProgRockError("no channel layer is configured (settings.CHANNEL_LAYERS)")
+    await layer.send(progrock_settings.WORKER_CHANNEL, message)
+
+
 async def forward_start(
     *,
     task_id: str,
@@ -134,11 +141,7 @@ async def forward_start(
     ref: str | int | None = None,
 ) -> None:
     """Hand a start request to a worker (the consumer and the Python API use this)."""
-    layer = get_channel_layer()
-    if layer is None:
-        raise ProgRockError("no channel layer is configured (settings.CHANNEL_LAYERS)")
-    await layer.send(
-        progrock_settings.WORKER_CHANNEL,
+    await _to_workers(
         {
             "type": "progrock.start",
             "task_id": task_id,
@@ -147,22 +150,19 @@ async def forward_start(
             "owner": owner,
             "reply_channel": reply_channel,
             "ref": ref,
-        },
+        }
     )
 
 
 async def forward_cancel(task_id: str, *, reply_channel: str | None) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        raise ProgRockError("no channel layer is configured (settings.CHANNEL_LAYERS)")
-    await layer.send(
-        progrock_settings.WORKER_CHANNEL,
+    """Hand a cancel request to a worker; each request is claimed once by id."""
+    await _to_workers(
         {
             "type": "progrock.cancel",
             "task_id": task_id,
             "reply_channel": reply_channel,
             "request_id": uuid.uuid4().hex,
-        },
+        }
     )
 
 
