@@ -20,6 +20,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from progrock.conf import progrock_settings
 from progrock.protocol import parse_fanout
@@ -160,7 +161,12 @@ class Hub:
                     raise RedisConnectionError("the fan-out connection is being re-established")
                 future = asyncio.get_running_loop().create_future()
                 self._confirmed[channel] = future
-                await self._pubsub.subscribe(channel)
+                try:
+                    await self._pubsub.subscribe(channel)
+                except (RedisError, OSError) as exc:
+                    # The connection just died: the reader's reconnect subscribes
+                    # every watched channel again and resolves this future.
+                    logger.info("subscribe to %s waits for the reconnect (%s)", channel, exc)
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=10)
         except TimeoutError:

@@ -246,3 +246,27 @@ async def test_a_second_subscriber_waits_for_the_confirmation(
     await first.wait_for(1)
     await second.wait_for(1)
     await hub.aclose()
+
+
+async def test_subscribing_while_the_hub_reconnects_gets_messages(
+    store: TaskStore, redis_url: str
+) -> None:
+    """A subscribe racing a reconnect returns promptly and its task's messages arrive."""
+    hub = Hub(redis_url, "progrock:")
+    first, second = await new_task(store), await new_task(store)
+    a, b = Recorder(), Recorder()
+    await hub.subscribe(first, a)
+    assert await store.redis.client_kill_filter(_type="pubsub") >= 1
+    began = asyncio.get_running_loop().time()
+    await hub.subscribe(second, b)
+    assert asyncio.get_running_loop().time() - began < 8  # not the 10 s confirmation timeout
+    async with asyncio.timeout(15):
+        while not a.resyncs:  # the reconnect has happened and resynced the old listener
+            a.arrived.clear()
+            await a.arrived.wait()
+    await store.apply(progress(first, 1))
+    await store.apply(progress(second, 2))
+    await a.wait_for(1)
+    await b.wait_for(1)
+    assert b.messages[0][:3] == (second, 1, "P")
+    await hub.aclose()
