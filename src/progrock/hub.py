@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -260,6 +260,3 @@ def get_hub() -> Hub:
         hub = Hub(progrock_settings.REDIS_URL, progrock_settings.KEY_PREFIX)
         _hubs[loop] = hub
     return hub
-
-
-HubFactory = Callable[[], Hub]

@@ -17,7 +17,6 @@ from typing import Any, Final
 
 from progrock.exceptions import InvalidTransition, ProtocolError
 
-PROTOCOL_VERSION: Final = 1
 ACCEPT_FRAME: Final = '{"accept": true}'
 MAX_REF_LENGTH: Final = 200
 LIST_LIMIT: Final = 50
@@ -71,11 +70,6 @@ TASKS: Final = "tasks"
 ERROR: Final = "error"
 
 TASK_MESSAGE_TYPES: Final = frozenset({STARTED, PROGRESS, COMPLETE, FAILED, CANCELLED, SNAPSHOT})
-TERMINAL_TYPES: Final[Mapping[Status, str]] = {
-    Status.SUCCEEDED: COMPLETE,
-    Status.FAILED: FAILED,
-    Status.CANCELLED: CANCELLED,
-}
 
 # Client actions
 ACTIONS: Final = ("start", "subscribe", "unsubscribe", "cancel", "list")

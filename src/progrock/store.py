@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
@@ -78,13 +77,6 @@ def get_redis(url: str | None = None) -> aioredis.Redis:
         )
         clients[url] = client
     return client
-
-
-def get_sync_redis(url: str | None = None) -> redis.Redis:
-    """A blocking Redis client for sync callers (views, scripts, Celery tasks)."""
-    return redis.Redis.from_url(
-        url or progrock_settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=5
-    )
 
 
 def state_key(task_id: str, prefix: str | None = None) -> str:
@@ -270,22 +262,3 @@ class TaskStore:
                 raise reply
             results.append(int(reply))
         return results
-
-
-class SyncTaskStore:
-    """The same operations for sync callers (``report_progress`` from a script)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.redis = client
-        self._apply = client.register_script(APPLY_LUA)
-
-    def init(self, task_id: str, fields: Mapping[str, Any]) -> None:
-        self.redis.hset(state_key(task_id), mapping=encode_fields(fields))
-
-    def view(self, task_id: str) -> TaskView | None:
-        raw = self.redis.hgetall(state_key(task_id))
-        return view_from_hash(task_id, decode_hash(raw)) if raw else None  # type: ignore[arg-type]
-
-    def apply(self, change: Change) -> int:
-        keys, argv = change.args()
-        return int(self._apply(keys=keys, args=argv))

@@ -75,22 +75,14 @@ def owner_for_request(request: HttpRequest, *, create_session: bool = False) -> 
     return owner_for_user_or_session(getattr(request, "user", None), key)
 
 
-def may_access(requester: str, task_owner: str, task_id: str) -> bool:
-    return can_access(requester, task_owner, task_id)
-
-
 async def amay_access(requester: str, task_owner: str, task_id: str) -> bool:
-    """:func:`may_access` from async code: the hook may use the ORM, so it runs in a thread."""
+    """True if ``requester`` may see the task; the hook may use the ORM, so it runs in a thread."""
     if requester == task_owner:
         return True  # the default rule needs no thread hop
     return await sync_to_async(can_access)(requester, task_owner, task_id)
 
 
 # -- reading -----------------------------------------------------------------
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 async def aget_view_and_owner(

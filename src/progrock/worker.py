@@ -30,6 +30,7 @@ from django.db import IntegrityError, transaction
 from progrock import tasks
 from progrock.conf import progrock_settings
 from progrock.delay import DelayStore
+from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
 from progrock.protocol import (
@@ -49,10 +50,6 @@ from progrock.store import UNKNOWN, Change, TaskStore, encode_fields
 logger = logging.getLogger("progrock.worker")
 
 POLL = "progrock.poll"
-
-
-def _now_ms() -> float:
-    return time.time() * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +95,7 @@ class Engine:
     async def schedule_ticks(self, ticks: Sequence[Tick]) -> None:
         if not ticks:
             return
-        now = _now_ms()
+        now = now_ms()
         await self.delay.schedule_many(
             [
                 {
@@ -229,14 +226,14 @@ class Engine:
         )
         if reply_code == UNKNOWN:
             await tasks.arebuild(task_id, self.store)
-        now_ms = _now_ms()
-        await self.schedule_ticks([Tick(task_id, self.next_due(now_ms, now_ms))])
+        now = now_ms()
+        await self.schedule_ticks([Tick(task_id, self.next_due(now, now))])
 
     @property
     def interval_ms(self) -> float:
         return float(progrock_settings.POLL_INTERVAL) * 1000
 
-    def next_due(self, due_ms: float, now_ms: float) -> float:
+    def next_due(self, due_ms: float, at_ms: float) -> float:
         """The next tick: one interval after the last one was due, on the tick grid.
 
         Counting from the due time (not from now) keeps the cadence from
@@ -244,7 +241,7 @@ class Engine:
         delay server merges their ticks into one message and one backend call.
         """
         grid = float(progrock_settings.TICK_GRID) * 1000
-        due = max(due_ms + self.interval_ms, now_ms)
+        due = max(due_ms + self.interval_ms, at_ms)
         return due if grid <= 0 else math.ceil(due / grid) * grid
 
     # -- poll ---------------------------------------------------------------
@@ -258,7 +255,7 @@ class Engine:
                 "polled %d ticks in %.1f ms, %.1f ms late",
                 len(ticks),
                 (time.perf_counter() - started) * 1000,
-                _now_ms() - min((t.due_ms for t in ticks), default=_now_ms()),
+                now_ms() - min((t.due_ms for t in ticks), default=now_ms()),
             )
 
     async def _poll(self, ticks: Sequence[Tick]) -> None:
@@ -289,7 +286,7 @@ class Engine:
             ] = await self.service.status_many(list(refs))
         except ServiceError as exc:
             statuses = {ref: exc for ref in refs}
-        now, now_ms = time.time(), _now_ms()
+        now, clock_ms = time.time(), now_ms()
         changes: list[Change] = []
         bookkeeping: list[tuple[str, dict[str, Any]]] = []
         next_ticks: list[Tick] = []
@@ -305,7 +302,7 @@ class Engine:
                     retry = self._backend_trouble(task_id, fields, result, now, endings)
                     if retry is not None:
                         bookkeeping.append((task_id, retry[1]))
-                        next_ticks.append(Tick(task_id, now_ms + retry[0] * 1000))
+                        next_ticks.append(Tick(task_id, clock_ms + retry[0] * 1000))
                     continue
                 if result is None:
                     endings.append(
@@ -336,7 +333,7 @@ class Engine:
             except Exception:
                 # One task's bad data must not stop the batch: log it, poll again later.
                 logger.exception("poll of task %s failed", task_id)
-            next_ticks.append(Tick(task_id, self.next_due(due[task_id], now_ms)))
+            next_ticks.append(Tick(task_id, self.next_due(due[task_id], clock_ms)))
         try:
             replies = await self.store.apply_many(changes, bookkeeping)
         finally:
