@@ -60,9 +60,27 @@ async def drive(stack: Stack, tasks: int, rate: float) -> None:
                     return
 
     me = psutil.Process()
+    window: dict[str, float] = {}
+
+    async def steady() -> None:
+        # Steady state: from 0.5 s after the last browser started, for 3 s.
+        await asyncio.sleep(tasks / rate + 0.5)
+        window["updates"], window["cpu"] = updates, sum(cpu_seconds(stack.pids()).values())
+        window["me"], window["t"] = sum(me.cpu_times()[:2]), time.monotonic()
+        await asyncio.sleep(3)
+        n = updates - window["updates"]
+        cpu = sum(cpu_seconds(stack.pids()).values()) - window["cpu"]
+        load = sum(me.cpu_times()[:2]) - window["me"]
+        elapsed = time.monotonic() - window["t"]
+        window["line"] = (
+            f"steady 3 s: {n / elapsed:.0f} updates/s, stack {cpu / max(n, 1) * 1e6:.0f} us/update"
+            f" + loadgen {load / max(n, 1) * 1e6:.0f} us/update, machine {(cpu + load) / elapsed:.2f}"
+            " cores"
+        )
+
     before, me_before = cpu_seconds(stack.pids()), sum(me.cpu_times()[:2])
     began = time.monotonic()
-    await asyncio.gather(*(browser(i) for i in range(tasks)))
+    await asyncio.gather(steady(), *(browser(i) for i in range(tasks)))
     wall = time.monotonic() - began
     after, me_after = cpu_seconds(stack.pids()), sum(me.cpu_times()[:2])
     durations.sort()
@@ -79,6 +97,7 @@ async def drive(stack: Stack, tasks: int, rate: float) -> None:
     load = me_after - me_before
     print(f"  {'loadgen':10s} {load:6.2f}s cpu  {load / updates * 1e6:7.0f} us/update")
     print(f"  stack total {total:.2f}s  {total / updates * 1e6:.0f} us/update")
+    print(f"  {window.get('line', 'steady window not reached')}")
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ import logging
 import uuid
 from typing import Any
 
+from channels.consumer import get_handler_name
+from channels.db import aclose_old_connections
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
@@ -50,6 +52,16 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     pending: dict[str, list[tuple[int, str, str]]]  # messages held while a snapshot loads
     refs: dict[str, str | int]
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' default dispatch hops to a thread before every message to
+        # close stale database connections; most of this socket's work never
+        # touches the database, so only the requests that may do so clean up
+        # (subscribe, cancel, list and a resync after a Redis outage).
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']!r}")
+        await handler(message)
+
     async def connect(self) -> None:
         self.owner = tasks.owner_for_scope(self.scope, self.channel_name)
         self.limits = protocol_limits()
@@ -76,6 +88,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         request = None
         try:
             request = parse_client_frame(frame, self.limits)
+            if isinstance(request, (Subscribe, Cancel, ListTasks)):
+                await aclose_old_connections()  # these may read the database
             if isinstance(request, Start):
                 await self.start(request)
             elif isinstance(request, Subscribe):
@@ -225,6 +239,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def hub_resync(self, task_id: str) -> None:
         if task_id not in self.watching:
             return
+        await aclose_old_connections()
         found = await tasks.aget_view_and_owner(task_id)
         last = self.watching.get(task_id)
         if (

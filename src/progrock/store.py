@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from progrock.conf import progrock_settings
@@ -30,32 +31,92 @@ STALE: Final = -3  # progress would go backwards, or nothing changed: dropped
 TERMINAL_TTL: Final = 24 * 3600  # live state of a finished task is kept this long
 
 APPLY_LUA: Final = """
--- KEYS: state hash, fan-out channel
--- ARGV: head, tail, flag, status, progress, ttl, message, field/value pairs...
--- publishes head .. seq .. ',"progress":' .. progress .. tail
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return -2 end
-if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return -1 end
-local stored = redis.call('HGET', KEYS[1], 'progress') or '0'
-local old = tonumber(stored) or 0
-local new = tonumber(ARGV[5])
-local progress = ARGV[5]
-if new < old then
-  if ARGV[3] ~= 'T' then return -3 end
-  progress = stored  -- an end never shows less progress than was shown
+-- One call applies a batch. KEYS: (state hash, fan-out channel) per entry.
+-- ARGV: per entry, its argument count n, then n arguments:
+--   announce: head, tail, flag, status, progress, ttl, message, field/value pairs...
+--             publishes head .. seq .. ',"progress":' .. progress .. tail
+--   bookkeeping (flag 'B' as first argument): field/value pairs set on an
+--             existing hash (never creates one)
+-- Returns one reply per entry: the new seq, or -1/-2/-3 (see store.py), 0 for bookkeeping.
+local out, a = {}, 1
+for e = 1, #KEYS, 2 do
+  local key, chan, n = KEYS[e], KEYS[e + 1], tonumber(ARGV[a])
+  local A = {}
+  for i = 1, n do A[i] = ARGV[a + i] end
+  a = a + n + 1
+  local reply = 0
+  if A[1] == 'B' then
+    if n > 1 and redis.call('EXISTS', key) == 1 then
+      redis.call('HSET', key, unpack(A, 2))
+    end
+  else
+    local st = redis.call('HGET', key, 'status')
+    if not st then
+      reply = -2
+    elseif st == 'succeeded' or st == 'failed' or st == 'cancelled' then
+      reply = -1
+    else
+      local stored = redis.call('HGET', key, 'progress') or '0'
+      local old = tonumber(stored) or 0
+      local progress = A[5]
+      local new = tonumber(progress)
+      if new < old then
+        if A[3] ~= 'T' then reply = -3 end
+        progress = stored  -- an end never shows less progress than was shown
+      end
+      if reply == 0 and A[3] == 'P' and new == old
+         and (redis.call('HGET', key, 'message') or '') == A[7] then
+        reply = -3  -- nothing changed (e.g. a tick delivered twice): announce nothing
+      end
+      if reply == 0 then
+        local seq = redis.call('HINCRBY', key, 'seq', 1)
+        local fields = {'status', A[4], 'progress', progress}
+        for i = 8, n do fields[#fields + 1] = A[i] end
+        redis.call('HSET', key, unpack(fields))
+        if tonumber(A[6]) > 0 then redis.call('EXPIRE', key, A[6]) end
+        redis.call('PUBLISH', chan, seq .. ' ' .. A[3] .. ' ' .. A[1] .. seq
+                   .. ',"progress":' .. progress .. A[2])
+        reply = seq
+      end
+    end
+  end
+  out[#out + 1] = reply
 end
-if ARGV[3] == 'P' and new == old
-   and (redis.call('HGET', KEYS[1], 'message') or '') == ARGV[7] then
-  return -3  -- nothing changed (e.g. a tick delivered twice): announce nothing
+return out
+"""
+
+CLAIM_LUA: Final = """
+-- Claim poll ticks, exactly once each, and load the state of their tasks.
+-- KEYS: state hash per tick. ARGV: now (s), then (due ms, next due ms) per tick.
+-- A tick counts only if it is the task's next due tick (field 'nd'; a task
+-- without one, e.g. rebuilt, accepts any): it moves 'nd' on to the next due
+-- time and sets 'lp' (last poll). Returns per tick: 0 for a stale tick (an
+-- older or duplicated chain: drop it), else the hash as a flat list (empty:
+-- the task has no live state).
+local out = {}
+for i = 1, #KEYS do
+  local key, due = KEYS[i], tonumber(ARGV[2 * i])
+  local nd = redis.call('HGET', key, 'nd')
+  if nd and math.abs((tonumber(nd) or 0) - due) > 0.5 then
+    out[i] = 0
+  else
+    local fields = redis.call('HGETALL', key)
+    if #fields > 0 then
+      redis.call('HSET', key, 'nd', ARGV[2 * i + 1], 'lp', ARGV[1])
+    end
+    out[i] = fields
+  end
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local fields = {'status', ARGV[4], 'progress', progress}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
-local body = ARGV[1] .. seq .. ',"progress":' .. progress .. ARGV[2]
-redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[3] .. ' ' .. body)
-return seq
+return out
+"""
+
+REARM_LUA: Final = """
+-- Move a task's next due tick ('nd') from ARGV[1] ('' = none) to ARGV[2];
+-- 0 if a poll moved it meanwhile (the chain is alive: nothing to re-arm).
+local nd = redis.call('HGET', KEYS[1], 'nd') or ''
+if nd ~= ARGV[1] or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'nd', ARGV[2])
+return 1
 """
 
 # Per event loop (weakly: a closed loop's id may be reused by a new one).
@@ -186,6 +247,8 @@ class TaskStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._apply = client.register_script(APPLY_LUA)
+        self._claim = client.register_script(CLAIM_LUA)
+        self._rearm = client.register_script(REARM_LUA)
 
     @classmethod
     def from_settings(cls) -> TaskStore:
@@ -195,6 +258,14 @@ class TaskStore:
         if store is None:
             store = _stores[client] = cls(client)
         return store
+
+    async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA, loading the script only when Redis lacks it (redis-py's script
+        objects would add a SCRIPT EXISTS round trip to every call in a pipeline)."""
+        try:
+            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:  # Redis restarted or flushed its scripts
+            return await script(keys=keys, args=args)
 
     async def load(self, task_ids: Sequence[str]) -> dict[str, dict[str, str] | None]:
         """Live state of each task (None where there is none), in one round trip."""
@@ -208,6 +279,36 @@ class TaskStore:
             task_id: (decode_hash(raw) if raw else None)
             for task_id, raw in zip(task_ids, replies, strict=True)
         }
+
+    async def claim(
+        self, ticks: Sequence[tuple[str, float, float]], now: float
+    ) -> dict[str, tuple[dict[str, str] | None, float]]:
+        """Claim poll ticks ``(task_id, due_ms, next_due_ms)`` and load their tasks.
+
+        Only a task's next due tick counts (see :data:`CLAIM_LUA`); stale or
+        duplicated ticks are left out. Returns, per claimed task, its live
+        state (None where there is none) and the next due time it now has.
+        """
+        if not ticks:
+            return {}
+        args: list[Any] = [repr(now)]
+        for _, due, nxt in ticks:
+            args.extend((repr(due), repr(nxt)))
+        replies = await self._run(self._claim, [state_key(t[0]) for t in ticks], args)
+        out: dict[str, tuple[dict[str, str] | None, float]] = {}
+        for (task_id, _, nxt), reply in zip(ticks, replies, strict=True):
+            if reply == 0:
+                continue
+            if not reply:
+                out[task_id] = (None, nxt)
+                continue
+            it = iter(reply)
+            out[task_id] = ({k.decode(): v.decode() for k, v in zip(it, it, strict=True)}, nxt)
+        return out
+
+    async def rearm(self, task_id: str, expected: str, due_ms: float) -> bool:
+        """Move a task's next due tick from ``expected`` to ``due_ms`` unless a poll moved it."""
+        return bool(await self._run(self._rearm, [state_key(task_id)], [expected, repr(due_ms)]))
 
     async def view(self, task_id: str) -> TaskView | None:
         raw = await self.redis.hgetall(state_key(task_id))  # type: ignore[misc]
@@ -227,8 +328,7 @@ class TaskStore:
         await self.redis.hset(state_key(task_id), mapping=encode_fields(fields))  # type: ignore[misc]
 
     async def apply(self, change: Change) -> int:
-        keys, argv = change.args()
-        return int(await self._apply(keys=keys, args=argv))
+        return (await self.apply_many([change]))[0]
 
     async def apply_many(
         self,
@@ -236,29 +336,24 @@ class TaskStore:
         bookkeeping: Iterable[tuple[str, Mapping[str, Any]]] = (),
     ) -> list[int]:
         """Apply and announce many changes, and set bookkeeping fields of other
-        tasks, in one round trip; returns one reply per change."""
-        calls = [change.args() for change in changes]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            # EVALSHA straight into the pipeline: redis-py's script objects would
-            # add a SCRIPT EXISTS round trip to every execute.
-            for keys, argv in calls:
-                pipe.evalsha(self._apply.sha, len(keys), *keys, *argv)
-            extra = 0
-            for task_id, fields in bookkeeping:
-                if fields:
-                    pipe.hset(state_key(task_id), mapping=encode_fields(fields))
-                    extra += 1
-            if not calls and not extra:
-                return []
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies[len(calls) :]:
-            if isinstance(reply, Exception):
-                raise reply  # a bookkeeping write failed
-        results: list[int] = []
-        for (keys, argv), reply in zip(calls, replies, strict=False):
-            if isinstance(reply, NoScriptError):  # Redis restarted or flushed its scripts
-                reply = await self._apply(keys=keys, args=argv)
-            elif isinstance(reply, Exception):
-                raise reply
-            results.append(int(reply))
-        return results
+        tasks (only where live state exists), in one atomic call; returns one
+        reply per change."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for change in changes:
+            key, argv = change.args()
+            keys.extend(key)
+            args.append(len(argv))
+            args.extend(argv)
+        for task_id, fields in bookkeeping:
+            if fields:
+                keys.extend((state_key(task_id), ""))
+                pairs = ["B"]
+                for name, value in encode_fields(fields).items():
+                    pairs.extend((name, value))
+                args.append(len(pairs))
+                args.extend(pairs)
+        if not keys:
+            return []
+        replies = await self._run(self._apply, keys, args)
+        return [int(reply) for reply in replies[: len(changes)]]

@@ -5,8 +5,9 @@ every ``SWEEP_INTERVAL`` seconds (one sweep per interval across all delay
 servers); the worker that receives it
 
 * re-arms running tasks whose poll chain was lost (a worker killed between
-  a tick and the next, a flushed delay set): not polled for ``STALL_AFTER``
-  seconds and no pending tick;
+  a tick and the next, a flushed delay set): their next tick is overdue by
+  more than ``STALL_AFTER`` seconds. The re-armed tick replaces the lost
+  one: if the old tick turns up after all, it is stale and dropped;
 * fails tasks stuck in ``queued`` (their start message was lost);
 * announces ends that the database has but live state lacks (a crash
   between the database write and the announcement).
@@ -50,16 +51,22 @@ async def sweep(engine: Engine) -> int:
     from progrock.worker import Tick
 
     rearm: list[Tick] = []
+    now_ms = now * 1000
     for task_id in running:
         fields = live.get(task_id)
-        last = float(fields.get("lp") or 0) if fields else 0.0
-        if now - last < stall + float(progrock_settings.POLL_INTERVAL):
-            continue
-        if await engine.delay.has_pending(f"poll:{task_id}"):
-            continue
         if fields is None or not fields.get("owner"):
             await tasks.arebuild(task_id, engine.store)
-        rearm.append(Tick(task_id, now * 1000))
+            fields = {}
+        # A live chain keeps moving the task's next due tick ('nd') forward;
+        # one overdue by more than STALL_AFTER was lost (or its worker died).
+        expected = fields.get("nd", "")
+        last = float(expected or fields.get("lp") or 0)
+        if not expected:
+            last = last * 1000 + float(progrock_settings.POLL_INTERVAL) * 1000
+        if now_ms - last < stall * 1000:
+            continue
+        if await engine.store.rearm(task_id, expected, now_ms):
+            rearm.append(Tick(task_id, now_ms))
     await engine.schedule_ticks(rearm)
     if rearm:
         logger.warning("sweep re-armed %d stalled poll chains", len(rearm))

@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
+from django.db import IntegrityError
 from django.db.models import Q
 from django.http import HttpRequest
 
@@ -262,6 +263,36 @@ async def _check_limit(owner: str, *, excluding: str | None = None) -> None:
     running = await active.acount()
     if running >= limit:
         raise TooManyTasks(f"owner {owner!r} already runs {running} tasks (limit {limit})")
+
+
+def admit(task_id: str, owner: str, kind: str, params: Mapping[str, Any]) -> Task:
+    """Create a socket-started task's row and apply the owner limit (sync, one thread hop).
+
+    Returns the row; if it already exists (made by :func:`start_task`, or a
+    second delivery of the start), the existing row, unchecked. The limit is
+    checked after the row is written, counting only tasks created before it,
+    so of several concurrent starts of one owner the earliest win; a start
+    over the limit deletes its row again and raises :class:`TooManyTasks`.
+    """
+    try:
+        task = Task.objects.create(id=task_id, owner=owner, kind=kind, params=dict(params))
+    except IntegrityError:
+        existing = Task.objects.filter(pk=task_id).first()
+        if existing is None:
+            raise
+        return existing
+    limit = progrock_settings.MAX_RUNNING_PER_OWNER
+    if limit is None:
+        return task
+    running = (
+        Task.objects.filter(owner=owner, status__in=[s.value for s in ACTIVE])
+        .filter(Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, pk__lt=task_id))
+        .count()
+    )
+    if running >= limit:
+        Task.objects.filter(pk=task_id, status=Status.QUEUED.value).delete()
+        raise TooManyTasks(f"owner {owner!r} already runs {running} tasks (limit {limit})")
+    return task
 
 
 async def astart_task(

@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import aclose_old_connections
 from channels.layers import get_channel_layer
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from progrock import tasks
 from progrock.conf import progrock_settings
@@ -93,19 +93,29 @@ class Engine:
     # -- scheduling ---------------------------------------------------------
 
     async def schedule_ticks(self, ticks: Sequence[Tick]) -> None:
+        """Schedule ticks as few delayed messages: one per due time (and TICK_BATCH ticks).
+
+        A task's tick counts only if it is the task's next due tick (its
+        ``nd`` field, claimed atomically in :meth:`TaskStore.claim`), so poll
+        chains need no per-task key: a duplicated or outdated tick is dropped.
+        """
         if not ticks:
             return
+        groups: dict[float, list[list[Any]]] = {}
+        for t in ticks:
+            groups.setdefault(t.due_ms, []).append([t.task_id, t.due_ms])
+        batch = max(1, int(progrock_settings.TICK_BATCH))
         now = now_ms()
         await self.delay.schedule_many(
             [
                 {
                     "channel": progrock_settings.WORKER_CHANNEL,
-                    "content": {"type": POLL, "ticks": [[t.task_id, t.due_ms]]},
-                    "delay": max(0.0, t.due_ms - now),
-                    "key": f"poll:{t.task_id}",
+                    "content": {"type": POLL, "ticks": items[i : i + batch]},
+                    "delay": max(0.0, due - now),
                     "merge": True,
                 }
-                for t in ticks
+                for due, items in groups.items()
+                for i in range(0, len(items), batch)
             ]
         )
 
@@ -138,29 +148,13 @@ class Engine:
         if not await self.store.redis.set(claim, b"1", nx=True, ex=3600):
             logger.debug("ignoring a second delivery of the start of %s", task_id)
             return
-        task = await Task.objects.filter(pk=task_id).afirst()
-        if task is None:
-            try:
-                await tasks._check_limit(owner)
-            except tasks.TooManyTasks as exc:
-                await self._reply_error(
-                    reply, "too_many_tasks", str(exc), action="start", task_id=task_id, ref=ref
-                )
-                return
-            try:
-                task = await Task.objects.acreate(id=task_id, owner=owner, kind=kind, params=params)
-            except IntegrityError:
-                return  # the channel layer delivered this start twice; the other copy runs it
-            try:
-                # Count again now that this row exists: concurrent starts of one
-                # owner all passed the first count; the later ones give way.
-                await tasks._check_limit(owner, excluding=task_id)
-            except tasks.TooManyTasks as exc:
-                await Task.objects.filter(pk=task_id, status=Status.QUEUED.value).adelete()
-                await self._reply_error(
-                    reply, "too_many_tasks", str(exc), action="start", task_id=task_id, ref=ref
-                )
-                return
+        try:
+            task = await sync_to_async(tasks.admit)(task_id, owner, kind, params)
+        except tasks.TooManyTasks as exc:
+            await self._reply_error(
+                reply, "too_many_tasks", str(exc), action="start", task_id=task_id, ref=ref
+            )
+            return
         if task.status != Status.QUEUED.value:
             return  # a duplicate start: the task is already under way or over
         await self.store.init(task_id, tasks.live_fields(task))
@@ -207,7 +201,8 @@ class Engine:
         if not updated:  # cancelled while the backend was creating it
             await self._cancel_backend(status.ref)
             return
-        now = time.time()
+        now, clock_ms = time.time(), now_ms()
+        first = Tick(task_id, self.next_due(clock_ms, clock_ms))
         reply_code = await self.store.apply(
             Change(
                 task_id,
@@ -221,13 +216,13 @@ class Engine:
                     "rt": now,
                     "lp": now,
                     "dbt": now,
+                    "nd": first.due_ms,
                 },
             )
         )
         if reply_code == UNKNOWN:
             await tasks.arebuild(task_id, self.store)
-        now = now_ms()
-        await self.schedule_ticks([Tick(task_id, self.next_due(now, now))])
+        await self.schedule_ticks([first])
 
     @property
     def interval_ms(self) -> float:
@@ -259,8 +254,11 @@ class Engine:
             )
 
     async def _poll(self, ticks: Sequence[Tick]) -> None:
-        due = {t.task_id: t.due_ms for t in ticks}
-        live = await self.store.load(list(due))
+        clock_ms = now_ms()
+        claims = [(t.task_id, t.due_ms, self.next_due(t.due_ms, clock_ms)) for t in ticks]
+        claimed = await self.store.claim(claims, time.time())
+        following = {task_id: nxt for task_id, (_, nxt) in claimed.items()}
+        live = {task_id: fields for task_id, (fields, _) in claimed.items()}
         for task_id, fields in list(live.items()):
             if fields is None or not fields.get("owner") or fields.get("status") == "queued":
                 # Live state lost (Redis flushed or expired), or older than the row
@@ -269,6 +267,8 @@ class Engine:
                 live[task_id] = (
                     encode_fields(tasks.live_fields(task, rebuilt=True)) if task else None
                 )
+                if task is not None:  # the rebuilt state carries this chain on
+                    await self.store.init(task_id, {"nd": following[task_id]})
         running = {
             task_id: fields
             for task_id, fields in live.items()
@@ -301,8 +301,9 @@ class Engine:
                 if isinstance(result, ServiceError):
                     retry = self._backend_trouble(task_id, fields, result, now, endings)
                     if retry is not None:
-                        bookkeeping.append((task_id, retry[1]))
-                        next_ticks.append(Tick(task_id, clock_ms + retry[0] * 1000))
+                        tick = Tick(task_id, clock_ms + retry[0] * 1000)
+                        bookkeeping.append((task_id, {**retry[1], "nd": tick.due_ms}))
+                        next_ticks.append(tick)
                     continue
                 if result is None:
                     endings.append(
@@ -328,12 +329,12 @@ class Engine:
                     ):
                         book["dbt"] = now
                         db_due[task_id] = result.message
-                else:
+                elif book:
                     bookkeeping.append((task_id, book))
             except Exception:
                 # One task's bad data must not stop the batch: log it, poll again later.
                 logger.exception("poll of task %s failed", task_id)
-            next_ticks.append(Tick(task_id, self.next_due(due[task_id], clock_ms)))
+            next_ticks.append(Tick(task_id, following[task_id]))
         try:
             replies = await self.store.apply_many(changes, bookkeeping)
         finally:
@@ -370,7 +371,7 @@ class Engine:
         self, task_id: str, fields: Mapping[str, str], result: ServiceStatus, now: float
     ) -> tuple[Change | None, dict[str, Any]]:
         """What a running backend status changes: the announcement (if any) and bookkeeping."""
-        book: dict[str, Any] = {"lp": now}
+        book: dict[str, Any] = {}
         if fields.get("fails"):
             book.update(fails="", fail_since="")
         old_progress = float(fields.get("progress") or 0)
@@ -398,6 +399,11 @@ class Engine:
         if self._db_write is not None and not self._db_write.done():
             return
         self._db_write = asyncio.create_task(self._bulk_update(rows))
+
+    async def drain(self) -> None:
+        """Wait for the background database write, if one is under way."""
+        if self._db_write is not None:
+            await asyncio.gather(self._db_write, return_exceptions=True)
 
     async def _bulk_update(self, rows: list[Task]) -> None:
         try:
@@ -435,7 +441,7 @@ class Engine:
         logger.warning(
             "poll of %s failed (%s); attempt %d, retrying in %.1fs", task_id, exc, fails, delay
         )
-        return delay, {"fails": fails, "fail_since": since, "lp": now}
+        return delay, {"fails": fails, "fail_since": since}
 
     async def _finish_from_backend(
         self, task_id: str, fields: Mapping[str, str], result: ServiceStatus

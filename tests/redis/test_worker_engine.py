@@ -45,7 +45,9 @@ async def engine(redis_url: str, backend: BackendProcess) -> AsyncIterator[Engin
     service = HttpTaskService(backend.url)
     delay = DelayStore.from_url(redis_url)
     with override_settings(PROGROCK={"REDIS_URL": redis_url}, CHANNEL_LAYERS=layers):
-        yield Engine(service, TaskStore(client), delay)
+        engine = Engine(service, TaskStore(client), delay)
+        yield engine
+        await engine.drain()  # no database write may outlive the test (its flush would fail)
     await service.aclose()
     await delay.aclose()
     await client.aclose()
@@ -61,6 +63,22 @@ def start_message(**params: object) -> dict[str, object]:
         "reply_channel": None,
         "ref": None,
     }
+
+
+async def pending_ticks(engine: Engine, task_id: str) -> list[float]:
+    """Due times of the poll ticks for ``task_id`` waiting in the delay store."""
+    payloads = await engine.delay.client.hvals("progrock:delay:payload")
+    return [
+        due
+        for raw in payloads
+        for tid, due in json.loads(raw)["content"].get("ticks", [])
+        if tid == task_id
+    ]
+
+
+async def next_due(engine: Engine, task_id: str) -> float:
+    """The task's next due tick (the one its poll chain will accept)."""
+    return float(await engine.store.redis.hget(f"progrock:t:{task_id}", "nd"))
 
 
 def backend_task_count(backend: BackendProcess) -> int:
@@ -83,7 +101,7 @@ async def test_a_start_delivered_twice_starts_the_task_once(
     assert view is not None and view.status.value == "running" and view.seq == 1
     assert backend_task_count(backend) == before + 1
     assert (await Task.objects.aget(pk=task_id)).status == "running"
-    assert await engine.delay.has_pending(f"poll:{task_id}")
+    assert await pending_ticks(engine, task_id) == [await next_due(engine, task_id)]
 
 
 async def test_polls_drive_a_task_to_completion(engine: Engine) -> None:
@@ -94,7 +112,7 @@ async def test_polls_drive_a_task_to_completion(engine: Engine) -> None:
     deadline = time.monotonic() + 20
     seen = []
     while True:
-        await engine.poll([Tick(task_id, time.time() * 1000)])
+        await engine.poll([Tick(task_id, await next_due(engine, task_id))])
         view = await engine.store.view(task_id)
         assert view is not None
         seen.append(view.progress)
@@ -113,11 +131,29 @@ async def test_lost_live_state_is_rebuilt_from_the_database(engine: Engine) -> N
     message = start_message(interval_ms=1000)
     await engine.start(message)
     task_id = str(message["task_id"])
+    due = await next_due(engine, task_id)
     await engine.store.redis.delete(f"progrock:t:{task_id}")
-    await engine.poll([Tick(task_id, time.time() * 1000)])
+    await engine.poll([Tick(task_id, due)])
     view = await engine.store.view(task_id)
     assert view is not None and view.status.value == "running"
-    assert await engine.delay.has_pending(f"poll:{task_id}")
+    following = await next_due(engine, task_id)
+    assert following > due and following in await pending_ticks(engine, task_id)
+
+
+async def test_a_tick_counts_once(engine: Engine) -> None:
+    """A tick delivered twice, or one of an outdated chain, is dropped: chains never fork."""
+    message = start_message(interval_ms=1000)
+    await engine.start(message)
+    task_id = str(message["task_id"])
+    due = await next_due(engine, task_id)
+    await asyncio.gather(engine.poll([Tick(task_id, due)]), engine.poll([Tick(task_id, due)]))
+    following = await next_due(engine, task_id)
+    assert following > due
+    assert (await pending_ticks(engine, task_id)).count(following) == 1
+    await engine.poll([Tick(task_id, due)])  # a late copy of the old tick
+    await engine.poll([Tick(task_id, due - 5000)])  # a tick of some older chain
+    assert await next_due(engine, task_id) == following
+    assert (await pending_ticks(engine, task_id)).count(following) == 1
 
 
 async def test_the_sweep_rearms_a_lost_poll_chain(engine: Engine) -> None:
@@ -128,11 +164,14 @@ async def test_the_sweep_rearms_a_lost_poll_chain(engine: Engine) -> None:
     await engine.store.redis.delete(
         *[k async for k in engine.store.redis.scan_iter("progrock:delay:*")]
     )
-    await engine.store.redis.hset(f"progrock:t:{task_id}", "lp", "0")
-    assert not await engine.delay.has_pending(f"poll:{task_id}")
+    assert await engine.sweep() == 0  # its next tick is not overdue yet
+    await engine.store.redis.hset(f"progrock:t:{task_id}", "nd", "1000")  # long overdue
     assert await engine.sweep() == 1
-    assert await engine.delay.has_pending(f"poll:{task_id}")
-    assert await engine.sweep() == 0  # a pending tick is left alone
+    due = await next_due(engine, task_id)
+    assert await pending_ticks(engine, task_id) == [due]
+    assert await engine.sweep() == 0  # a re-armed chain is left alone
+    await engine.poll([Tick(task_id, 1000)])  # the lost tick turns up after all: dropped
+    assert await next_due(engine, task_id) == due
 
 
 async def test_malformed_messages_are_dropped(engine: Engine) -> None:

@@ -133,6 +133,23 @@ def test_plan_deliveries_groups_and_batches() -> None:
     assert [m.id for m in deliveries[0].sources] == ["id0", "id1"]
 
 
+def test_plan_deliveries_counts_list_items_toward_the_batch() -> None:
+    """A batch holds at most ``batch`` list items; a message larger than that goes alone."""
+    sizes = [3, 2, 5, 1, 1]
+    messages = [
+        Pending(f"id{i}", "w", {"type": "p", "ticks": [[i, j] for j in range(n)]}, i, None, True)
+        for i, n in enumerate(sizes)
+    ]
+    deliveries = plan_deliveries(messages, batch=4)
+    assert [len(d.content["ticks"]) for d in deliveries] == [3, 2, 5, 2]
+    assert [[m.id for m in d.sources] for d in deliveries] == [
+        ["id0"],
+        ["id1"],
+        ["id2"],
+        ["id3", "id4"],
+    ]
+
+
 def test_plan_deliveries_rejects_bad_batch() -> None:
     """A batch size below one is refused with the value quoted."""
     with pytest.raises(ValueError, match="got 0"):

@@ -189,28 +189,37 @@ def merge_contents(contents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def _weight(content: Mapping[str, Any]) -> int:
+    """How much a merged message carries: the items of its list fields (at least 1)."""
+    return max(1, sum(len(value) for value in content.values() if isinstance(value, list)))
+
+
 def plan_deliveries(messages: Sequence[Pending], batch: int) -> list[Delivery]:
     """Group claimed messages into sends, in due order.
 
     Messages with ``merge`` that target the same channel and share
-    ``content["type"]`` become one send of at most ``batch`` messages; the
+    ``content["type"]`` become one send carrying at most ``batch`` items (the
+    entries of their list fields, e.g. poll ticks; a message with no list
+    counts as one; a single message larger than ``batch`` goes alone); the
     others are sent one by one.
     """
     if batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     deliveries: list[Delivery] = []
-    open_groups: dict[tuple[str, str], Delivery] = {}
+    open_groups: dict[tuple[str, str], tuple[Delivery, list[int]]] = {}
     for message in sorted(messages, key=lambda m: m.due_ms):
         if not message.merge:
             deliveries.append(Delivery(message.channel, message.content, [message]))
             continue
+        weight = _weight(message.content)
         group_key = (message.channel, message.content["type"])
         group = open_groups.get(group_key)
-        if group is None or len(group.sources) >= batch:
-            group = Delivery(message.channel, message.content, [])
+        if group is None or group[1][0] + weight > batch:
+            group = (Delivery(message.channel, message.content, []), [0])
             open_groups[group_key] = group
-            deliveries.append(group)
-        group.sources.append(message)
+            deliveries.append(group[0])
+        group[0].sources.append(message)
+        group[1][0] += weight
     for delivery in deliveries:
         if len(delivery.sources) > 1:
             delivery.content = merge_contents([m.content for m in delivery.sources])
