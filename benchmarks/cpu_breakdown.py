@@ -7,6 +7,7 @@ per delivered update. Cheaper and coarser than run.py; used to see what each
 optimisation bought.
 
     .venv/bin/python benchmarks/cpu_breakdown.py 600 [--workers 2] [--server daphne]
+    .venv/bin/python benchmarks/cpu_breakdown.py 1000 --step 1   # 20 s tasks: a clean steady window
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-async def drive(stack: Stack, tasks: int, rate: float) -> None:
+async def drive(stack: Stack, tasks: int, rate: float, step: float = 3) -> None:
     ws_url = stack.url.replace("http://", "ws://") + "/prog/"
     updates = timeouts = 0
     durations: list[float] = []
@@ -46,7 +47,7 @@ async def drive(stack: Stack, tasks: int, rate: float) -> None:
         await asyncio.sleep(i / rate)
         async with websockets.connect(ws_url, origin=stack.url) as ws:  # type: ignore[arg-type]
             await ws.recv()
-            await ws.send(json.dumps({"action": "start"}))
+            await ws.send(json.dumps({"action": "start", "params": {"step": step}}))
             began = time.monotonic()
             while True:
                 try:
@@ -65,17 +66,23 @@ async def drive(stack: Stack, tasks: int, rate: float) -> None:
     async def steady() -> None:
         # Steady state: from 0.5 s after the last browser started, for 3 s.
         await asyncio.sleep(tasks / rate + 0.5)
-        window["updates"], window["cpu"] = updates, sum(cpu_seconds(stack.pids()).values())
+        first = cpu_seconds(stack.pids())
+        window["updates"], window["cpu"] = updates, sum(first.values())
         window["me"], window["t"] = sum(me.cpu_times()[:2]), time.monotonic()
         await asyncio.sleep(3)
         n = updates - window["updates"]
-        cpu = sum(cpu_seconds(stack.pids()).values()) - window["cpu"]
+        last = cpu_seconds(stack.pids())
+        cpu = sum(last.values()) - window["cpu"]
+        parts = "  ".join(
+            f"{name} {(last[name] - first.get(name, 0.0)) / max(n, 1) * 1e6:.0f}"
+            for name in sorted(last)
+        )
         load = sum(me.cpu_times()[:2]) - window["me"]
         elapsed = time.monotonic() - window["t"]
         window["line"] = (
             f"steady 3 s: {n / elapsed:.0f} updates/s, stack {cpu / max(n, 1) * 1e6:.0f} us/update"
-            f" + loadgen {load / max(n, 1) * 1e6:.0f} us/update, machine {(cpu + load) / elapsed:.2f}"
-            " cores"
+            f" + loadgen {load / max(n, 1) * 1e6:.0f} us/update,"
+            f" machine {(cpu + load) / elapsed:.2f} cores\n    per process, us/update: {parts}"
         )
 
     before, me_before = cpu_seconds(stack.pids()), sum(me.cpu_times()[:2])
@@ -106,9 +113,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--server", choices=WEB_SERVERS, default="daphne")
     parser.add_argument("--rate", type=float, default=200.0, help="browsers started per second")
+    parser.add_argument(
+        "--step", type=float, default=3, help="percent per 200 ms tick (1 makes 20 s tasks)"
+    )
     args = parser.parse_args()
     with Stack(workers=args.workers, server=args.server) as stack:
-        asyncio.run(drive(stack, args.tasks, args.rate))
+        asyncio.run(drive(stack, args.tasks, args.rate, args.step))
 
 
 if __name__ == "__main__":

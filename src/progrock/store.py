@@ -323,6 +323,13 @@ class TaskStore:
         await self.redis.hset(key, mapping=encoded)  # type: ignore[misc]
         return True
 
+    async def init_many(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Create (or rebuild) the live state of many tasks in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id, fields in states.items():
+                pipe.hset(state_key(task_id), mapping=encode_fields(fields))
+            await pipe.execute()
+
     async def init(self, task_id: str, fields: Mapping[str, Any]) -> None:
         """Create (or rebuild) a task's live state."""
         await self.redis.hset(state_key(task_id), mapping=encode_fields(fields))  # type: ignore[misc]

@@ -12,16 +12,18 @@ The Python API for server code lives here too:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 
@@ -195,6 +197,84 @@ async def arebuild(task_id: str, store: TaskStore) -> Task | None:
     return task
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A task's move to a terminal state, as :func:`afinish_many` records it."""
+
+    task_id: str
+    status: Status
+    progress: float = 0
+    result: Any = None
+    error: Mapping[str, str] | None = None
+    seq_hint: int = 0  # the seq the caller last saw (the database copy is set past it)
+
+
+def _write_endings(endings: Sequence[Ending], finished: datetime) -> list[bool]:
+    """Write ends to still-active rows, in one transaction; which rows moved."""
+    active = [s.value for s in ACTIVE]
+    with transaction.atomic():
+        return [
+            bool(
+                Task.objects.filter(pk=e.task_id, status__in=active).update(
+                    status=e.status.value,
+                    progress=e.progress,
+                    result=e.result,
+                    error=dict(e.error) if e.error else None,
+                    finished_at=finished,
+                    seq=e.seq_hint + 1,
+                )
+            )
+            for e in endings
+        ]
+
+
+async def afinish_many(endings: Sequence[Ending], store: TaskStore) -> list[bool]:
+    """Move tasks to terminal states: database first (one transaction), then announce
+    (one Redis call). Returns, per ending, False if its task was already over."""
+    for e in endings:
+        if e.status not in TERMINAL:
+            raise InvalidTransition(f"{e.status.value!r} is not a terminal status")
+    if not endings:
+        return []
+    endings = [
+        replace(e, progress=100.0 if e.status == Status.SUCCEEDED else clamp_progress(e.progress))
+        for e in endings
+    ]
+    finished = datetime.now(UTC)
+    written = await sync_to_async(_write_endings)(endings, finished)
+    changes = [
+        Change(
+            e.task_id,
+            terminal_message(
+                e.task_id, e.status, progress=e.progress, result=e.result, error=e.error
+            ),
+            e.status,
+            e.progress,
+            {
+                "finished_at": finished.isoformat(),
+                "result": e.result,
+                "error": dict(e.error) if e.error else None,
+                "eta_s": None,
+                "rate": None,
+            },
+        )
+        for e, ok in zip(endings, written, strict=True)
+        if ok
+    ]
+    replies = await store.apply_many(changes)
+    for change, reply in zip(changes, replies, strict=True):
+        if reply == UNKNOWN:
+            # Live state lost: rebuild it as it was before this end, then announce
+            # the end, so watchers get it and snapshots show it. Only if nobody
+            # rebuilt it meanwhile (that would reopen a finished task).
+            task = await Task.objects.aget(pk=change.task_id)
+            before = live_fields(task, rebuilt=True)
+            before["status"] = Status.RUNNING.value
+            if await store.init_if_absent(change.task_id, before):
+                await store.apply(change)
+    return written
+
+
 async def afinish(
     task_id: str,
     status: Status,
@@ -206,40 +286,22 @@ async def afinish(
     seq_hint: int = 0,
 ) -> bool:
     """Move a task to a terminal state: database first, then announce. False if it was over."""
-    if status not in TERMINAL:
-        raise InvalidTransition(f"{status.value!r} is not a terminal status")
-    finished = datetime.now(UTC)
-    progress = 100.0 if status == Status.SUCCEEDED else clamp_progress(progress)
-    updated = await Task.objects.filter(pk=task_id, status__in=[s.value for s in ACTIVE]).aupdate(
-        status=status.value,
-        progress=progress,
-        result=result,
-        error=dict(error) if error else None,
-        finished_at=finished,
-        seq=seq_hint + 1,
-    )
-    if not updated:
-        return False
-    message = terminal_message(task_id, status, progress=progress, result=result, error=error)
-    fields = {
-        "finished_at": finished.isoformat(),
-        "result": result,
-        "error": dict(error) if error else None,
-        "eta_s": None,
-        "rate": None,
-    }
-    change = Change(task_id, message, status, progress, fields)
-    reply = await store.apply(change)
-    if reply == UNKNOWN:
-        # Live state lost: rebuild it as it was before this end, then announce
-        # the end, so watchers get it and snapshots show it. Only if nobody
-        # rebuilt it meanwhile (that would reopen a finished task).
-        task = await Task.objects.aget(pk=task_id)
-        before = live_fields(task, rebuilt=True)
-        before["status"] = Status.RUNNING.value
-        if await store.init_if_absent(task_id, before):
-            await store.apply(change)
-    return True
+    ending = Ending(task_id, status, progress, result, error, seq_hint)
+    return (await afinish_many([ending], store))[0]
+
+
+def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool]:
+    """Move queued rows ``(task_id, backend_ref)`` to running, in one transaction;
+    False where the row is no longer queued (cancelled while the backend created it)."""
+    with transaction.atomic():
+        return [
+            bool(
+                Task.objects.filter(pk=task_id, status=Status.QUEUED.value).update(
+                    status=Status.RUNNING.value, backend_ref=ref, started_at=at, seq=1
+                )
+            )
+            for task_id, ref in started
+        ]
 
 
 # -- Python API ----------------------------------------------------------------
@@ -266,33 +328,67 @@ async def _check_limit(owner: str, *, excluding: str | None = None) -> None:
 
 
 def admit(task_id: str, owner: str, kind: str, params: Mapping[str, Any]) -> Task:
-    """Create a socket-started task's row and apply the owner limit (sync, one thread hop).
+    """Create a socket-started task's row and apply the owner limit (see :func:`admit_many`)."""
+    found = admit_many([(task_id, owner, kind, params)])[0]
+    if isinstance(found, TooManyTasks):
+        raise found
+    return found
 
-    Returns the row; if it already exists (made by :func:`start_task`, or a
-    second delivery of the start), the existing row, unchecked. The limit is
-    checked after the row is written, counting only tasks created before it,
-    so of several concurrent starts of one owner the earliest win; a start
-    over the limit deletes its row again and raises :class:`TooManyTasks`.
+
+def admit_many(
+    starts: Sequence[tuple[str, str, str, Mapping[str, Any]]],
+) -> list[Task | TooManyTasks]:
+    """Create the rows of socket-started tasks ``(task_id, owner, kind, params)`` and
+    apply the owner limit; sync, a few queries for the whole batch.
+
+    Returns per start its row, or the :class:`TooManyTasks` it was refused
+    with. A row that already exists (made by :func:`start_task`, or a second
+    delivery of the start) is returned as it is, unchecked. The limit is
+    checked after the rows are written and counts only tasks created before
+    each one, so of concurrent starts of one owner (in this batch, another
+    batch or another worker) the earliest win; a refused start's row is
+    deleted again.
     """
+    ids = [start[0] for start in starts]
+    existing = {str(t.pk): t for t in Task.objects.filter(pk__in=ids)}
+    rows = {
+        task_id: Task(id=task_id, owner=owner, kind=kind, params=dict(params))
+        for task_id, owner, kind, params in starts
+        if task_id not in existing
+    }
     try:
-        task = Task.objects.create(id=task_id, owner=owner, kind=kind, params=dict(params))
+        with transaction.atomic():
+            Task.objects.bulk_create(rows.values())
     except IntegrityError:
-        existing = Task.objects.filter(pk=task_id).first()
-        if existing is None:
-            raise
-        return existing
+        if len(starts) == 1:
+            found = Task.objects.filter(pk=ids[0]).first()
+            if found is None:
+                raise
+            return [found]
+        return [admit_many([start])[0] for start in starts]  # one was created meanwhile
+    refused: dict[str, TooManyTasks] = {}
     limit = progrock_settings.MAX_RUNNING_PER_OWNER
-    if limit is None:
-        return task
-    running = (
-        Task.objects.filter(owner=owner, status__in=[s.value for s in ACTIVE])
-        .filter(Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, pk__lt=task_id))
-        .count()
-    )
-    if running >= limit:
-        Task.objects.filter(pk=task_id, status=Status.QUEUED.value).delete()
-        raise TooManyTasks(f"owner {owner!r} already runs {running} tasks (limit {limit})")
-    return task
+    if limit is not None and rows:
+        # Every active task of these owners, ordered as the limit ranks them.
+        ranked: dict[str, list[tuple[datetime, uuid.UUID]]] = {}
+        for owner, pk, created in Task.objects.filter(
+            owner__in={row.owner for row in rows.values()},
+            status__in=[s.value for s in ACTIVE],
+        ).values_list("owner", "id", "created_at"):
+            ranked.setdefault(owner, []).append((created, pk))
+        for order in ranked.values():
+            order.sort()
+        for task_id, row in rows.items():
+            ahead = bisect.bisect_left(
+                ranked.get(row.owner, []), (row.created_at, uuid.UUID(task_id))
+            )
+            if ahead >= limit:
+                refused[task_id] = TooManyTasks(
+                    f"owner {row.owner!r} already runs {ahead} tasks (limit {limit})"
+                )
+        if refused:
+            Task.objects.filter(pk__in=list(refused), status=Status.QUEUED.value).delete()
+    return [refused.get(task_id) or rows.get(task_id) or existing[task_id] for task_id in ids]
 
 
 async def astart_task(

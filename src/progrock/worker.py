@@ -18,7 +18,6 @@ import uuid
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -41,10 +40,10 @@ from progrock.protocol import (
     estimate,
     failure,
     progress_message,
-    started_message,
 )
 from progrock.services import load_service
 from progrock.services.base import ServiceStatus, TaskService
+from progrock.starts import start_many
 from progrock.store import UNKNOWN, Change, TaskStore, encode_fields
 
 logger = logging.getLogger("progrock.worker")
@@ -119,7 +118,7 @@ class Engine:
             ]
         )
 
-    async def _reply_error(self, reply_channel: object, code: str, detail: str, **ctx: Any) -> None:
+    async def reply_error(self, reply_channel: object, code: str, detail: str, **ctx: Any) -> None:
         if not isinstance(reply_channel, str) or not reply_channel:
             logger.warning("%s: %s", code, detail)
             return
@@ -132,111 +131,33 @@ class Engine:
     # -- start --------------------------------------------------------------
 
     async def start(self, message: Mapping[str, Any]) -> None:
-        try:
-            task_id = str(uuid.UUID(str(message["task_id"])))
-            kind, params, owner = message["kind"], message.get("params") or {}, message["owner"]
-            if not (isinstance(kind, str) and isinstance(params, dict) and isinstance(owner, str)):
-                raise TypeError("kind, params, owner must be str, dict, str")
-        except (KeyError, ValueError, TypeError) as exc:
-            logger.error("dropping malformed start message %.300r: %s", message, exc)
-            return
-        reply, ref = message.get("reply_channel"), message.get("ref")
-        attempt = int(message.get("attempt") or 0)
-        # channels_redis may hand one message to two workers (its backup queue is
-        # shared by every consumer of a channel): only the first one may start it.
-        claim = f"{progrock_settings.KEY_PREFIX}start:{task_id}:{attempt}"
-        if not await self.store.redis.set(claim, b"1", nx=True, ex=3600):
-            logger.debug("ignoring a second delivery of the start of %s", task_id)
-            return
-        try:
-            task = await sync_to_async(tasks.admit)(task_id, owner, kind, params)
-        except tasks.TooManyTasks as exc:
-            await self._reply_error(
-                reply, "too_many_tasks", str(exc), action="start", task_id=task_id, ref=ref
-            )
-            return
-        if task.status != Status.QUEUED.value:
-            return  # a duplicate start: the task is already under way or over
-        await self.store.init(task_id, tasks.live_fields(task))
-        try:
-            status = await self.service.create(kind, params, key=task_id)
-        except ServiceRejected as exc:
-            await tasks.afinish(
-                task_id,
-                Status.FAILED,
-                self.store,
-                progress=0,
-                error=failure("backend_rejected", exc.detail),
-            )
-            return
-        except ServiceError as exc:
-            first = float(message.get("first_failure") or time.time())
-            if time.time() - first > progrock_settings.FAILURE_BUDGET:
-                await tasks.afinish(
-                    task_id,
-                    Status.FAILED,
-                    self.store,
-                    progress=0,
-                    error=failure("backend_unreachable", str(exc)),
-                )
-                return
-            delay = backoff(attempt + 1, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX)
-            logger.warning("start of %s failed (%s); retrying in %.1fs", task_id, exc, delay)
-            await self.delay.schedule_many(
-                [
-                    {
-                        "channel": progrock_settings.WORKER_CHANNEL,
-                        "content": {**message, "attempt": attempt + 1, "first_failure": first},
-                        "delay": delay * 1000,
-                        "key": f"start:{task_id}",
-                        "merge": False,
-                    }
-                ]
-            )
-            return
-        started = datetime.now(UTC)
-        updated = await Task.objects.filter(pk=task_id, status=Status.QUEUED.value).aupdate(
-            status=Status.RUNNING.value, backend_ref=status.ref, started_at=started, seq=1
-        )
-        if not updated:  # cancelled while the backend was creating it
-            await self._cancel_backend(status.ref)
-            return
-        now, clock_ms = time.time(), now_ms()
-        first = Tick(task_id, self.next_due(clock_ms, clock_ms))
-        reply_code = await self.store.apply(
-            Change(
-                task_id,
-                started_message(task_id, kind),
-                Status.RUNNING,
-                0,
-                {
-                    "ref": status.ref,
-                    "started_at": started.isoformat(),
-                    "rp": 0.0,
-                    "rt": now,
-                    "lp": now,
-                    "dbt": now,
-                    "nd": first.due_ms,
-                },
-            )
-        )
-        if reply_code == UNKNOWN:
-            await tasks.arebuild(task_id, self.store)
-        await self.schedule_ticks([first])
+        """Start one task (see :mod:`progrock.starts`)."""
+        await start_many(self, [message])
+
+    async def start_many(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Start the tasks of a batch of start messages (see :mod:`progrock.starts`)."""
+        await start_many(self, messages)
 
     @property
     def interval_ms(self) -> float:
         return float(progrock_settings.POLL_INTERVAL) * 1000
 
     def next_due(self, due_ms: float, at_ms: float) -> float:
-        """The next tick: one interval after the last one was due, on the tick grid.
+        """The tick after one due at ``due_ms`` and handled at ``at_ms``, on the tick grid.
 
-        Counting from the due time (not from now) keeps the cadence from
-        drifting under load; the grid makes tasks share due times, so the
-        delay server merges their ticks into one message and one backend call.
+        One interval after the last one was due (not after now), so the cadence
+        does not drift under load. A poll handled more than an interval late
+        skips ahead by whole intervals instead of starting a new rhythm: the
+        task keeps its phase against the backend's own steps, which a shifted
+        rhythm could straddle (polls that alternately see no step and two).
+        The grid makes tasks share due times, so the delay server merges their
+        ticks into one message and one backend call.
         """
+        interval = self.interval_ms
+        due = due_ms + interval
+        if at_ms > due and interval > 0:
+            due += interval * math.ceil((at_ms - due) / interval)
         grid = float(progrock_settings.TICK_GRID) * 1000
-        due = max(due_ms + self.interval_ms, at_ms)
         return due if grid <= 0 else math.ceil(due / grid) * grid
 
     # -- poll ---------------------------------------------------------------
@@ -290,7 +211,7 @@ class Engine:
         changes: list[Change] = []
         bookkeeping: list[tuple[str, dict[str, Any]]] = []
         next_ticks: list[Tick] = []
-        endings: list[Coroutine[Any, Any, Any]] = []
+        endings: list[tasks.Ending] = []
         db_due: dict[str, str | None] = {}  # task id -> message, for the database copy
         for ref, task_id in refs.items():
             fields = running[task_id]
@@ -307,10 +228,9 @@ class Engine:
                     continue
                 if result is None:
                     endings.append(
-                        tasks.afinish(
+                        tasks.Ending(
                             task_id,
                             Status.FAILED,
-                            self.store,
                             progress=float(fields.get("progress") or 0),
                             error=failure("lost", f"the backend no longer knows task {ref!r}"),
                             seq_hint=int(fields.get("seq") or 0),
@@ -318,7 +238,7 @@ class Engine:
                     )
                     continue
                 if result.state != "running":
-                    endings.append(self._finish_from_backend(task_id, fields, result))
+                    endings.append(self._ending_from_backend(task_id, fields, result))
                     continue
                 change, book = self._observe(task_id, fields, result, now)
                 if change is not None:
@@ -360,12 +280,11 @@ class Engine:
         if rows:
             self._write_progress(rows)
 
-    async def _run_endings(self, endings: list[Coroutine[Any, Any, Any]]) -> None:
-        for ending in endings:
-            try:
-                await ending
-            except Exception:
-                logger.exception("ending a task failed; the sweep will try again")
+    async def _run_endings(self, endings: list[tasks.Ending]) -> None:
+        try:
+            await tasks.afinish_many(endings, self.store)
+        except Exception:
+            logger.exception("ending %d tasks failed; the sweep will try again", len(endings))
 
     def _observe(
         self, task_id: str, fields: Mapping[str, str], result: ServiceStatus, now: float
@@ -417,7 +336,7 @@ class Engine:
         fields: Mapping[str, str],
         exc: ServiceError,
         now: float,
-        endings: list[Coroutine[Any, Any, Any]],
+        endings: list[tasks.Ending],
     ) -> tuple[float, dict[str, Any]] | None:
         """Back off, or (once the failure budget is spent) queue the task's failure."""
         fails = int(fields.get("fails") or 0) + 1
@@ -427,10 +346,9 @@ class Engine:
                 f"backend unusable for {now - since:.0f}s ({fails} failed polls); last error: {exc}"
             )
             endings.append(
-                tasks.afinish(
+                tasks.Ending(
                     task_id,
                     Status.FAILED,
-                    self.store,
                     progress=float(fields.get("progress") or 0),
                     error=failure("backend_unreachable", detail),
                     seq_hint=int(fields.get("seq") or 0),
@@ -443,33 +361,19 @@ class Engine:
         )
         return delay, {"fails": fails, "fail_since": since}
 
-    async def _finish_from_backend(
-        self, task_id: str, fields: Mapping[str, str], result: ServiceStatus
-    ) -> None:
+    @staticmethod
+    def _ending_from_backend(
+        task_id: str, fields: Mapping[str, str], result: ServiceStatus
+    ) -> tasks.Ending:
+        """The end of a task the backend reports as over."""
         seq = int(fields.get("seq") or 0)
         progress = max(float(fields.get("progress") or 0), clamp_progress(result.progress))
         if result.state == "succeeded":
-            await tasks.afinish(
-                task_id,
-                Status.SUCCEEDED,
-                self.store,
-                progress=100,
-                result=result.result,
-                seq_hint=seq,
-            )
-        elif result.state == "failed":
-            await tasks.afinish(
-                task_id,
-                Status.FAILED,
-                self.store,
-                progress=progress,
-                error=failure("backend_failed", result.error or "the task failed"),
-                seq_hint=seq,
-            )
-        else:
-            await tasks.afinish(
-                task_id, Status.CANCELLED, self.store, progress=progress, seq_hint=seq
-            )
+            return tasks.Ending(task_id, Status.SUCCEEDED, 100, result.result, seq_hint=seq)
+        if result.state == "failed":
+            error = failure("backend_failed", result.error or "the task failed")
+            return tasks.Ending(task_id, Status.FAILED, progress, error=error, seq_hint=seq)
+        return tasks.Ending(task_id, Status.CANCELLED, progress, seq_hint=seq)
 
     # -- cancel -------------------------------------------------------------
 
@@ -487,7 +391,7 @@ class Engine:
         task = await Task.objects.filter(pk=task_id).afirst()
         if task is None or task.status not in ACTIVE:
             state = task.status if task else "unknown"
-            await self._reply_error(
+            await self.reply_error(
                 reply,
                 "not_cancellable",
                 f"task {task_id} is {state}",
@@ -495,15 +399,17 @@ class Engine:
                 task_id=task_id,
             )
             return
-        ended = await self._cancel_backend(task.backend_ref) if task.backend_ref else None
+        ended = await self.cancel_backend(task.backend_ref) if task.backend_ref else None
         view = await self.store.view(task_id)
         progress = view.progress if view else task.progress
         seq = view.seq if view else task.seq
         if ended is not None and ended.state in ("succeeded", "failed"):
             # The backend finished first: the task ends as the backend says.
             fields = {"progress": str(progress), "seq": str(seq)}
-            await self._finish_from_backend(task_id, fields, ended)
-            await self._reply_error(
+            await tasks.afinish_many(
+                [self._ending_from_backend(task_id, fields, ended)], self.store
+            )
+            await self.reply_error(
                 reply,
                 "not_cancellable",
                 f"task {task_id} finished before the cancel",
@@ -515,7 +421,7 @@ class Engine:
             task_id, Status.CANCELLED, self.store, progress=progress, seq_hint=seq
         )
         if not done:
-            await self._reply_error(
+            await self.reply_error(
                 reply,
                 "not_cancellable",
                 f"task {task_id} is already over",
@@ -523,7 +429,7 @@ class Engine:
                 task_id=task_id,
             )
 
-    async def _cancel_backend(self, ref: str) -> ServiceStatus | None:
+    async def cancel_backend(self, ref: str) -> ServiceStatus | None:
         """Tell the backend; returns its state of the task when it answers."""
         try:
             return await self.service.cancel(ref)
@@ -567,9 +473,17 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     Messages are handled concurrently in two lanes, each with its own limit:
     poll ticks, and control messages (start, cancel, sweep) whose database and
     backend work is slower. A burst of starts never holds up the polls.
+
+    Starts are batched: those that arrive while earlier ones are being
+    handled (or within ``START_WINDOW`` seconds of the first) are started
+    together, up to ``START_BATCH`` at a time, by at most ``START_RUNNERS``
+    concurrent batches (see :mod:`progrock.starts`).
     """
 
     LANES = {"poll": 32, "control": 16}
+    START_BATCH = 100
+    START_RUNNERS = 4
+    START_WINDOW = 0.002
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' default dispatch hops to a thread to close stale database
@@ -584,8 +498,31 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     _lanes: dict[str, asyncio.Semaphore] | None = None
     _running: set[asyncio.Task[None]]
 
+    _starts: list[dict[str, Any]] | None = None
+    _start_runners = 0
+
     async def progrock_start(self, message: dict[str, Any]) -> None:
-        self._spawn("control", get_engine().start(message), message)
+        if self._starts is None:
+            self._starts = []
+        self._starts.append(message)
+        if self._start_runners < self.START_RUNNERS:
+            self._start_runners += 1
+            self._spawn("starts", self._run_starts(), message)
+
+    async def _run_starts(self) -> None:
+        assert self._starts is not None
+        try:
+            await asyncio.sleep(self.START_WINDOW)  # let a burst gather
+            while self._starts:
+                batch = self._starts[: self.START_BATCH]
+                del self._starts[: self.START_BATCH]
+                try:
+                    await get_engine().start_many(batch)
+                except Exception:
+                    # The sweep fails tasks whose start never completed.
+                    logger.exception("starting a batch of %d tasks failed", len(batch))
+        finally:
+            self._start_runners -= 1
 
     async def progrock_poll(self, message: dict[str, Any]) -> None:
         self._spawn("poll", get_engine().poll(parse_ticks(message.get("ticks"))), message)
@@ -600,6 +537,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     def _spawn(self, lane: str, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]) -> None:
         if self._lanes is None:
             self._lanes = {name: asyncio.Semaphore(n) for name, n in self.LANES.items()}
+            self._lanes["starts"] = asyncio.Semaphore(self.START_RUNNERS)
             self._running = set()
         task = asyncio.create_task(self._guard(self._lanes[lane], work, message))
         self._running.add(task)

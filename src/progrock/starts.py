@@ -1,0 +1,210 @@
+"""Starting tasks: what a worker does with ``progrock.start`` messages, in batches.
+
+A burst of starts (a page opened by many users at once) is handled as a
+batch: one Redis round trip claims them, one thread hop writes their rows and
+applies the owner limit, the backend creates them concurrently, one
+transaction marks them running and one Redis call announces ``started`` for
+all of them. A batch of one behaves exactly like a single start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+
+from progrock import tasks
+from progrock.conf import progrock_settings
+from progrock.delay.store import now_ms
+from progrock.exceptions import ServiceError, ServiceRejected
+from progrock.models import Task
+from progrock.protocol import Status, backoff, failure, started_message
+from progrock.services.base import ServiceStatus
+from progrock.store import UNKNOWN, Change
+
+if TYPE_CHECKING:
+    from progrock.worker import Engine
+
+logger = logging.getLogger("progrock.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """A validated ``progrock.start`` message."""
+
+    task_id: str
+    kind: str
+    params: dict[str, Any]
+    owner: str
+    message: Mapping[str, Any]
+
+    @property
+    def reply(self) -> object:
+        return self.message.get("reply_channel")
+
+    @property
+    def ref(self) -> object:
+        return self.message.get("ref")
+
+    @property
+    def attempt(self) -> int:
+        return int(self.message.get("attempt") or 0)
+
+
+def parse_start(message: Mapping[str, Any]) -> StartRequest | None:
+    """The start request, or None (logged) if the message is malformed."""
+    try:
+        task_id = str(uuid.UUID(str(message["task_id"])))
+        kind, params, owner = message["kind"], message.get("params") or {}, message["owner"]
+        if not (isinstance(kind, str) and isinstance(params, dict) and isinstance(owner, str)):
+            raise TypeError("kind, params, owner must be str, dict, str")
+        int(message.get("attempt") or 0)
+    except (KeyError, ValueError, TypeError) as exc:
+        logger.error("dropping malformed start message %.300r: %s", message, exc)
+        return None
+    return StartRequest(task_id, kind, params, owner, message)
+
+
+async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> None:
+    """Start the tasks of a batch of ``progrock.start`` messages."""
+    requests: dict[str, StartRequest] = {}
+    for message in messages:
+        request = parse_start(message)
+        if request is not None:
+            requests.setdefault(request.task_id, request)
+    if not requests:
+        return
+    # channels_redis may hand one message to two workers (its backup queue is
+    # shared by every consumer of a channel): only the first one may start it.
+    async with engine.store.redis.pipeline(transaction=False) as pipe:
+        for r in requests.values():
+            pipe.set(
+                f"{progrock_settings.KEY_PREFIX}start:{r.task_id}:{r.attempt}",
+                b"1",
+                nx=True,
+                ex=3600,
+            )
+        claimed = await pipe.execute()
+    batch = [r for r, ok in zip(requests.values(), claimed, strict=True) if ok]
+    if not batch:
+        return
+    admitted = await sync_to_async(tasks.admit_many)(
+        [(r.task_id, r.owner, r.kind, r.params) for r in batch]
+    )
+    queued: list[tuple[StartRequest, Task]] = []
+    for r, found in zip(batch, admitted, strict=True):
+        if isinstance(found, tasks.TooManyTasks):
+            await engine.reply_error(
+                r.reply, "too_many_tasks", str(found), action="start", task_id=r.task_id, ref=r.ref
+            )
+        elif found.status == Status.QUEUED.value:
+            queued.append((r, found))
+        # else: a duplicate start: the task is already under way or over
+    if not queued:
+        return
+    await engine.store.init_many({r.task_id: tasks.live_fields(task) for r, task in queued})
+
+    async def create(r: StartRequest) -> tuple[ServiceStatus, float]:
+        status = await engine.service.create(r.kind, r.params, key=r.task_id)
+        return status, now_ms()  # when the backend's own clock for the task had started
+
+    results = await asyncio.gather(*(create(r) for r, _ in queued), return_exceptions=True)
+    created: list[tuple[StartRequest, ServiceStatus, float]] = []
+    endings: list[tasks.Ending] = []
+    retries: list[dict[str, Any]] = []
+    for (r, _), result in zip(queued, results, strict=True):
+        if isinstance(result, tuple):
+            created.append((r, *result))
+        elif isinstance(result, ServiceRejected):
+            endings.append(
+                tasks.Ending(
+                    r.task_id, Status.FAILED, error=failure("backend_rejected", result.detail)
+                )
+            )
+        elif isinstance(result, ServiceError):
+            first = float(r.message.get("first_failure") or time.time())
+            if time.time() - first > progrock_settings.FAILURE_BUDGET:
+                endings.append(
+                    tasks.Ending(
+                        r.task_id, Status.FAILED, error=failure("backend_unreachable", str(result))
+                    )
+                )
+                continue
+            delay = backoff(
+                r.attempt + 1, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX
+            )
+            logger.warning("start of %s failed (%s); retrying in %.1fs", r.task_id, result, delay)
+            retries.append(
+                {
+                    "channel": progrock_settings.WORKER_CHANNEL,
+                    "content": {**r.message, "attempt": r.attempt + 1, "first_failure": first},
+                    "delay": delay * 1000,
+                    "key": f"start:{r.task_id}",
+                    "merge": False,
+                }
+            )
+        else:
+            # A bug in the service: the task stays queued, and the sweep fails it.
+            logger.error("starting %s failed", r.task_id, exc_info=result)
+    try:
+        await _announce_started(engine, created)
+    finally:
+        if retries:
+            await engine.delay.schedule_many(retries)
+        if endings:
+            await tasks.afinish_many(endings, engine.store)
+
+
+async def _announce_started(
+    engine: Engine, created: Sequence[tuple[StartRequest, ServiceStatus, float]]
+) -> None:
+    if not created:
+        return
+    started = datetime.now(UTC)
+    updated = await sync_to_async(tasks.mark_running)(
+        [(r.task_id, status.ref) for r, status, _ in created], started
+    )
+    gone = [status.ref for (_, status, _), ok in zip(created, updated, strict=True) if not ok]
+    if gone:  # cancelled while the backend was creating them
+        await asyncio.gather(*(engine.cancel_backend(ref) for ref in gone))
+    from progrock.worker import Tick
+
+    now, clock_ms = time.time(), now_ms()
+    first: list[Tick] = []
+    changes: list[Change] = []
+    for (r, status, created_ms), ok in zip(created, updated, strict=True):
+        if not ok:
+            continue
+        # The first poll is one interval after the backend created the task,
+        # in phase with a backend that steps on that interval.
+        tick = Tick(r.task_id, engine.next_due(created_ms, clock_ms - engine.interval_ms))
+        first.append(tick)
+        changes.append(
+            Change(
+                r.task_id,
+                started_message(r.task_id, r.kind),
+                Status.RUNNING,
+                0,
+                {
+                    "ref": status.ref,
+                    "started_at": started.isoformat(),
+                    "rp": 0.0,
+                    "rt": now,
+                    "lp": now,
+                    "dbt": now,
+                    "nd": tick.due_ms,
+                },
+            )
+        )
+    replies = await engine.store.apply_many(changes)
+    for change, reply in zip(changes, replies, strict=True):
+        if reply == UNKNOWN:
+            await tasks.arebuild(change.task_id, engine.store)
+    await engine.schedule_ticks(first)

@@ -1,0 +1,40 @@
+"""The poll cadence: when a task's next tick is due (pure arithmetic, no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from django.test import override_settings
+
+from progrock.worker import Engine
+
+
+@pytest.fixture
+def engine() -> Engine:
+    # next_due touches none of the engine's connections.
+    return Engine(cast(Any, None), cast(Any, None), cast(Any, None))
+
+
+@pytest.mark.parametrize(
+    ("due", "at", "expected"),
+    [
+        (1000.0, 1005.0, 1200.0),  # on time: one interval after the last due time
+        (1000.0, 1150.0, 1200.0),  # late, but before the next one is due: no drift
+        (1000.0, 1210.0, 1400.0),  # more than an interval late: skip, keep the phase
+        (1000.0, 1650.0, 1800.0),  # several intervals late: still the same phase
+    ],
+)
+def test_the_next_tick_keeps_the_cadence_and_its_phase(
+    engine: Engine, due: float, at: float, expected: float
+) -> None:
+    with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_GRID": 0.02}):
+        assert engine.next_due(due, at) == expected
+
+
+def test_ticks_fall_on_the_grid(engine: Engine) -> None:
+    """A first tick is rounded up to the grid, so tasks share due times and batches."""
+    with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_GRID": 0.02}):
+        assert engine.next_due(1003.0, 1003.0) == 1220.0
+    with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_GRID": 0}):
+        assert engine.next_due(1003.0, 1003.0) == 1203.0
