@@ -15,6 +15,7 @@ import asyncio
 import bisect
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -126,6 +127,63 @@ async def _to_workers(message: dict[str, Any]) -> None:
     await layer.send(progrock_settings.WORKER_CHANNEL, message)
 
 
+# Starts forwarded together in one channel-layer message, at most this many.
+FORWARD_BATCH = 100
+
+
+class _StartForwarder:
+    """Sends start requests to the workers, many per channel-layer message.
+
+    A channels_redis send costs several Redis round trips; when many sockets
+    start tasks at once, the requests of one event-loop turn (and those that
+    arrive while a send is under way) share one message. Each caller still
+    waits for its own request to be sent and gets the send's error if it fails.
+    """
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def send(self, start: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((start, done))
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = loop.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the starts of this turn of the loop join
+            while self._queue:
+                batch = self._queue[:FORWARD_BATCH]
+                del self._queue[:FORWARD_BATCH]
+                message: dict[str, Any] = (
+                    batch[0][0]
+                    if len(batch) == 1
+                    else {"type": "progrock.start", "starts": [start for start, _ in batch]}
+                )
+                try:
+                    await _to_workers(message)
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._flushing = False
+
+
+_forwarders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StartForwarder] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def forward_start(
     *,
     task_id: str,
@@ -136,7 +194,11 @@ async def forward_start(
     ref: str | int | None = None,
 ) -> None:
     """Hand a start request to a worker (the consumer and the Python API use this)."""
-    await _to_workers(
+    loop = asyncio.get_running_loop()
+    forwarder = _forwarders.get(loop)
+    if forwarder is None:
+        forwarder = _forwarders[loop] = _StartForwarder()
+    await forwarder.send(
         {
             "type": "progrock.start",
             "task_id": task_id,

@@ -504,7 +504,11 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     async def progrock_start(self, message: dict[str, Any]) -> None:
         if self._starts is None:
             self._starts = []
-        self._starts.append(message)
+        batch = message.get("starts")
+        if isinstance(batch, list):  # several starts forwarded together by a web process
+            self._starts.extend(m if isinstance(m, dict) else {"invalid": m} for m in batch)
+        else:
+            self._starts.append(message)
         if self._start_runners < self.START_RUNNERS:
             self._start_runners += 1
             self._spawn("starts", self._run_starts(), message)

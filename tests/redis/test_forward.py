@@ -1,0 +1,100 @@
+"""Forwarding start requests to the workers through a real channels_redis layer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from channels.exceptions import ChannelFull
+from channels.layers import channel_layers, get_channel_layer
+from django.test import override_settings
+
+from progrock import tasks
+from progrock.worker import WorkerConsumer
+
+pytestmark = pytest.mark.redis
+
+
+def _layers(redis_url: str, **config: Any) -> dict[str, Any]:
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url], **config},
+        }
+    }
+
+
+@pytest.fixture
+def layer_settings(redis_url: str) -> Iterator[None]:
+    with override_settings(CHANNEL_LAYERS=_layers(redis_url)):
+        channel_layers.backends.clear()
+        yield
+    channel_layers.backends.clear()
+
+
+async def _forward(n: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    await asyncio.gather(
+        *(
+            tasks.forward_start(
+                task_id=task_id, kind="rock", params={}, owner="o", reply_channel=None, ref=i
+            )
+            for i, task_id in enumerate(ids)
+        )
+    )
+    return ids
+
+
+async def test_starts_sent_together_share_one_message(layer_settings: None) -> None:
+    """Starts forwarded in the same loop turn travel as one message with every start in it."""
+    ids = await _forward(5)
+    layer = get_channel_layer()
+    message = await asyncio.wait_for(layer.receive("prog-rocker"), 5)
+    assert message["type"] == "progrock.start"
+    starts = message["starts"]
+    assert [s["task_id"] for s in starts] == ids
+    assert all(s["type"] == "progrock.start" and s["kind"] == "rock" for s in starts)
+    assert [s["ref"] for s in starts] == list(range(5))
+
+
+async def test_a_lone_start_keeps_the_single_message_form(layer_settings: None) -> None:
+    """One start on its own is sent as a plain progrock.start message."""
+    [task_id] = await _forward(1)
+    message = await asyncio.wait_for(get_channel_layer().receive("prog-rocker"), 5)
+    assert message["task_id"] == task_id and "starts" not in message
+
+
+async def test_every_caller_gets_the_send_error(redis_url: str) -> None:
+    """If the channel layer refuses the batch, each start of it raises that error."""
+    with override_settings(CHANNEL_LAYERS=_layers(redis_url, capacity=1)):
+        channel_layers.backends.clear()
+        try:
+            await _forward(1)  # fills the channel
+            results = await asyncio.gather(
+                *(
+                    tasks.forward_start(
+                        task_id=str(uuid.uuid4()),
+                        kind="rock",
+                        params={},
+                        owner="o",
+                        reply_channel=None,
+                    )
+                    for _ in range(3)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            channel_layers.backends.clear()
+    assert len(results) == 3 and all(isinstance(r, ChannelFull) for r in results)
+
+
+async def test_the_worker_queues_each_start_of_a_batch() -> None:
+    """A worker takes a batched message apart; a malformed entry is kept to be logged."""
+    consumer = WorkerConsumer()
+    consumer.START_RUNNERS = 0  # queue only: no engine, no I/O
+    good = {"type": "progrock.start", "task_id": str(uuid.uuid4())}
+    await consumer.progrock_start({"type": "progrock.start", "starts": [good, "junk"]})
+    assert consumer._starts == [good, {"invalid": "junk"}]
