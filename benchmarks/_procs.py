@@ -112,6 +112,7 @@ _KINDS = (
     ("progrock_backend", "backend"),
     ("rundelay", "delay"),
     ("runworker", "worker"),
+    ("runprogrock", "worker"),
     ("daphne", "web"),
     ("uvicorn", "web"),
     ("redis-server", "redis"),
