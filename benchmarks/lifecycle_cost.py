@@ -1,0 +1,73 @@
+"""What a task's start and end cost: CPU per task of each stack process, for a burst.
+
+Starts a ProgRock stack (progrock.stack.Stack), connects N sockets (not
+measured), then every socket starts one rock task at once with ``step`` 100,
+so each task is started, polled once and completed. Prints the CPU each
+process spent per task: the cost of a task's life outside its updates, which
+decides how fast a burst of starts is absorbed.
+
+    .venv/bin/python benchmarks/lifecycle_cost.py 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import psutil
+import websockets
+from cpu_breakdown import cpu_seconds
+
+from progrock.stack import Stack
+
+
+async def burst(stack: Stack, n: int) -> None:
+    url = stack.url.replace("http://", "ws://") + "/prog/"
+    sockets = []
+    for _ in range(n):
+        ws = await websockets.connect(url, origin=stack.url)  # type: ignore[arg-type]
+        await ws.recv()
+        sockets.append(ws)
+    await asyncio.sleep(2)  # let the connection work settle
+    me = psutil.Process()
+    before, me_before = cpu_seconds(stack.pids()), sum(me.cpu_times()[:2])
+    began = time.monotonic()
+
+    async def one(ws: websockets.ClientConnection) -> bool:
+        await ws.send(json.dumps({"action": "start", "kind": "rock", "params": {"step": 100}}))
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            if message.get("complete"):
+                return True
+            if message.get("type") in ("failed", "error"):
+                return False
+
+    results = await asyncio.gather(*(one(ws) for ws in sockets))
+    wall = time.monotonic() - began
+    await asyncio.sleep(0.5)  # let the last end's bookkeeping finish
+    after, me_after = cpu_seconds(stack.pids()), sum(me.cpu_times()[:2])
+    print(f"N={n} burst handled in {wall:.2f}s, {sum(results)}/{n} complete")
+    total = 0.0
+    for name in sorted(after):
+        spent = after[name] - before.get(name, 0.0)
+        total += spent
+        print(f"  {name:10s} {spent / n * 1e3:6.2f} ms/task")
+    load = (me_after - me_before) / n * 1e3
+    print(f"  stack      {total / n * 1e3:6.2f} ms/task  (load generator {load:.2f})")
+    for ws in sockets:
+        await ws.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tasks", type=int, nargs="?", default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with Stack(workers=args.workers) as stack:
+        asyncio.run(burst(stack, args.tasks))
+
+
+if __name__ == "__main__":
+    main()
