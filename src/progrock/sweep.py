@@ -59,11 +59,13 @@ async def sweep(engine: Engine) -> int:
             fields = {}
         # A live chain keeps moving the task's next due tick ('nd') forward;
         # one overdue by more than STALL_AFTER was lost (or its worker died).
+        # A task with no 'nd' yet (rebuilt) was due one interval after its last poll.
         expected = fields.get("nd", "")
-        last = float(expected or fields.get("lp") or 0)
-        if not expected:
-            last = last * 1000 + float(progrock_settings.POLL_INTERVAL) * 1000
-        if now_ms - last < stall * 1000:
+        if expected:
+            due_ms = float(expected)
+        else:
+            due_ms = (float(fields.get("lp") or 0) + float(progrock_settings.POLL_INTERVAL)) * 1000
+        if now_ms - due_ms < stall * 1000:
             continue
         if await engine.store.rearm(task_id, expected, now_ms):
             rearm.append(Tick(task_id, now_ms))

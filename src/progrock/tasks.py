@@ -25,7 +25,6 @@ import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.http import HttpRequest
 
 from progrock.conf import progrock_settings
@@ -142,41 +141,36 @@ class _StartForwarder:
 
     def __init__(self) -> None:
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
 
     async def send(self, start: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._queue.append((start, done))
-        if not self._flushing:
-            self._flushing = True
+        if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
         await done
 
     async def _flush(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the starts of this turn of the loop join
-            while self._queue:
-                batch = self._queue[:FORWARD_BATCH]
-                del self._queue[:FORWARD_BATCH]
-                message: dict[str, Any] = (
-                    batch[0][0]
-                    if len(batch) == 1
-                    else {"type": "progrock.start", "starts": [start for start, _ in batch]}
-                )
-                try:
-                    await _to_workers(message)
-                except Exception as exc:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                else:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_result(None)
-        finally:
-            self._flushing = False
+        await asyncio.sleep(0)  # let the starts of this turn of the loop join
+        while self._queue:
+            batch = self._queue[:FORWARD_BATCH]
+            del self._queue[:FORWARD_BATCH]
+            message: dict[str, Any] = (
+                batch[0][0]
+                if len(batch) == 1
+                else {"type": "progrock.start", "starts": [start for start, _ in batch]}
+            )
+            try:
+                await _to_workers(message)
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
 
 _forwarders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StartForwarder] = (
@@ -369,32 +363,14 @@ def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool]
 # -- Python API ----------------------------------------------------------------
 
 
-async def _check_limit(owner: str, *, excluding: str | None = None) -> None:
-    """Raise TooManyTasks if ``owner`` already has the limit of active tasks.
-
-    With ``excluding`` (a task just created), only tasks created before it
-    count, so of several concurrent starts the earliest ones win.
-    """
+async def _check_limit(owner: str) -> None:
+    """Raise TooManyTasks if ``owner`` already has the limit of active tasks."""
     limit = progrock_settings.MAX_RUNNING_PER_OWNER
     if limit is None:
         return
-    active = Task.objects.filter(owner=owner, status__in=[s.value for s in ACTIVE])
-    if excluding is not None:
-        mine = await Task.objects.filter(pk=excluding).values_list("created_at", flat=True).afirst()
-        active = active.exclude(pk=excluding)
-        if mine is not None:
-            active = active.filter(Q(created_at__lt=mine) | Q(created_at=mine, pk__lt=excluding))
-    running = await active.acount()
+    running = await Task.objects.filter(owner=owner, status__in=[s.value for s in ACTIVE]).acount()
     if running >= limit:
         raise TooManyTasks(f"owner {owner!r} already runs {running} tasks (limit {limit})")
-
-
-def admit(task_id: str, owner: str, kind: str, params: Mapping[str, Any]) -> Task:
-    """Create a socket-started task's row and apply the owner limit (see :func:`admit_many`)."""
-    found = admit_many([(task_id, owner, kind, params)])[0]
-    if isinstance(found, TooManyTasks):
-        raise found
-    return found
 
 
 def admit_many(
