@@ -18,12 +18,11 @@ import weakref
 from collections.abc import Awaitable
 from typing import Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from progrock.conf import progrock_settings
 from progrock.protocol import parse_fanout
+from progrock.pubsub import PubSubConnection, Reply
 from progrock.store import fanout_channel
 
 logger = logging.getLogger("progrock.hub")
@@ -44,8 +43,7 @@ class Hub:
         self._listeners: dict[str, set[Listener]] = {}
         # channel -> resolved once Redis confirmed the SUBSCRIBE on the current connection
         self._confirmed: dict[str, asyncio.Future[None]] = {}
-        self._pubsub: aioredis.client.PubSub | None = None
-        self._client: aioredis.Redis | None = None
+        self._conn: PubSubConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -78,9 +76,9 @@ class Hub:
             if task_id in self._listeners:  # someone subscribed again meanwhile
                 return
             self._confirmed.pop(channel, None)
-            if self._pubsub is not None:
-                with contextlib.suppress(Exception):
-                    await self._pubsub.unsubscribe(channel)
+            if self._conn is not None:
+                with contextlib.suppress(OSError):
+                    self._conn.unsubscribe(channel)
 
     def watched(self) -> int:
         return len(self._listeners)
@@ -125,10 +123,7 @@ class Hub:
         they resolve with the new connection's confirmations.
         """
         await self._close_connection()
-        client = aioredis.Redis.from_url(
-            self.url, socket_connect_timeout=5, health_check_interval=0
-        )
-        pubsub = client.pubsub()
+        conn = await PubSubConnection.open(self.url, connect_timeout=5)
         loop = asyncio.get_running_loop()
         old = self._confirmed
         confirmed: dict[str, asyncio.Future[None]] = {}
@@ -139,31 +134,30 @@ class Hub:
                 future = loop.create_future()
             confirmed[channel] = future
         # A channel nobody publishes on keeps the connection subscribed when idle.
-        await pubsub.subscribe(f"{self.prefix}hub", *confirmed)
-        self._client, self._pubsub, self._confirmed = client, pubsub, confirmed
+        try:
+            conn.subscribe(f"{self.prefix}hub", *confirmed)
+        except OSError:
+            conn.close()
+            raise
+        self._conn, self._confirmed = conn, confirmed
 
     async def _close_connection(self) -> None:
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-            self._pubsub = None
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
-            self._client = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def _wait_confirmed(self, task_id: str) -> None:
         channel = fanout_channel(task_id, self.prefix)
         async with self._lock:  # never while a reconnect swaps the connection
             future = self._confirmed.get(channel)
             if future is None:
-                if self._pubsub is None:
+                if self._conn is None:
                     raise RedisConnectionError("the fan-out connection is being re-established")
                 future = asyncio.get_running_loop().create_future()
                 self._confirmed[channel] = future
                 try:
-                    await self._pubsub.subscribe(channel)
-                except (RedisError, OSError) as exc:
+                    self._conn.subscribe(channel)
+                except OSError as exc:
                     # The connection just died: the reader's reconnect subscribes
                     # every watched channel again and resolves this future.
                     logger.info("subscribe to %s waits for the reconnect (%s)", channel, exc)
@@ -180,13 +174,13 @@ class Hub:
         attempt = 0
         while True:
             try:
-                pubsub = self._pubsub
-                if pubsub is None:
+                conn = self._conn
+                if conn is None:
                     raise ConnectionError("no pub/sub connection")
-                message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=5.0)
+                replies = await conn.read()
                 attempt = 0
-                if message is not None:
-                    await self._dispatch(message)
+                for reply in replies:
+                    await self._dispatch(reply)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -194,25 +188,25 @@ class Hub:
                 logger.warning("fan-out connection lost (%s); reconnecting", exc)
                 await self._reconnect(attempt)
 
-    async def _dispatch(self, message: dict[str, object]) -> None:
-        kind = message.get("type")
-        raw_channel = message.get("channel")
-        channel = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
-        if kind == "subscribe":
+    async def _dispatch(self, reply: Reply) -> None:
+        if not isinstance(reply, list) or len(reply) != 3:
+            # An error reply (e.g. NOAUTH): this connection is of no use.
+            raise ConnectionError(f"unexpected reply on the fan-out connection: {reply!r:.200}")
+        kind, raw_channel, data = reply
+        channel = raw_channel.decode()
+        if kind == b"subscribe":
             future = self._confirmed.get(channel)
             if future is not None and not future.done():
                 future.set_result(None)
             return
-        if kind != "message":
+        if kind != b"message":
             return
         task_id = channel[len(self.prefix) + 2 :]
         listeners = self._listeners.get(task_id)
         if not listeners:
             return
-        data = message.get("data")
         try:
-            text = data.decode() if isinstance(data, bytes) else str(data)
-            seq, flag, body = parse_fanout(text)
+            seq, flag, body = parse_fanout(data.decode())
         except ValueError:
             logger.error("dropping malformed fan-out message on %s: %.200r", channel, data)
             return

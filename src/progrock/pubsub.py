@@ -1,0 +1,179 @@
+"""A lean Redis pub/sub connection for the hub: an asyncio protocol over hiredis.
+
+The hub reads every progress update a web process pushes, so its read path is
+the web process's hottest loop. redis-py's ``PubSub.get_message()`` arms an
+event-loop timer (its read timeout) and takes a lock for every message, which
+cost about a third of a busy web process; here bytes go straight from
+``data_received`` into hiredis's parser, and the reader wakes once per batch
+of replies, with no timer at all.
+
+It speaks just what the hub needs: ``AUTH`` when the URL has a password,
+``SUBSCRIBE`` and ``UNSUBSCRIBE`` (fire and forget: Redis's confirmations come
+back as replies), and the pushed messages. URLs are parsed as redis-py parses
+them (``redis://``, ``rediss://``, ``unix://``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from typing import Any, cast
+
+import hiredis
+from redis.connection import SSLConnection, parse_url
+
+# Replies held before the socket stops being read (backpressure to Redis,
+# whose client-output-buffer limit then applies as it would to any client).
+HIGH_WATER = 10_000
+
+Reply = Any  # hiredis gives nested lists of bytes, ints and hiredis.ReplyError
+
+
+class PubSubClosed(ConnectionError):
+    """The pub/sub connection is closed or was lost."""
+
+
+def encode_command(*args: str | bytes) -> bytes:
+    """One command in RESP, the form Redis reads."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.replies: list[Reply] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports quack like asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        try:
+            reply = self.reader.gets()
+            while reply is not False:
+                self.replies.append(reply)
+                reply = self.reader.gets()
+        except hiredis.ProtocolError as exc:
+            self._fail(PubSubClosed(f"Redis sent a malformed reply: {exc}"))
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if len(self.replies) >= HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._fail(PubSubClosed("Redis closed the pub/sub connection"))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(PubSubClosed(f"pub/sub connection lost: {exc or 'closed'}"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.lost is None:
+            self.lost = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class PubSubConnection:
+    """One pub/sub connection: send (un)subscribe commands, read replies in batches."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    @classmethod
+    async def open(cls, url: str, *, connect_timeout: float = 5.0) -> PubSubConnection:
+        """Connect (and authenticate) to the Redis server of ``url``."""
+        options = parse_url(url)  # type: ignore[no-untyped-call]
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                if options.get("path"):
+                    transport, protocol = await loop.create_unix_connection(
+                        _Protocol, options["path"]
+                    )
+                else:
+                    tls = ssl.create_default_context() if _is_tls(options) else None
+                    transport, protocol = await loop.create_connection(
+                        _Protocol,
+                        options.get("host") or "localhost",
+                        int(options.get("port") or 6379),
+                        ssl=tls,
+                    )
+                conn = cls(transport, protocol)
+                password = options.get("password")
+                if password:
+                    username = options.get("username")
+                    conn._write(encode_command("AUTH", *([username] if username else []), password))
+                    reply = (await conn.read())[0]
+                    if reply != b"OK":
+                        conn.close()
+                        raise PubSubClosed(f"Redis refused AUTH: {reply}")
+        except TimeoutError:
+            raise PubSubClosed(f"could not connect to Redis within {connect_timeout} s") from None
+        return conn
+
+    @property
+    def closed(self) -> bool:
+        return self._protocol.lost is not None or self._transport.is_closing()
+
+    def subscribe(self, *channels: str) -> None:
+        """Ask Redis to subscribe; each channel's confirmation arrives as a reply."""
+        if channels:
+            self._write(encode_command("SUBSCRIBE", *channels))
+
+    def unsubscribe(self, *channels: str) -> None:
+        if channels:
+            self._write(encode_command("UNSUBSCRIBE", *channels))
+
+    async def read(self) -> Sequence[Reply]:
+        """Every reply that has arrived, waiting for at least one.
+
+        Raises :class:`PubSubClosed` once the connection is gone and every
+        reply that arrived before has been read.
+        """
+        protocol = self._protocol
+        while not protocol.replies:
+            if protocol.lost is not None:
+                raise protocol.lost
+            protocol.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await protocol.waiter
+            finally:
+                protocol.waiter = None
+        replies, protocol.replies = protocol.replies, []
+        if protocol.paused:
+            protocol.paused = False
+            self._transport.resume_reading()
+        return replies
+
+    def close(self) -> None:
+        self._protocol._fail(PubSubClosed("pub/sub connection closed"))
+        self._transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            raise PubSubClosed("the pub/sub connection is closed")
+        self._transport.write(data)
+
+
+def _is_tls(options: dict[str, Any]) -> bool:
+    connection_class = options.get("connection_class")
+    return isinstance(connection_class, type) and issubclass(connection_class, SSLConnection)
