@@ -32,22 +32,21 @@ TERMINAL_TTL: Final = 24 * 3600  # live state of a finished task is kept this lo
 
 APPLY_LUA: Final = """
 -- One call applies a batch. KEYS: (state hash, fan-out channel) per entry.
--- ARGV: per entry, its argument count n, then n arguments:
---   announce: head, tail, flag, status, progress, ttl, message, field/value pairs...
+-- ARGV[1]: a JSON array with one entry per key pair (one argument, not
+-- hundreds: packing and parsing them cost more than the JSON):
+--   announce: [head, tail, flag, status, progress, ttl, message, [field, value, ...]]
 --             publishes head .. seq .. ',"progress":' .. progress .. tail
---   bookkeeping (flag 'B' as first argument): field/value pairs set on an
---             existing hash (never creates one)
--- Returns one reply per entry: the new seq, or -1/-2/-3 (see store.py), 0 for bookkeeping.
-local out, a = {}, 1
-for e = 1, #KEYS, 2 do
-  local key, chan, n = KEYS[e], KEYS[e + 1], tonumber(ARGV[a])
-  local A = {}
-  for i = 1, n do A[i] = ARGV[a + i] end
-  a = a + n + 1
+--   bookkeeping: ['B', [field, value, ...]] set on an existing hash (never creates one)
+-- Every value is a string. Returns one reply per entry: the new seq, or
+-- -1/-2/-3 (see store.py), 0 for bookkeeping.
+local entries = cjson.decode(ARGV[1])
+local out = {}
+for e = 1, #entries do
+  local key, chan, A = KEYS[2 * e - 1], KEYS[2 * e], entries[e]
   local reply = 0
   if A[1] == 'B' then
-    if n > 1 and redis.call('EXISTS', key) == 1 then
-      redis.call('HSET', key, unpack(A, 2))
+    if #A[2] > 0 and redis.call('EXISTS', key) == 1 then
+      redis.call('HSET', key, unpack(A[2]))
     end
   else
     local st = redis.call('HGET', key, 'status')
@@ -71,7 +70,7 @@ for e = 1, #KEYS, 2 do
       if reply == 0 then
         local seq = redis.call('HINCRBY', key, 'seq', 1)
         local fields = {'status', A[4], 'progress', progress}
-        for i = 8, n do fields[#fields + 1] = A[i] end
+        for _, v in ipairs(A[8]) do fields[#fields + 1] = v end
         redis.call('HSET', key, unpack(fields))
         if tonumber(A[6]) > 0 then redis.call('EXPIRE', key, A[6]) end
         redis.call('PUBLISH', chan, seq .. ' ' .. A[3] .. ' ' .. A[1] .. seq
@@ -80,29 +79,31 @@ for e = 1, #KEYS, 2 do
       end
     end
   end
-  out[#out + 1] = reply
+  out[e] = reply
 end
 return out
 """
 
 CLAIM_LUA: Final = """
 -- Claim poll ticks, exactly once each, and load the state of their tasks.
--- KEYS: state hash per tick. ARGV: now (s), then (due ms, next due ms) per tick.
+-- KEYS: state hash per tick. ARGV[1]: now (s); ARGV[2]: a JSON array of
+-- [due ms, next due ms] per tick, both strings.
 -- A tick counts only if it is the task's next due tick (field 'nd'; a task
 -- without one, e.g. rebuilt, accepts any): it moves 'nd' on to the next due
 -- time and sets 'lp' (last poll). Returns per tick: 0 for a stale tick (an
 -- older or duplicated chain: drop it), else the hash as a flat list (empty:
 -- the task has no live state).
+local ticks = cjson.decode(ARGV[2])
 local out = {}
 for i = 1, #KEYS do
-  local key, due = KEYS[i], tonumber(ARGV[2 * i])
+  local key, due = KEYS[i], tonumber(ticks[i][1])
   local nd = redis.call('HGET', key, 'nd')
   if nd and math.abs((tonumber(nd) or 0) - due) > 0.5 then
     out[i] = 0
   else
     local fields = redis.call('HGETALL', key)
     if #fields > 0 then
-      redis.call('HSET', key, 'nd', ARGV[2 * i + 1], 'lp', ARGV[1])
+      redis.call('HSET', key, 'nd', ticks[i][2], 'lp', ARGV[1])
     end
     out[i] = fields
   end
@@ -165,6 +166,11 @@ def encode_fields(fields: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _pairs(fields: Mapping[str, Any]) -> list[str]:
+    """Hash fields as a flat [name, value, ...] list of strings (see encode_fields)."""
+    return [item for pair in encode_fields(fields).items() for item in pair]
+
+
 def decode_hash(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     return {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
@@ -220,14 +226,15 @@ class Change:
     progress: float
     fields: Mapping[str, Any]  # more hash fields to set
 
-    def args(self) -> tuple[list[str], list[str]]:
+    def entry(self) -> list[Any]:
+        """This change as one entry of :data:`APPLY_LUA`'s batch."""
         # The script writes seq and progress itself (it may keep a higher
         # progress than this one): head + seq + ',"progress":' + p + tail.
         message = dict(self.message)
         message.pop("progress", None)
         head, tail = frame_parts(message)
         ttl = TERMINAL_TTL if self.status.terminal else 0
-        argv = [
+        return [
             head,
             tail,
             flag_for(self.message["type"]),
@@ -235,10 +242,8 @@ class Change:
             json.dumps(clamp_progress(self.progress)),
             str(ttl),
             self.message.get("message") or "",
+            _pairs(self.fields),
         ]
-        for name, value in encode_fields(self.fields).items():
-            argv.extend((name, value))
-        return [state_key(self.task_id), fanout_channel(self.task_id)], argv
 
 
 class TaskStore:
@@ -291,10 +296,10 @@ class TaskStore:
         """
         if not ticks:
             return {}
-        args: list[Any] = [repr(now)]
-        for _, due, nxt in ticks:
-            args.extend((repr(due), repr(nxt)))
-        replies = await self._run(self._claim, [state_key(t[0]) for t in ticks], args)
+        packed = json.dumps([(repr(due), repr(nxt)) for _, due, nxt in ticks])
+        replies = await self._run(
+            self._claim, [state_key(t[0]) for t in ticks], [repr(now), packed]
+        )
         out: dict[str, tuple[dict[str, str] | None, float]] = {}
         for (task_id, _, nxt), reply in zip(ticks, replies, strict=True):
             if reply == 0:
@@ -346,21 +351,15 @@ class TaskStore:
         tasks (only where live state exists), in one atomic call; returns one
         reply per change."""
         keys: list[str] = []
-        args: list[Any] = []
+        entries: list[list[Any]] = []
         for change in changes:
-            key, argv = change.args()
-            keys.extend(key)
-            args.append(len(argv))
-            args.extend(argv)
+            keys.extend((state_key(change.task_id), fanout_channel(change.task_id)))
+            entries.append(change.entry())
         for task_id, fields in bookkeeping:
             if fields:
                 keys.extend((state_key(task_id), ""))
-                pairs = ["B"]
-                for name, value in encode_fields(fields).items():
-                    pairs.extend((name, value))
-                args.append(len(pairs))
-                args.extend(pairs)
+                entries.append(["B", _pairs(fields)])
         if not keys:
             return []
-        replies = await self._run(self._apply, keys, args)
+        replies = await self._run(self._apply, keys, [json.dumps(entries)])
         return [int(reply) for reply in replies[: len(changes)]]

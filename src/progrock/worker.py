@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 import uuid
 import weakref
@@ -57,6 +58,10 @@ class Tick:
     due_ms: float
 
 
+# A task id as str(uuid.UUID(...)) writes it: checked far faster than by parsing.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def parse_ticks(raw: object) -> list[Tick]:
     """Ticks of a ``progrock.poll`` message; malformed entries are logged and skipped."""
     ticks: list[Tick] = []
@@ -71,11 +76,15 @@ def parse_ticks(raw: object) -> list[Tick]:
             and isinstance(item[1], (int, float))
             and not isinstance(item[1], bool)
         ):
-            try:
-                ticks.append(Tick(str(uuid.UUID(item[0])), float(item[1])))
+            task_id = item[0]
+            if _CANONICAL_UUID.fullmatch(task_id) is None:
+                try:  # not in the form we write: accept any form uuid.UUID reads
+                    task_id = str(uuid.UUID(task_id))
+                except ValueError:
+                    task_id = ""
+            if task_id:
+                ticks.append(Tick(task_id, float(item[1])))
                 continue
-            except ValueError:
-                pass
         logger.error("dropping malformed tick %.200r: expected [task_id, due_ms]", item)
     return ticks
 

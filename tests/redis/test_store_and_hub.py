@@ -270,3 +270,23 @@ async def test_subscribing_while_the_hub_reconnects_gets_messages(
     await b.wait_for(1)
     assert b.messages[0][:3] == (second, 1, "P")
     await hub.aclose()
+
+
+async def test_non_ascii_messages_survive_the_batched_announce(
+    store: TaskStore, redis_url: str
+) -> None:
+    """The batch travels to the script as JSON: accents, emoji and quotes arrive intact."""
+    hub = Hub(redis_url, "progrock:")
+    listener = Recorder()
+    task_id = await new_task(store)
+    await hub.subscribe(task_id, listener)
+    text = 'étape "deux" 🚀 \\ fin'
+    change = Change(
+        task_id, progress_message(task_id, 40, text), Status.RUNNING, 40, {"message": text}
+    )
+    assert await store.apply_many([change], [(task_id, {"eta_s": 1.5})]) == [1]
+    await listener.wait_for(1)
+    assert listener.messages[0][3]["message"] == text
+    view = await store.view(task_id)
+    assert view is not None and view.message == text and view.eta_s == 1.5
+    await hub.aclose()
