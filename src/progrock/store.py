@@ -84,15 +84,36 @@ end
 return out
 """
 
-CLAIM_LUA: Final = """
+# The live-state fields a poll reads (CLAIM_LUA returns these, not the whole hash).
+POLL_FIELDS: Final = (
+    "status",  # first: a task without it has no live state
+    "owner",
+    "ref",
+    "push",
+    "progress",
+    "seq",
+    "message",
+    "rp",
+    "rt",
+    "rate",
+    "dbt",
+    "fails",
+    "fail_since",
+)
+
+CLAIM_LUA: Final = (
+    """
 -- Claim poll ticks, exactly once each, and load the state of their tasks.
 -- KEYS: state hash per tick. ARGV[1]: now (s); ARGV[2]: a JSON array of
 -- [due ms, next due ms] per tick, both strings.
 -- A tick counts only if it is the task's next due tick (field 'nd'; a task
 -- without one, e.g. rebuilt, accepts any): it moves 'nd' on to the next due
 -- time and sets 'lp' (last poll). Returns per tick: 0 for a stale tick (an
--- older or duplicated chain: drop it), else the hash as a flat list (empty:
--- the task has no live state).
+-- older or duplicated chain: drop it), else the values of the poll's fields
+-- (all nil: the task has no live state).
+local FIELDS = {"""
+    + ", ".join(f"'{name}'" for name in POLL_FIELDS)
+    + """}
 local ticks = cjson.decode(ARGV[2])
 local out = {}
 for i = 1, #KEYS do
@@ -101,15 +122,16 @@ for i = 1, #KEYS do
   if nd and math.abs((tonumber(nd) or 0) - due) > 0.5 then
     out[i] = 0
   else
-    local fields = redis.call('HGETALL', key)
-    if #fields > 0 then
+    local values = redis.call('HMGET', key, unpack(FIELDS))
+    if values[1] then
       redis.call('HSET', key, 'nd', ticks[i][2], 'lp', ARGV[1])
     end
-    out[i] = fields
+    out[i] = values
   end
 end
 return out
 """
+)
 
 REARM_LUA: Final = """
 -- Move a task's next due tick ('nd') from ARGV[1] ('' = none) to ARGV[2];
@@ -291,8 +313,9 @@ class TaskStore:
         """Claim poll ticks ``(task_id, due_ms, next_due_ms)`` and load their tasks.
 
         Only a task's next due tick counts (see :data:`CLAIM_LUA`); stale or
-        duplicated ticks are left out. Returns, per claimed task, its live
-        state (None where there is none) and the next due time it now has.
+        duplicated ticks are left out. Returns, per claimed task, the
+        :data:`POLL_FIELDS` of its live state that are set (None where there is
+        no live state) and the next due time it now has.
         """
         if not ticks:
             return {}
@@ -304,11 +327,13 @@ class TaskStore:
         for (task_id, _, nxt), reply in zip(ticks, replies, strict=True):
             if reply == 0:
                 continue
-            if not reply:
+            if not reply or reply[0] is None:
                 out[task_id] = (None, nxt)
                 continue
-            it = iter(reply)
-            out[task_id] = ({k.decode(): v.decode() for k, v in zip(it, it, strict=True)}, nxt)
+            out[task_id] = (
+                {k: v.decode() for k, v in zip(POLL_FIELDS, reply, strict=True) if v is not None},
+                nxt,
+            )
         return out
 
     async def rearm(self, task_id: str, expected: str, due_ms: float) -> bool:
