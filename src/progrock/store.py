@@ -49,13 +49,15 @@ for e = 1, #entries do
       redis.call('HSET', key, unpack(A[2]))
     end
   else
-    local st = redis.call('HGET', key, 'status')
+    -- One read for everything the checks need (each redis.call costs).
+    local now = redis.call('HMGET', key, 'status', 'progress', 'message', 'seq')
+    local st = now[1]
     if not st then
       reply = -2
     elseif st == 'succeeded' or st == 'failed' or st == 'cancelled' then
       reply = -1
     else
-      local stored = redis.call('HGET', key, 'progress') or '0'
+      local stored = now[2] or '0'
       local old = tonumber(stored) or 0
       local progress = A[5]
       local new = tonumber(progress)
@@ -63,13 +65,12 @@ for e = 1, #entries do
         if A[3] ~= 'T' then reply = -3 end
         progress = stored  -- an end never shows less progress than was shown
       end
-      if reply == 0 and A[3] == 'P' and new == old
-         and (redis.call('HGET', key, 'message') or '') == A[7] then
+      if reply == 0 and A[3] == 'P' and new == old and (now[3] or '') == A[7] then
         reply = -3  -- nothing changed (e.g. a tick delivered twice): announce nothing
       end
       if reply == 0 then
-        local seq = redis.call('HINCRBY', key, 'seq', 1)
-        local fields = {'status', A[4], 'progress', progress}
+        local seq = (tonumber(now[4]) or 0) + 1
+        local fields = {'status', A[4], 'progress', progress, 'seq', seq}
         for _, v in ipairs(A[8]) do fields[#fields + 1] = v end
         redis.call('HSET', key, unpack(fields))
         if tonumber(A[6]) > 0 then redis.call('EXPIRE', key, A[6]) end
@@ -118,11 +119,11 @@ local ticks = cjson.decode(ARGV[2])
 local out = {}
 for i = 1, #KEYS do
   local key, due = KEYS[i], tonumber(ticks[i][1])
-  local nd = redis.call('HGET', key, 'nd')
+  local values = redis.call('HMGET', key, 'nd', unpack(FIELDS))  -- one read (each call costs)
+  local nd = table.remove(values, 1)
   if nd and math.abs((tonumber(nd) or 0) - due) > 0.5 then
     out[i] = 0
   else
-    local values = redis.call('HMGET', key, unpack(FIELDS))
     if values[1] then
       redis.call('HSET', key, 'nd', ticks[i][2], 'lp', ARGV[1])
     end
