@@ -1,0 +1,65 @@
+"""Bulk row transitions (start and end bursts) on the real test database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from progrock import tasks
+from progrock.models import Task
+from progrock.protocol import Status, failure
+
+pytestmark = pytest.mark.django_db
+
+
+def rows(count: int, status: Status = Status.QUEUED) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    Task.objects.bulk_create(
+        Task(id=i, owner="o", kind="rock", status=status.value, seq=0) for i in ids
+    )
+    return ids
+
+
+def test_mark_running_moves_only_queued_rows_each_with_its_ref() -> None:
+    ids = rows(250)  # more than one statement's worth
+    Task.objects.filter(pk=ids[3]).update(status=Status.CANCELLED.value)  # cancelled meanwhile
+    at = datetime.now(UTC)
+    moved = tasks.mark_running([(i, f"ref-{n}") for n, i in enumerate(ids)], at)
+    assert moved == [n != 3 for n in range(250)]
+    by_id = {str(t.id): t for t in Task.objects.filter(pk__in=ids)}
+    assert by_id[ids[3]].status == Status.CANCELLED.value and by_id[ids[3]].backend_ref is None
+    for n, task_id in enumerate(ids):
+        if n != 3:
+            task = by_id[task_id]
+            assert (task.status, task.backend_ref, task.seq) == ("running", f"ref-{n}", 1)
+            assert task.started_at == at
+
+
+def test_a_second_mark_running_moves_nothing() -> None:
+    ids = rows(2)
+    assert tasks.mark_running([(ids[0], "a"), (ids[1], "b")], datetime.now(UTC)) == [True, True]
+    assert tasks.mark_running([(ids[0], "c")], datetime.now(UTC)) == [False]
+    assert Task.objects.get(pk=ids[0]).backend_ref == "a"
+
+
+def test_endings_write_each_rows_own_values_and_skip_finished_rows() -> None:
+    ids = rows(5, Status.RUNNING)
+    Task.objects.filter(pk=ids[4]).update(status=Status.SUCCEEDED.value)
+    err = failure("backend_failed", "boom")
+    endings = [
+        tasks.Ending(ids[0], Status.SUCCEEDED, 100, {"n": 1}, seq_hint=7),
+        tasks.Ending(ids[1], Status.SUCCEEDED, 100, {"n": 1}, seq_hint=9),
+        tasks.Ending(ids[2], Status.FAILED, 40, error=err, seq_hint=3),
+        tasks.Ending(ids[3], Status.CANCELLED, 12.5, seq_hint=2),
+        tasks.Ending(ids[4], Status.FAILED, 50, error=err, seq_hint=1),  # already over
+    ]
+    written = tasks._write_endings(endings, datetime.now(UTC))
+    assert written == [True, True, True, True, False]
+    got = {str(t.id): t for t in Task.objects.filter(pk__in=ids)}
+    assert (got[ids[0]].status, got[ids[0]].result, got[ids[0]].seq) == ("succeeded", {"n": 1}, 8)
+    assert (got[ids[1]].seq, got[ids[1]].progress) == (10, 100)
+    assert (got[ids[2]].status, got[ids[2]].error, got[ids[2]].progress) == ("failed", err, 40)
+    assert (got[ids[3]].status, got[ids[3]].progress, got[ids[3]].seq) == ("cancelled", 12.5, 3)
+    assert got[ids[4]].status == "succeeded" and got[ids[4]].error is None
