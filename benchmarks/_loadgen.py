@@ -10,6 +10,10 @@ Run by ``run.py`` (never by hand). Talks to its parent over stdin/stdout:
 3. records the arrival time and progress of every update until each task
    completes, fails or times out, closes each socket as its task ends, writes
    the records as JSON to ``--out`` and prints ``done``.
+
+The sockets use the lean client of ``_wsclient.py``, not the ``websockets``
+library: the load generator shares the machine with the stack it measures, and
+the library costs several times more CPU per received update.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import sys
 import time
 from typing import Any
 
-from _client import classify, open_socket, start_message
+from _client import classify, origin_of, start_message
 from _procs import raise_fd_limit
+from _wsclient import connect
 
 
 class Task:
@@ -86,7 +91,8 @@ class LoadGen:
         await asyncio.sleep(max(0.0, connect_at - loop.time()))
         began = time.monotonic()
         try:
-            ws = await open_socket(self.args.url, open_timeout=self.args.connect_timeout)
+            url = self.args.url
+            ws = await connect(url, origin=origin_of(url), open_timeout=self.args.connect_timeout)
             greeting = json.loads(await asyncio.wait_for(ws.recv(), self.args.connect_timeout))
             if classify(greeting) != "greeting":
                 raise ValueError(f"expected the greeting {{'accept': true}}, got {greeting!r}")

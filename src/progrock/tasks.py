@@ -395,7 +395,7 @@ def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool]
             rows = Task.objects.filter(
                 pk__in=ids, status=Status.RUNNING.value, started_at=at
             ).values_list("pk", "backend_ref")
-            moved.update((str(pk), ref) for pk, ref in rows)
+            moved.update((str(pk), ref) for pk, ref in rows if ref is not None)
     return [(task_id, ref) in moved for task_id, ref in started]
 
 

@@ -159,3 +159,5 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {"progrock": {"level": os.environ.get("PROGROCK_LOG_LEVEL", "INFO")}},
 }
+if os.environ.get("PROGROCK_TICK_GRID"):
+    PROGROCK["TICK_GRID"] = float(os.environ["PROGROCK_TICK_GRID"])
