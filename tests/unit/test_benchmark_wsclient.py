@@ -19,10 +19,9 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
+from benchmarks import _wsclient as wsc
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
-
-from benchmarks import _wsclient as wsc
 
 ORIGIN = "http://127.0.0.1"
 TIMEOUT = 5.0
