@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
     # Poll ticks are due on a grid of this many seconds, so that tasks share
     # due times and are polled together (POLL_INTERVAL should be a multiple).
     "TICK_GRID": 0.02,
+    # Garbage-collector thresholds for busy processes (progrock.runtime.tune_gc);
+    # None leaves Python's defaults.
+    "GC_THRESHOLDS": (50_000, 50, 100),
 }
 
 
@@ -112,6 +115,16 @@ class Settings:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a positive integer, got {value!r}"
                 )
+        gc_thresholds = merged["GC_THRESHOLDS"]
+        if gc_thresholds is not None and not (
+            isinstance(gc_thresholds, (tuple, list))
+            and len(gc_thresholds) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in gc_thresholds)
+        ):
+            raise ImproperlyConfigured(
+                "PROGROCK['GC_THRESHOLDS'] must be three positive integers (gen0, gen1, gen2) "
+                f"or None, got {gc_thresholds!r}"
+            )
         limit = merged["MAX_RUNNING_PER_OWNER"]
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0

@@ -16,6 +16,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from progrock import routing  # noqa: E402
+from progrock.runtime import tune_gc  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -28,3 +29,7 @@ application = ProtocolTypeRouter(
         "channel": ChannelNameRouter(routing.channel_routing()),
     }
 )
+
+# A busy web process holds thousands of sockets: collect garbage less often
+# (see progrock.runtime.tune_gc and docs/performance.md).
+tune_gc()

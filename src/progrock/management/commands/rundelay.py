@@ -10,9 +10,9 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand
 
-from progrock._loop import install_fast_loop
 from progrock.conf import progrock_settings
 from progrock.delay import DelayServer
+from progrock.runtime import install_fast_loop, tune_gc
 
 logger = logging.getLogger("progrock.delay")
 
@@ -22,6 +22,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         install_fast_loop()
+        tune_gc()
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 from channels.management.commands.runworker import Command as RunWorkerCommand
 
-from progrock._loop import install_fast_loop
 from progrock.conf import progrock_settings
+from progrock.runtime import install_fast_loop, tune_gc
 
 
 class Command(RunWorkerCommand):  # type: ignore[misc]
@@ -29,4 +29,5 @@ class Command(RunWorkerCommand):  # type: ignore[misc]
         if not options.get("channels"):
             options["channels"] = [progrock_settings.WORKER_CHANNEL]
         install_fast_loop()
+        tune_gc()
         super().handle(*args, **options)
