@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from asgiref.sync import sync_to_async
+
 from progrock import tasks
 from progrock.conf import progrock_settings
 from progrock.models import Task
@@ -40,14 +42,13 @@ async def sweep(engine: Engine) -> int:
     """Re-arm running tasks whose poll chain was lost; returns how many."""
     stall = float(progrock_settings.STALL_AFTER)
     now = time.time()
-    rows = [
-        (str(pk), status, ref)
-        async for pk, status, ref in Task.objects.filter(
-            status__in=[s.value for s in ACTIVE], push=False
-        ).values_list("id", "status", "backend_ref")[:10_000]
-    ]
+    active = Task.objects.filter(status__in=[s.value for s in ACTIVE], push=False)
+    # One thread hop for the whole scan (async iteration hops per 100 rows).
+    scan = active.values_list("id", "status", "backend_ref")[:10_000]
+    found = await sync_to_async(lambda: list(scan))()
+    rows = [(str(pk), status, ref) for pk, status, ref in found]
     running = [pk for pk, status, ref in rows if status == Status.RUNNING.value and ref]
-    live = await engine.store.load(running)
+    live = await engine.store.load_fields(running, ("status", "owner", "nd", "lp"))
     from progrock.worker import Tick
 
     rearm: list[Tick] = []
@@ -112,7 +113,7 @@ async def _sweep_unannounced(engine: Engine, now: float) -> None:
             finished_at__gte=since, status__in=[s.value for s in TERMINAL]
         ).order_by("-finished_at")[:1000]
     ]
-    live = await engine.store.load([str(t.pk) for t in finished])
+    live = await engine.store.load_fields([str(t.pk) for t in finished], ("status",))
     for task in finished:
         fields = live.get(str(task.pk))
         if fields is not None and fields.get("status") == task.status:

@@ -161,3 +161,9 @@ LOGGING = {
 }
 if os.environ.get("PROGROCK_TICK_GRID"):
     PROGROCK["TICK_GRID"] = float(os.environ["PROGROCK_TICK_GRID"])
+if os.environ.get("PROGROCK_GC_THRESHOLDS"):
+    PROGROCK["GC_THRESHOLDS"] = (
+        None
+        if os.environ["PROGROCK_GC_THRESHOLDS"] == "none"
+        else tuple(int(v) for v in os.environ["PROGROCK_GC_THRESHOLDS"].split(","))
+    )

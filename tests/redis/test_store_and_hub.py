@@ -290,3 +290,14 @@ async def test_non_ascii_messages_survive_the_batched_announce(
     view = await store.view(task_id)
     assert view is not None and view.message == text and view.eta_s == 1.5
     await hub.aclose()
+
+
+async def test_load_fields_reads_only_what_is_asked_in_chunks(store: TaskStore) -> None:
+    """The sweep's scan: chosen fields per task, None for a task without live state."""
+    ids = [await new_task(store) for _ in range(5)]
+    await store.init(ids[0], {"nd": "123.5"})
+    missing = str(uuid.uuid4())
+    got = await store.load_fields([*ids, missing], ("status", "nd"), chunk=2)
+    assert got[ids[0]] == {"status": "queued", "nd": "123.5"}
+    assert all(got[i] == {"status": "queued"} for i in ids[1:])
+    assert got[missing] is None
