@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -37,6 +38,7 @@ class Stack:
     name: str
     url: str
     redis: RedisServer
+    urls: list[str] = field(default_factory=list)  # every web process (url is the first)
     children: list[Child] = field(default_factory=list)
     workdir: Path | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -155,7 +157,25 @@ def start_baseline(workers: int = 2, keep_logs: Path | None = None, timeout: flo
     return stack
 
 
-def start_progrock(workers: int = 2, keep_logs: Path | None = None, timeout: float = 90) -> Stack:
+def _free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (``progrock up --web`` uses such)."""
+    for _ in range(50):
+        first = free_port()
+        if first + count - 1 > 65535:
+            continue
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"found no {count} consecutive free ports")
+
+
+def start_progrock(
+    workers: int = 2, keep_logs: Path | None = None, timeout: float = 90, web: int = 1
+) -> Stack:
     """Start ProgRock the way a user does: ``progrock up``, which also runs the backend.
 
     Only Redis is ours (``REDIS_URL``), so every run starts from an empty one.
@@ -164,12 +184,13 @@ def start_progrock(workers: int = 2, keep_logs: Path | None = None, timeout: flo
     stack, workdir = _new_stack("progrock", keep_logs)
     try:
         stack.redis.start()
-        port = free_port()
-        stack.url = f"ws://127.0.0.1:{port}/prog/"
+        port = _free_ports(web)
+        stack.urls = [f"ws://127.0.0.1:{port + i}/prog/" for i in range(web)]
+        stack.url = stack.urls[0]
         data_dir = workdir / "data"
         progrock = str(Path(PYTHON).with_name("progrock"))
         env = {"REDIS_URL": stack.redis.url, "PROGROCK_LOG_LEVEL": "WARNING"}
-        argv = [progrock, "up", "--port", str(port), "--workers", str(workers)]
+        argv = [progrock, "up", "--port", str(port), "--workers", str(workers), "--web", str(web)]
         argv += ["--data-dir", str(data_dir)]
         stack.children.append(spawn("progrock", argv, workdir / "logs", env=env))
         _wait_ready(stack, timeout)
@@ -179,9 +200,9 @@ def start_progrock(workers: int = 2, keep_logs: Path | None = None, timeout: flo
     return stack
 
 
-def start_stack(target: str, workers: int, keep_logs: Path | None = None) -> Stack:
+def start_stack(target: str, workers: int, keep_logs: Path | None = None, web: int = 1) -> Stack:
     if target == "baseline":
         return start_baseline(workers, keep_logs)
     if target == "progrock":
-        return start_progrock(workers, keep_logs)
+        return start_progrock(workers, keep_logs, web=web)
     raise ValueError(f"expected a target in {TARGETS}, got {target!r}")

@@ -108,7 +108,8 @@ def _expect(child: Child, lines: queue.Queue[str], word: str, deadline: float) -
 
 def run_load(stack: Stack, n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Drive one stack with ``n`` browsers; return the merged records and resource usage."""
-    procs = args.load_procs or max(1, math.ceil(n / 1500))
+    urls = stack.urls or [stack.url]
+    procs = max(len(urls), args.load_procs or max(1, math.ceil(n / 1500)))
     per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     loadgens: list[tuple[Child, queue.Queue[str], Path]] = []
     first = 0
@@ -120,7 +121,7 @@ def run_load(stack: Stack, n: int, args: argparse.Namespace, tmp: Path) -> dict[
                 sys.executable,
                 str(HERE / "_loadgen.py"),
                 "--url",
-                stack.url,
+                urls[i % len(urls)],  # load processes spread over the web processes
                 "--target",
                 stack.name,
                 "--first",
@@ -204,7 +205,7 @@ def run_one(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     began = time.monotonic()
     kind, _, workers = target.partition(":")
     keep = args.keep_logs / f"{target.replace(':', '-')}-{n}" if args.keep_logs else None
-    stack = start_stack(kind, int(workers or args.workers), keep_logs=keep)
+    stack = start_stack(kind, int(workers or args.workers), keep_logs=keep, web=args.web)
     _live_stacks.append(stack)
     try:
         print(f"  ready in {time.monotonic() - began:.1f}s at {stack.url}", flush=True)
@@ -263,6 +264,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="20 tasks, short start window: a smoke run in well under a minute",
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--web",
+        type=int,
+        default=1,
+        help="ProgRock web processes (progrock up --web; the baseline keeps its one Daphne; "
+        "load processes are spread over them; default 1)",
+    )
     parser.add_argument(
         "--connect-rate",
         type=float,
@@ -343,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             "argv": sys.argv[1:] if argv is None else argv,
             "cadence_s": CADENCE,
             "workers": args.workers,
+            "web": args.web,
             "connect_rate": args.connect_rate,
             "start_window_s": args.start_window,
         },

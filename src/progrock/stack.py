@@ -251,11 +251,16 @@ class Stack:
 
     def _web_ports(self) -> list[int]:
         if self._requested_port:
-            check_port_free(self.host, self._requested_port)
-            first = [self._requested_port]
-        else:
-            first = [free_port(self.host)]
-        return first + [free_port(self.host) for _ in range(self.web_processes - 1)]
+            # Consecutive ports from the requested one: easy to put behind a proxy.
+            ports = [self._requested_port + i for i in range(self.web_processes)]
+            if ports[-1] > 65535:
+                raise ProgRockError(
+                    f"{self.web_processes} web processes need ports {ports[0]}-{ports[-1]}"
+                )
+            for port in ports:
+                check_port_free(self.host, port)
+            return ports
+        return [free_port(self.host) for _ in range(self.web_processes)]
 
     def _env(self, *, django: bool) -> dict[str, str]:
         env = dict(os.environ)
@@ -351,6 +356,12 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--workers", type=_positive_int, default=2, help="worker processes (default 2)"
     )
     parser.add_argument(
+        "--web",
+        type=_positive_int,
+        default=1,
+        help="web processes, on consecutive ports from --port (default 1)",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         default=None,
@@ -393,6 +404,7 @@ def run_up(args: argparse.Namespace) -> int:
             env=env,
             echo=True,
             server=args.server,
+            web_processes=args.web,
         )
     except (ProgRockError, OSError) as exc:
         print(f"progrock up: {exc}", file=sys.stderr)
@@ -429,6 +441,8 @@ def _run(stack: Stack, stop: threading.Event, log: Callable[[str], None]) -> int
         print(f"progrock up: startup failed: {exc}", file=sys.stderr)
         return 1
     print(f"ProgRock is up: {stack.url}/", flush=True)
+    for url in stack.urls[1:]:
+        print(f"  also:    {url}/", flush=True)
     print(f"  Redis:   {stack.redis_url}", flush=True)
     print(f"  backend: {stack.backend_url}", flush=True)
     print(f"  data:    {stack.data_dir}", flush=True)

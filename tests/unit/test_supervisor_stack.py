@@ -21,7 +21,7 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_up_defaults() -> None:
     """`progrock up` defaults to 127.0.0.1:8000, two workers, the XDG data dir."""
     args = parse()
-    assert (args.port, args.host, args.workers) == (8000, "127.0.0.1", 2)
+    assert (args.port, args.host, args.workers, args.web) == (8000, "127.0.0.1", 2, 1)
     assert args.data_dir is None and args.backend_url is None and args.poll_interval is None
     assert callable(args.func)
 
@@ -30,9 +30,9 @@ def test_up_options_are_parsed() -> None:
     """Every documented option reaches the namespace with the right type."""
     args = parse(
         "--port", "0", "--host", "0.0.0.0", "--workers", "4", "--data-dir", "/tmp/x",
-        "--backend-url", "http://127.0.0.1:9", "--poll-interval", "0.05",
+        "--backend-url", "http://127.0.0.1:9", "--poll-interval", "0.05", "--web", "3",
     )  # fmt: skip
-    assert (args.port, args.host, args.workers) == (0, "0.0.0.0", 4)
+    assert (args.port, args.host, args.workers, args.web) == (0, "0.0.0.0", 4, 3)
     assert args.data_dir == Path("/tmp/x")
     assert args.backend_url == "http://127.0.0.1:9"
     assert args.poll_interval == 0.05
@@ -109,3 +109,27 @@ def test_stack_urls_point_at_a_reachable_address(host: str, url: str, tmp_path: 
         assert stack.ws_url == url.replace("http://", "ws://") + "/prog/"
     finally:
         stack.stop()
+
+
+def _consecutive_free_ports(count: int) -> int:
+    for first in range(20000, 60000, 97):
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise AssertionError("no free ports")
+
+
+def test_several_web_processes_listen_on_consecutive_ports() -> None:
+    """`progrock up --port P --web 3` uses P, P+1 and P+2, and says which one is taken."""
+    first = _consecutive_free_ports(3)
+    stack = Stack(port=first, web_processes=3)
+    assert stack._web_ports() == [first, first + 1, first + 2]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first + 2))
+        taken.listen()
+        with pytest.raises(ProgRockError, match=f"127.0.0.1:{first + 2}"):
+            stack._web_ports()
