@@ -425,6 +425,17 @@ class FakeTransport(asyncio.Transport):
         self.closed = True
 
 
+def feed(conn: wsc.Connection, data: bytes) -> None:
+    """Deliver ``data`` as a selector transport would: recv_into get_buffer()'s view."""
+    while data:
+        buf = conn.get_buffer(-1)
+        assert len(buf) > 0, "get_buffer() must never return an empty buffer"
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        conn.buffer_updated(n)
+        data = data[n:]
+
+
 async def test_any_split_of_the_byte_stream_gives_the_same_messages() -> None:
     """Handshake and frames (7/16/64-bit lengths, fragments, a ping) cut at every byte."""
     key = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -450,12 +461,35 @@ async def test_any_split_of_the_byte_stream_gives_the_same_messages() -> None:
         transport = FakeTransport()
         conn.connection_made(transport)
         for piece in pieces:
-            if piece:
-                conn.data_received(piece)
+            feed(conn, piece)
         assert conn._opened.done() and conn._opened.exception() is None
         received = [await conn.recv() for _ in expected]
         assert received == expected, [len(piece) for piece in pieces[:3]]
         [pong] = transport.written
         assert pong[0] == 0x8A and pong[1] == 0x80 | 4
         assert wsc.mask(pong[6:], pong[2:6]) == b"ping"
-        assert not conn._buf
+        assert conn._len == 0 and len(conn._buf) == wsc.RECV_BUFFER
+
+
+async def test_bytes_after_the_close_frame_or_a_failure_are_dropped() -> None:
+    """Whatever follows a close frame (or a protocol error) is ignored, however long."""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    head = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+    )
+    for ending, error in (
+        (server_frame(0x88, struct.pack("!H", 1001) + b"away"), wsc.ConnectionClosed),
+        (server_frame(0xC1, b"rsv"), wsc.ProtocolError),
+    ):
+        conn = wsc.Connection(key, 2**20, 1.0)
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        feed(conn, head + server_frame(0x81, b"ok") + ending + server_frame(0x81, b"x" * 60_000))
+        feed(conn, b"\xff" * 200_000)
+        assert await conn.recv() == "ok"
+        with pytest.raises(error):
+            await conn.recv()
+        [close] = transport.written
+        assert close[0] == 0x88
+        assert conn._len == 0
