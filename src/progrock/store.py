@@ -262,7 +262,7 @@ class Change:
             tail,
             flag_for(self.message["type"]),
             self.status.value,
-            json.dumps(clamp_progress(self.progress)),
+            repr(clamp_progress(self.progress)),  # an int or a finite float: JSON as is
             str(ttl),
             self.message.get("message") or "",
             _pairs(self.fields),
