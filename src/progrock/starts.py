@@ -174,7 +174,7 @@ async def _announce_started(
     gone = [status.ref for (_, status, _), ok in zip(created, updated, strict=True) if not ok]
     if gone:  # cancelled while the backend was creating them
         await asyncio.gather(*(engine.cancel_backend(ref) for ref in gone))
-    from progrock.worker import Tick
+    from progrock.polls import Tick
 
     now, clock_ms = time.time(), now_ms()
     first: list[Tick] = []

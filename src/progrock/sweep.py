@@ -49,7 +49,7 @@ async def sweep(engine: Engine) -> int:
     rows = [(str(pk), status, ref) for pk, status, ref in found]
     running = [pk for pk, status, ref in rows if status == Status.RUNNING.value and ref]
     live = await engine.store.load_fields(running, ("status", "owner", "nd", "lp"))
-    from progrock.worker import Tick
+    from progrock.polls import Tick
 
     rearm: list[Tick] = []
     now_ms = now * 1000

@@ -5,7 +5,10 @@ delayed messages: the delay server delivers due ticks (merged, many tasks per
 message), the worker polls the backend for all of them in one request,
 announces what changed, and schedules each task's next tick on its cadence
 (``due + POLL_INTERVAL``, so the cadence does not drift). Run it with
-``manage.py runworker prog-rocker``; any number may run at once.
+``manage.py runprogrock`` (or ``runworker prog-rocker``); any number may run
+at once. Starting is in :mod:`progrock.starts`, polling in
+:mod:`progrock.polls`, repairs in :mod:`progrock.sweep`; this module holds
+the engine they share and the channel consumer.
 """
 
 from __future__ import annotations
@@ -13,19 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
 import uuid
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import aclose_old_connections
 from channels.layers import get_channel_layer
-from django.db import transaction
 
 from progrock import tasks
 from progrock.conf import progrock_settings
@@ -33,60 +32,24 @@ from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
+from progrock.polls import (
+    POLL,
+    ProgressCopy,
+    Tick,
+    ending_from_backend,
+    parse_ticks,
+    poll,
+)
 from progrock.protocol import (
     ACTIVE,
     Status,
-    backoff,
-    clamp_progress,
-    estimate,
-    failure,
-    progress_message,
 )
 from progrock.services import load_service
 from progrock.services.base import ServiceStatus, TaskService
 from progrock.starts import start_many
-from progrock.store import UNKNOWN, Change, TaskStore, encode_fields
+from progrock.store import TaskStore
 
 logger = logging.getLogger("progrock.worker")
-
-POLL = "progrock.poll"
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    task_id: str
-    due_ms: float
-
-
-# A task id as str(uuid.UUID(...)) writes it: checked far faster than by parsing.
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def parse_ticks(raw: object) -> list[Tick]:
-    """Ticks of a ``progrock.poll`` message; malformed entries are logged and skipped."""
-    ticks: list[Tick] = []
-    if not isinstance(raw, list):
-        logger.error("dropping poll message: 'ticks' must be a list, got %.200r", raw)
-        return ticks
-    for item in raw:
-        if (
-            isinstance(item, list)
-            and len(item) == 2
-            and isinstance(item[0], str)
-            and isinstance(item[1], (int, float))
-            and not isinstance(item[1], bool)
-        ):
-            task_id = item[0]
-            if _CANONICAL_UUID.fullmatch(task_id) is None:
-                try:  # not in the form we write: accept any form uuid.UUID reads
-                    task_id = str(uuid.UUID(task_id))
-                except ValueError:
-                    task_id = ""
-            if task_id:
-                ticks.append(Tick(task_id, float(item[1])))
-                continue
-        logger.error("dropping malformed tick %.200r: expected [task_id, due_ms]", item)
-    return ticks
 
 
 class Engine:
@@ -96,7 +59,7 @@ class Engine:
         self.service = service
         self.store = store
         self.delay = delay
-        self._db_write: asyncio.Task[None] | None = None
+        self.progress_copy = ProgressCopy()
 
     # -- scheduling ---------------------------------------------------------
 
@@ -172,9 +135,10 @@ class Engine:
     # -- poll ---------------------------------------------------------------
 
     async def poll(self, ticks: Sequence[Tick]) -> None:
+        """Poll a batch of due ticks (see :mod:`progrock.polls`)."""
         started = time.perf_counter()
         try:
-            await self._poll(ticks)
+            await poll(self, ticks)
         finally:
             logger.debug(
                 "polled %d ticks in %.1f ms, %.1f ms late",
@@ -183,206 +147,9 @@ class Engine:
                 now_ms() - min((t.due_ms for t in ticks), default=now_ms()),
             )
 
-    async def _poll(self, ticks: Sequence[Tick]) -> None:
-        clock_ms = now_ms()
-        claims = [(t.task_id, t.due_ms, self.next_due(t.due_ms, clock_ms)) for t in ticks]
-        claimed = await self.store.claim(claims, time.time())
-        following = {task_id: nxt for task_id, (_, nxt) in claimed.items()}
-        live = {task_id: fields for task_id, (fields, _) in claimed.items()}
-        for task_id, fields in list(live.items()):
-            if fields is None or not fields.get("owner") or fields.get("status") == "queued":
-                # Live state lost (Redis flushed or expired), or older than the row
-                # (a tick for a task Redis still thinks queued): rebuild it from the row.
-                task = await tasks.arebuild(task_id, self.store)
-                live[task_id] = (
-                    encode_fields(tasks.live_fields(task, rebuilt=True)) if task else None
-                )
-                if task is not None:  # the rebuilt state carries this chain on
-                    await self.store.init(task_id, {"nd": following[task_id]})
-        running = {
-            task_id: fields
-            for task_id, fields in live.items()
-            if fields is not None
-            and fields.get("status") == Status.RUNNING.value
-            and fields.get("ref")
-            and fields.get("push") != "1"
-        }
-        if not running:
-            return
-        refs = {fields["ref"]: task_id for task_id, fields in running.items()}
-        try:
-            statuses: Mapping[
-                str, ServiceStatus | ServiceError | None
-            ] = await self.service.status_many(list(refs))
-        except ServiceError as exc:
-            statuses = {ref: exc for ref in refs}
-        now, clock_ms = time.time(), now_ms()
-        changes: list[Change] = []
-        bookkeeping: list[tuple[str, dict[str, Any]]] = []
-        next_ticks: list[Tick] = []
-        endings: list[tasks.Ending] = []
-        db_due: dict[str, str | None] = {}  # task id -> message, for the database copy
-        for ref, task_id in refs.items():
-            fields = running[task_id]
-            try:
-                result = statuses.get(
-                    ref, ServiceError(f"backend omitted task {ref!r} from its reply")
-                )
-                if isinstance(result, ServiceError):
-                    retry = self._backend_trouble(task_id, fields, result, now, endings)
-                    if retry is not None:
-                        tick = Tick(task_id, clock_ms + retry[0] * 1000)
-                        bookkeeping.append((task_id, {**retry[1], "nd": tick.due_ms}))
-                        next_ticks.append(tick)
-                    continue
-                if result is None:
-                    endings.append(
-                        tasks.Ending(
-                            task_id,
-                            Status.FAILED,
-                            progress=float(fields.get("progress") or 0),
-                            error=failure("lost", f"the backend no longer knows task {ref!r}"),
-                            seq_hint=int(fields.get("seq") or 0),
-                        )
-                    )
-                    continue
-                if result.state != "running":
-                    endings.append(self._ending_from_backend(task_id, fields, result))
-                    continue
-                change, book = self._observe(task_id, fields, result, now)
-                if change is not None:
-                    changes.append(change)
-                    if (
-                        now - float(fields.get("dbt") or 0)
-                        >= progrock_settings.DB_PROGRESS_INTERVAL
-                    ):
-                        book["dbt"] = now
-                        db_due[task_id] = result.message
-                elif book:
-                    bookkeeping.append((task_id, book))
-            except Exception:
-                # One task's bad data must not stop the batch: log it, poll again later.
-                logger.exception("poll of task %s failed", task_id)
-            next_ticks.append(Tick(task_id, following[task_id]))
-        try:
-            replies = await self.store.apply_many(changes, bookkeeping)
-        finally:
-            # Whatever happened above, every running task keeps its poll chain
-            # and every end found in this batch is still recorded.
-            try:
-                await self.schedule_ticks(next_ticks)
-            finally:
-                await self._run_endings(endings)
-        rows = []
-        for change, code in zip(changes, replies, strict=True):
-            if code == UNKNOWN:
-                await tasks.arebuild(change.task_id, self.store)
-            elif code > 0 and change.task_id in db_due:
-                rows.append(
-                    Task(
-                        id=change.task_id,
-                        progress=change.progress,
-                        message=db_due[change.task_id],
-                        seq=code,
-                    )
-                )
-        if rows:
-            self._write_progress(rows)
-
-    async def _run_endings(self, endings: list[tasks.Ending]) -> None:
-        try:
-            await tasks.afinish_many(endings, self.store)
-        except Exception:
-            logger.exception("ending %d tasks failed; the sweep will try again", len(endings))
-
-    def _observe(
-        self, task_id: str, fields: Mapping[str, str], result: ServiceStatus, now: float
-    ) -> tuple[Change | None, dict[str, Any]]:
-        """What a running backend status changes: the announcement (if any) and bookkeeping."""
-        book: dict[str, Any] = {}
-        if fields.get("fails"):
-            book.update(fails="", fail_since="")
-        old_progress = float(fields.get("progress") or 0)
-        progress = max(old_progress, clamp_progress(result.progress))
-        if progress == old_progress and (result.message or "") == fields.get("message", ""):
-            return None, book
-        est = estimate(
-            progress=progress,
-            now=now,
-            last_progress=float(fields.get("rp") or 0),
-            last_time=float(fields.get("rt") or now),
-            last_rate=float(fields["rate"]) if fields.get("rate") else None,
-        )
-        book.update(message=result.message, eta_s=est.eta_s, rate=est.rate, rp=progress, rt=now)
-        msg = progress_message(task_id, progress, result.message, est.eta_s, est.rate)
-        return Change(task_id, msg, Status.RUNNING, progress, book), book
-
-    def _write_progress(self, rows: list[Task]) -> None:
-        """Copy live progress to the database in the background, one write at a time.
-
-        The write is off the poll's path: a slow database never delays a tick.
-        Rows that find a write in flight are skipped; their task is written on
-        a later poll (each row's due time was already pushed back in Redis).
-        """
-        if self._db_write is not None and not self._db_write.done():
-            return
-        self._db_write = asyncio.create_task(self._bulk_update(rows))
-
     async def drain(self) -> None:
-        """Wait for the background database write, if one is under way."""
-        if self._db_write is not None:
-            await asyncio.gather(self._db_write, return_exceptions=True)
-
-    async def _bulk_update(self, rows: list[Task]) -> None:
-        try:
-            await sync_to_async(_copy_progress)(rows)
-        except Exception:
-            logger.exception("writing the progress of %d tasks to the database failed", len(rows))
-
-    def _backend_trouble(
-        self,
-        task_id: str,
-        fields: Mapping[str, str],
-        exc: ServiceError,
-        now: float,
-        endings: list[tasks.Ending],
-    ) -> tuple[float, dict[str, Any]] | None:
-        """Back off, or (once the failure budget is spent) queue the task's failure."""
-        fails = int(fields.get("fails") or 0) + 1
-        since = float(fields.get("fail_since") or now)
-        if now - since >= progrock_settings.FAILURE_BUDGET:
-            detail = (
-                f"backend unusable for {now - since:.0f}s ({fails} failed polls); last error: {exc}"
-            )
-            endings.append(
-                tasks.Ending(
-                    task_id,
-                    Status.FAILED,
-                    progress=float(fields.get("progress") or 0),
-                    error=failure("backend_unreachable", detail),
-                    seq_hint=int(fields.get("seq") or 0),
-                )
-            )
-            return None
-        delay = backoff(fails, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX)
-        logger.warning(
-            "poll of %s failed (%s); attempt %d, retrying in %.1fs", task_id, exc, fails, delay
-        )
-        return delay, {"fails": fails, "fail_since": since}
-
-    @staticmethod
-    def _ending_from_backend(
-        task_id: str, fields: Mapping[str, str], result: ServiceStatus
-    ) -> tasks.Ending:
-        """The end of a task the backend reports as over."""
-        seq = int(fields.get("seq") or 0)
-        progress = max(float(fields.get("progress") or 0), clamp_progress(result.progress))
-        if result.state == "succeeded":
-            return tasks.Ending(task_id, Status.SUCCEEDED, 100, result.result, seq_hint=seq)
-        if result.state == "failed":
-            error = failure("backend_failed", result.error or "the task failed")
-            return tasks.Ending(task_id, Status.FAILED, progress, error=error, seq_hint=seq)
-        return tasks.Ending(task_id, Status.CANCELLED, progress, seq_hint=seq)
+        """Wait for the background database write, if one is under way (for tests)."""
+        await self.progress_copy.drain()
 
     # -- cancel -------------------------------------------------------------
 
@@ -415,9 +182,7 @@ class Engine:
         if ended is not None and ended.state in ("succeeded", "failed"):
             # The backend finished first: the task ends as the backend says.
             fields = {"progress": str(progress), "seq": str(seq)}
-            await tasks.afinish_many(
-                [self._ending_from_backend(task_id, fields, ended)], self.store
-            )
+            await tasks.afinish_many([ending_from_backend(task_id, fields, ended)], self.store)
             await self.reply_error(
                 reply,
                 "not_cancellable",
@@ -453,15 +218,6 @@ class Engine:
         from progrock.sweep import sweep
 
         return await sweep(self)
-
-
-def _copy_progress(rows: list[Task]) -> None:
-    """Copy live progress into running rows only: never touch a finished task's row."""
-    with transaction.atomic():
-        for row in rows:
-            Task.objects.filter(pk=row.pk, status=Status.RUNNING.value).update(
-                progress=row.progress, message=row.message, seq=row.seq
-            )
 
 
 _engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Engine] = weakref.WeakKeyDictionary()

@@ -16,9 +16,10 @@ from django.test import override_settings
 
 from progrock.delay import DelayStore
 from progrock.models import Task
+from progrock.polls import Tick, parse_ticks
 from progrock.services.http import HttpTaskService
 from progrock.store import TaskStore
-from progrock.worker import Engine, Tick, parse_ticks
+from progrock.worker import Engine
 from progrock_backend.testing import BackendProcess, start_backend
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]

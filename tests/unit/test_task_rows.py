@@ -9,6 +9,7 @@ import pytest
 
 from progrock import tasks
 from progrock.models import Task
+from progrock.polls import copy_progress
 from progrock.protocol import Status, failure
 
 pytestmark = pytest.mark.django_db
@@ -63,3 +64,27 @@ def test_endings_write_each_rows_own_values_and_skip_finished_rows() -> None:
     assert (got[ids[2]].status, got[ids[2]].error, got[ids[2]].progress) == ("failed", err, 40)
     assert (got[ids[3]].status, got[ids[3]].progress, got[ids[3]].seq) == ("cancelled", 12.5, 3)
     assert got[ids[4]].status == "succeeded" and got[ids[4]].error is None
+
+
+def test_copy_progress_writes_each_running_rows_own_values_only() -> None:
+    ids = rows(150, Status.RUNNING)  # more than one statement's worth
+    Task.objects.filter(pk=ids[7]).update(status=Status.SUCCEEDED.value, progress=100, seq=40)
+    copies = [
+        Task(id=task_id, progress=n / 2, message=f"step {n}", seq=n + 1)
+        for n, task_id in enumerate(ids)
+    ]
+    copy_progress(copies)
+    got = {str(t.id): t for t in Task.objects.filter(pk__in=ids)}
+    for n, task_id in enumerate(ids):
+        if n == 7:  # finished meanwhile: untouched
+            assert (got[task_id].status, got[task_id].progress, got[task_id].seq) == (
+                "succeeded",
+                100,
+                40,
+            )
+        else:
+            assert (got[task_id].progress, got[task_id].message, got[task_id].seq) == (
+                n / 2,
+                f"step {n}",
+                n + 1,
+            )
