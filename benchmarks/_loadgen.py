@@ -28,7 +28,7 @@ from typing import Any
 
 from _client import classify, origin_of, start_message
 from _procs import raise_fd_limit
-from _wsclient import connect
+from _wsclient import Connection, connect
 
 
 class Task:
@@ -91,6 +91,7 @@ class LoadGen:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, connect_at - loop.time()))
         began = time.monotonic()
+        ws: Connection | None = None
         try:
             url = self.args.url
             ws = await connect(url, origin=origin_of(url), open_timeout=self.args.connect_timeout)
@@ -100,6 +101,8 @@ class LoadGen:
         except Exception as exc:
             task.error = f"connect: {exc!r}"[:300]
             self._connect_done(False)
+            if ws is not None:  # connected, but not to a ProgRock-like socket
+                await ws.close()
             return
         task.connect_s = time.monotonic() - began
         self._connect_done(True)
