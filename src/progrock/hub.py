@@ -178,9 +178,11 @@ class Hub:
                 if conn is None:
                     raise ConnectionError("no pub/sub connection")
                 replies = await conn.read()
-                attempt = 0
                 for reply in replies:
                     await self._dispatch(reply)
+                # Only now: an error reply (NOAUTH, max clients) raises in
+                # _dispatch, and the reconnects that follow must back off.
+                attempt = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

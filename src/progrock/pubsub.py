@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
+from redis.asyncio.connection import RedisSSLContext
 from redis.connection import SSLConnection, parse_url
 
 # Replies held before the socket stops being read (backpressure to Redis,
@@ -103,6 +104,7 @@ class PubSubConnection:
         """Connect (and authenticate) to the Redis server of ``url``."""
         options = parse_url(url)  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
+        transport: asyncio.BaseTransport | None = None
         try:
             async with asyncio.timeout(connect_timeout):
                 if options.get("path"):
@@ -110,25 +112,42 @@ class PubSubConnection:
                         _Protocol, options["path"]
                     )
                 else:
-                    tls = ssl.create_default_context() if _is_tls(options) else None
                     transport, protocol = await loop.create_connection(
                         _Protocol,
                         options.get("host") or "localhost",
                         int(options.get("port") or 6379),
-                        ssl=tls,
+                        ssl=_tls_context(options),
                     )
                 conn = cls(transport, protocol)
-                password = options.get("password")
-                if password:
-                    username = options.get("username")
-                    conn._write(encode_command("AUTH", *([username] if username else []), password))
-                    reply = (await conn.read())[0]
-                    if reply != b"OK":
-                        conn.close()
-                        raise PubSubClosed(f"Redis refused AUTH: {reply}")
+                await conn._authenticate(options.get("username"), options.get("password"))
         except TimeoutError:
+            if transport is not None:
+                transport.close()
             raise PubSubClosed(f"could not connect to Redis within {connect_timeout} s") from None
+        except BaseException:
+            if transport is not None:
+                transport.close()
+            raise
         return conn
+
+    async def _authenticate(self, username: str | None, password: str | None) -> None:
+        """AUTH as redis-py does: ``AUTH user password`` (password may be empty),
+        or ``AUTH password``; a server older than ACLs gets ``AUTH password``."""
+        if not username and not password:
+            return
+        args = [username, password or ""] if username else [password or ""]
+        self._write(encode_command("AUTH", *args))
+        reply = (await self.read())[0]
+        if (
+            username
+            and isinstance(reply, hiredis.ReplyError)
+            and "wrong number of arguments" in str(reply)
+        ):
+            self._write(encode_command("AUTH", password or ""))
+            reply = (await self.read())[0]
+        if reply != b"OK":
+            self.close()
+            raise PubSubClosed(f"Redis refused AUTH: {reply}")
 
     @property
     def closed(self) -> bool:
@@ -174,6 +193,18 @@ class PubSubConnection:
         self._transport.write(data)
 
 
-def _is_tls(options: dict[str, Any]) -> bool:
+def _tls_context(options: dict[str, Any]) -> ssl.SSLContext | None:
+    """The TLS context of a ``rediss://`` URL, with its ``ssl_*`` options, as redis-py
+    builds it; None for a plain connection."""
     connection_class = options.get("connection_class")
-    return isinstance(connection_class, type) and issubclass(connection_class, SSLConnection)
+    if not (isinstance(connection_class, type) and issubclass(connection_class, SSLConnection)):
+        return None
+    return RedisSSLContext(
+        keyfile=options.get("ssl_keyfile"),
+        certfile=options.get("ssl_certfile"),
+        cert_reqs=options.get("ssl_cert_reqs") or "required",  # redis-py's default
+        ca_certs=options.get("ssl_ca_certs"),
+        ca_data=options.get("ssl_ca_data"),
+        ca_path=options.get("ssl_ca_path"),
+        check_hostname=bool(options.get("ssl_check_hostname", True)),
+    ).get()

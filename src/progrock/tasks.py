@@ -301,7 +301,15 @@ def _write_endings(endings: Sequence[Ending], finished: datetime) -> list[bool]:
                     pk__in=ids, status=first.status.value, finished_at=finished
                 ).values_list("pk", flat=True)
                 moved.update(str(pk) for pk in rows)
-    return [e.task_id in moved for e in endings]
+    return [_canonical(e.task_id) in moved for e in endings]
+
+
+def _canonical(task_id: str) -> str:
+    """A task id as the database gives it back (``report_progress`` may get any form)."""
+    try:
+        return str(uuid.UUID(task_id))
+    except ValueError:
+        return task_id
 
 
 def _json_key(value: object) -> str:
@@ -396,7 +404,8 @@ def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool]
                 pk__in=ids, status=Status.RUNNING.value, started_at=at
             ).values_list("pk", "backend_ref")
             moved.update((str(pk), ref) for pk, ref in rows if ref is not None)
-    return [(task_id, ref) in moved for task_id, ref in started]
+    # The column holds text: compare as text (a custom service may return an int).
+    return [(task_id, str(ref)) in moved for task_id, ref in started]
 
 
 # Rows per statement in bulk writes (SQLite allows 999 parameters before 3.32).

@@ -158,3 +158,55 @@ def test_works_on_uvloop(redis_url: str) -> None:
             await client.aclose()
 
     assert uvloop.run(roundtrip()) == [[b"subscribe", b"t:uv", 1], [b"message", b"t:uv", b"hello"]]
+
+
+async def test_error_replies_make_the_hub_back_off_not_storm() -> None:
+    """A Redis answering every command with an error (NOAUTH, max clients): the hub's
+    reconnects slow down (0.2, 0.4, 0.8 s ...) instead of retrying five times a second."""
+    from progrock.hub import Hub
+
+    connections = 0
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while await reader.read(4096):
+            writer.write(b"-NOAUTH Authentication required.\r\n")
+        writer.close()
+
+    class Quiet:
+        async def hub_message(self, task_id: str, seq: int, flag: str, body: str) -> None:
+            return None
+
+        async def hub_resync(self, task_id: str) -> None:
+            return None
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hub = Hub(f"redis://127.0.0.1:{port}/0", "progrock:")
+    waiting = asyncio.create_task(hub.subscribe("t1", Quiet()))
+    try:
+        await asyncio.sleep(2.5)  # a window to count reconnects in, not a wait for an event
+        assert 2 <= connections <= 6, connections
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await hub.aclose()
+        server.close()
+
+
+def test_tls_urls_keep_their_ssl_options_and_verify_by_default() -> None:
+    import ssl
+
+    from redis.connection import parse_url
+
+    from progrock.pubsub import _tls_context
+
+    strict = _tls_context(parse_url("rediss://redis.example:6380/0"))
+    assert strict is not None
+    assert (strict.verify_mode, strict.check_hostname) == (ssl.CERT_REQUIRED, True)
+    lax = _tls_context(
+        parse_url("rediss://redis.example:6380/0?ssl_cert_reqs=none&ssl_check_hostname=false")
+    )
+    assert lax is not None and (lax.verify_mode, lax.check_hostname) == (ssl.CERT_NONE, False)
+    assert _tls_context(parse_url("redis://redis.example:6379/0")) is None

@@ -105,3 +105,15 @@ def test_http_service_satisfies_the_protocol() -> None:
     from progrock.services.http import HttpTaskService
 
     assert isinstance(HttpTaskService("http://127.0.0.1:1"), TaskService)
+
+
+def test_lone_surrogates_in_backend_text_become_replacement_characters() -> None:
+    """JSON may carry "\\udc80"; Redis and browsers cannot: it becomes U+FFFD, the rest stays."""
+    status = parse_status(
+        {"id": "r", "state": "failed", "progress": 5, "message": "a\udc80b?", "error": "x\ud800"}
+    )
+    assert status.message == "a\ufffdb?"
+    assert status.error == "x\ufffd"
+    assert parse_status(
+        {"id": "r", "state": "running", "progress": 5, "message": "é 🚀"}
+    ).message == ("é 🚀")

@@ -88,3 +88,17 @@ def test_copy_progress_writes_each_running_rows_own_values_only() -> None:
                 f"step {n}" if n % 3 else None,
                 n + 1,
             )
+
+
+def test_mark_running_compares_refs_as_the_text_the_column_holds() -> None:
+    """A custom service may return a non-string ref: the row moves, and says so."""
+    (task_id,) = rows(1)
+    assert tasks.mark_running([(task_id, 42)], datetime.now(UTC)) == [True]  # type: ignore[list-item]
+    assert Task.objects.get(pk=task_id).backend_ref == "42"
+
+
+def test_endings_accept_task_ids_in_any_uuid_form() -> None:
+    (task_id,) = rows(1, Status.RUNNING)
+    ending = tasks.Ending(task_id.upper(), Status.SUCCEEDED, 100)
+    assert tasks._write_endings([ending], datetime.now(UTC)) == [True]
+    assert Task.objects.get(pk=task_id).status == "succeeded"

@@ -118,7 +118,19 @@ def parse_status(obj: object, *, expected_ref: str | None = None) -> ServiceStat
         ref=ref,
         state=state,  # type: ignore[arg-type]  # checked against SERVICE_STATES above
         progress=float(progress),
-        message=message,
+        message=_text(message),
         result=obj.get("result"),
-        error=error,
+        error=_text(error),
     )
+
+
+def _text(value: str | None) -> str | None:
+    """Text that encodes as UTF-8: JSON may carry lone surrogates ("\\udc80"),
+    which Redis and the browsers' JSON cannot take; they become U+FFFD."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
