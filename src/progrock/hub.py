@@ -90,7 +90,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
-        await self._close_connection()
+        self._close_connection()
         self._listeners.clear()
 
     # -- internals ----------------------------------------------------------
@@ -122,7 +122,7 @@ class Hub:
         Call with ``_lock`` held. Futures someone still waits on are kept, so
         they resolve with the new connection's confirmations.
         """
-        await self._close_connection()
+        self._close_connection()
         conn = await PubSubConnection.open(self.url, connect_timeout=5)
         loop = asyncio.get_running_loop()
         old = self._confirmed
@@ -141,7 +141,7 @@ class Hub:
             raise
         self._conn, self._confirmed = conn, confirmed
 
-    async def _close_connection(self) -> None:
+    def _close_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +30,7 @@ from progrock.models import Task
 from progrock.protocol import (
     Status,
     backoff,
+    canonical_task_id,
     clamp_progress,
     estimate,
     failure,
@@ -54,10 +53,6 @@ class Tick:
     due_ms: float
 
 
-# A task id as str(uuid.UUID(...)) writes it: checked far faster than by parsing.
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def parse_ticks(raw: object) -> list[Tick]:
     """Ticks of a ``progrock.poll`` message; malformed entries are logged and skipped."""
     ticks: list[Tick] = []
@@ -72,13 +67,8 @@ def parse_ticks(raw: object) -> list[Tick]:
             and isinstance(item[1], (int, float))
             and not isinstance(item[1], bool)
         ):
-            task_id = item[0]
-            if _CANONICAL_UUID.fullmatch(task_id) is None:
-                try:  # not in the form we write: accept any form uuid.UUID reads
-                    task_id = str(uuid.UUID(task_id))
-                except ValueError:
-                    task_id = ""
-            if task_id:
+            task_id = canonical_task_id(item[0])
+            if task_id is not None:
                 ticks.append(Tick(task_id, float(item[1])))
                 continue
         logger.error("dropping malformed tick %.200r: expected [task_id, due_ms]", item)

@@ -120,13 +120,13 @@ class PubSubConnection:
                     )
                 conn = cls(transport, protocol)
                 await conn._authenticate(options.get("username"), options.get("password"))
-        except TimeoutError:
-            if transport is not None:
+        except BaseException as exc:
+            if transport is not None:  # connected, but AUTH failed or did not answer
                 transport.close()
-            raise PubSubClosed(f"could not connect to Redis within {connect_timeout} s") from None
-        except BaseException:
-            if transport is not None:
-                transport.close()
+            if isinstance(exc, TimeoutError):
+                raise PubSubClosed(
+                    f"could not connect to Redis within {connect_timeout} s"
+                ) from None
             raise
         return conn
 
@@ -145,8 +145,7 @@ class PubSubConnection:
         ):
             self._write(encode_command("AUTH", password or ""))
             reply = (await self.read())[0]
-        if reply != b"OK":
-            self.close()
+        if reply != b"OK":  # open() closes the connection
             raise PubSubClosed(f"Redis refused AUTH: {reply}")
 
     @property

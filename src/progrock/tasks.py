@@ -39,6 +39,7 @@ from progrock.protocol import (
     TERMINAL,
     Status,
     TaskView,
+    canonical_task_id,
     clamp_progress,
     failure,
     progress_message,
@@ -301,15 +302,8 @@ def _write_endings(endings: Sequence[Ending], finished: datetime) -> list[bool]:
                     pk__in=ids, status=first.status.value, finished_at=finished
                 ).values_list("pk", flat=True)
                 moved.update(str(pk) for pk in rows)
-    return [_canonical(e.task_id) in moved for e in endings]
-
-
-def _canonical(task_id: str) -> str:
-    """A task id as the database gives it back (``report_progress`` may get any form)."""
-    try:
-        return str(uuid.UUID(task_id))
-    except ValueError:
-        return task_id
+    # As the database gives ids back (report_progress may get any UUID form).
+    return [(canonical_task_id(e.task_id) or e.task_id) in moved for e in endings]
 
 
 def _json_key(value: object) -> str:
