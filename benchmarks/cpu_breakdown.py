@@ -37,7 +37,40 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-async def drive(stack: Stack, tasks: int, rate: float, step: float = 3) -> None:
+def command_stats(redis_url: str) -> dict[str, tuple[int, int]]:
+    """Redis command name -> (calls, microseconds) since the server started."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        info = client.info("commandstats")
+    finally:
+        client.close()
+    return {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+        for name, v in info.items()
+    }
+
+
+def command_lines(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], n: int) -> str:
+    rows = []
+    for name, (calls, usec) in after.items():
+        c0, u0 = before.get(name, (0, 0))
+        if calls > c0:
+            rows.append((usec - u0, name, calls - c0))
+    rows.sort(reverse=True)
+    total_calls = sum(c for _, _, c in rows)
+    lines = [f"    Redis: {total_calls / max(n, 1):.2f} calls/update"]
+    lines += [
+        f"      {name:14s} {calls / max(n, 1):6.3f} calls/update  {usec / max(n, 1):6.1f} us/update"
+        for usec, name, calls in rows
+    ]
+    return "\n".join(lines)
+
+
+async def drive(
+    stack: Stack, tasks: int, rate: float, step: float = 3, redis_stats: bool = False
+) -> None:
     ws_url = stack.url.replace("http://", "ws://") + "/prog/"
     updates = timeouts = 0
     durations: list[float] = []
@@ -69,8 +102,12 @@ async def drive(stack: Stack, tasks: int, rate: float, step: float = 3) -> None:
         first = cpu_seconds(stack.pids())
         window["updates"], window["cpu"] = updates, sum(first.values())
         window["me"], window["t"] = sum(me.cpu_times()[:2]), time.monotonic()
+        stats = command_stats(stack.redis_url) if redis_stats else {}
         await asyncio.sleep(3)
         n = updates - window["updates"]
+        stats_lines = (
+            "\n" + command_lines(stats, command_stats(stack.redis_url), n) if redis_stats else ""
+        )
         last = cpu_seconds(stack.pids())
         cpu = sum(last.values()) - window["cpu"]
         parts = "  ".join(
@@ -83,6 +120,7 @@ async def drive(stack: Stack, tasks: int, rate: float, step: float = 3) -> None:
             f"steady 3 s: {n / elapsed:.0f} updates/s, stack {cpu / max(n, 1) * 1e6:.0f} us/update"
             f" + loadgen {load / max(n, 1) * 1e6:.0f} us/update,"
             f" machine {(cpu + load) / elapsed:.2f} cores\n    per process, us/update: {parts}"
+            f"{stats_lines}"
         )
 
     before, me_before = cpu_seconds(stack.pids()), sum(me.cpu_times()[:2])
@@ -116,9 +154,14 @@ def main() -> None:
     parser.add_argument(
         "--step", type=float, default=3, help="percent per 200 ms tick (1 makes 20 s tasks)"
     )
+    parser.add_argument(
+        "--redis-stats",
+        action="store_true",
+        help="also print Redis commands per update in the steady window (INFO commandstats)",
+    )
     args = parser.parse_args()
     with Stack(workers=args.workers, server=args.server) as stack:
-        asyncio.run(drive(stack, args.tasks, args.rate, args.step))
+        asyncio.run(drive(stack, args.tasks, args.rate, args.step, args.redis_stats))
 
 
 if __name__ == "__main__":

@@ -260,13 +260,20 @@ async def test_channel_full_retried(
     caplog.set_level(logging.WARNING, logger="progrock.delay")
     layer = RedisChannelLayer(hosts=[redis_url], channel_capacity={"tiny": 2})
     try:
-        await store.schedule_many([Envelope("tiny", {"type": "t", "n": i}, 0) for i in range(6)])
-        async with serving(redis_url, layer, retry_ms=50):
+        # The server must come back for the retried messages at their new due
+        # time (50 ms), not at its re-check (60 s) or the end of the lease it
+        # held on them (60 s).
+        async with serving(redis_url, layer, retry_ms=50, recheck_s=60.0, lease_ms=60_000):
+            began = time.monotonic()
+            await store.schedule_many(
+                [Envelope("tiny", {"type": "t", "n": i}, 0) for i in range(6)]
+            )
             deadline = time.monotonic() + TIMEOUT
             while "is full" not in caplog.text:  # let the channel overflow first
                 assert time.monotonic() < deadline, "the channel never filled up"
                 await asyncio.sleep(0.02)
             got = sorted([(await receive(layer, "tiny"))["n"] for _ in range(6)])
+            assert time.monotonic() - began < 20.0
             await wait_drained(store)
     finally:
         await layer.close_pools()
@@ -297,6 +304,60 @@ async def test_wakes_early_for_earlier_message(
         await store.schedule("out", {"type": "t", "n": "near"}, 50)
         assert await receive(layer) == {"type": "t", "n": "near"}
         assert time.monotonic() - started < 5.0  # without the wake-up: 60 s
+
+
+async def test_wake_announced_only_for_a_new_earliest_due(store: DelayStore) -> None:
+    """A schedule announces its due time only when it is earlier than every pending one."""
+    pubsub = store.client.pubsub()
+    await pubsub.subscribe(store.wake_channel)
+    try:
+        assert (await pubsub.get_message(timeout=TIMEOUT))["type"] == "subscribe"
+
+        async def announced() -> float:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=TIMEOUT)
+            assert message is not None, "no announcement"
+            return float(message["data"])
+
+        now = time.time() * 1000
+        await store.schedule("out", {"type": "t", "n": "a"}, 60_000)  # set empty: announced
+        assert await announced() >= now + 60_000
+        await store.schedule("out", {"type": "t", "n": "b"}, 120_000)  # later than a: silent
+        await store.schedule("out", {"type": "t", "n": "c"}, 30_000)  # earlier than a: announced
+        # Announcements arrive in order: had b been announced, it would come first.
+        assert await announced() < now + 60_000
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_no_empty_claim_between_deliveries(
+    redis_url: str, layer: RedisChannelLayer
+) -> None:
+    """After a delivery the server sleeps until the next due time instead of claiming again."""
+    store = DelayStore.from_url(redis_url)
+    claims: list[int] = []
+    real_claim = store.claim
+
+    async def counting_claim(now: float, lease_ms: float, limit: int) -> Any:
+        claim = await real_claim(now, lease_ms, limit)
+        claims.append(len(claim.items))
+        return claim
+
+    store.claim = counting_claim  # type: ignore[method-assign]
+    await store.schedule_many(
+        [Envelope("out", {"type": "t", "n": 1}, 200), Envelope("out", {"type": "t", "n": 2}, 700)]
+    )
+    server = DelayServer(store, layer, recheck_s=60.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.run(stop))
+    try:
+        assert (await receive(layer))["n"] == 1
+        assert (await receive(layer))["n"] == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, TIMEOUT)
+        await store.aclose()
+    first, last = claims.index(1), len(claims) - 1 - claims[::-1].index(1)
+    assert claims[first : last + 1] == [1, 1], claims
 
 
 async def test_sweep_trigger_once_per_interval(redis_url: str) -> None:

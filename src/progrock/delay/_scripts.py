@@ -9,7 +9,11 @@ from __future__ import annotations
 # KEYS: pending, payload, keys. ARGV: wake channel, earliest due, then
 # (id, due, key or "", json) per message. Replaces the pending message of a
 # key; a message of that key already claimed (inflight) is left to finish.
+# Announces the earliest new due time only when it is earlier than every
+# pending one: each delay server already plans to wake at (or before) the
+# earliest pending due time, so a later message needs no wake-up.
 SCHEDULE = """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 for i = 3, #ARGV, 4 do
   local id, due, key, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if key ~= '' then
@@ -22,8 +26,11 @@ for i = 3, #ARGV, 4 do
   redis.call('HSET', KEYS[2], id, body)
   redis.call('ZADD', KEYS[1], due, id)
 end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
+if first[2] == nil or tonumber(ARGV[2]) < tonumber(first[2]) then
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  return 1
+end
+return 0
 """
 
 # KEYS: pending, inflight, payload. ARGV: now, lease deadline, limit.

@@ -289,13 +289,21 @@ class DelayServer:
                         "re-queued %d delayed messages whose delivery lease expired",
                         claim.reclaimed,
                     )
-                if claim.items:
-                    await self._deliver(claim.items)
-                    rest = pass_began + self.batch_window_ms - now_ms()
-                    if rest > 0 and len(claim.items) < self.claim_limit:
-                        await asyncio.sleep(rest / 1000)
-                    continue
                 wake_at = min(claim.next_due_ms or math.inf, claim.next_lease_ms or math.inf)
+                if claim.items:
+                    retry_at = await self._deliver(claim.items)
+                    wake_at = min(wake_at, retry_at)
+                    if len(claim.items) >= self.claim_limit:
+                        continue  # more may be due now
+                    # Claim again once the batch window is over, and only if
+                    # something falls due by then; otherwise sleep until the
+                    # next due time (an empty claim is a wasted round trip).
+                    window_end = pass_began + self.batch_window_ms
+                    if wake_at <= window_end or self._wake.is_set():
+                        rest = window_end - now_ms()
+                        if rest > 0:
+                            await asyncio.sleep(rest / 1000)
+                        continue
                 self._planned = wake_at
                 timeout = min(self.recheck_s, max(0.0, (wake_at - now_ms()) / 1000.0))
                 if timeout > 0:
@@ -309,7 +317,8 @@ class DelayServer:
                 self._wake.clear()
                 await _wait(self._wake, pause)
 
-    async def _deliver(self, items: list[tuple[str, str]]) -> None:
+    async def _deliver(self, items: list[tuple[str, str]]) -> float:
+        """Send claimed messages; return when the ones put back fall due (inf if none)."""
         messages: list[Pending] = []
         dropped: list[tuple[str, str | None]] = []
         for message_id, raw in items:
@@ -328,7 +337,10 @@ class DelayServer:
         later = [pair for _, retry in results for pair in retry]
         await self.store.ack(done)
         if later:
-            await self.store.retry(later, now_ms() + self.retry_ms)
+            retry_at = now_ms() + self.retry_ms
+            await self.store.retry(later, retry_at)
+            return retry_at
+        return math.inf
 
     async def _send_in_order(self, deliveries: list[Delivery]) -> tuple[_Pairs, _Pairs]:
         """Send one channel's deliveries in order; return (done, to retry) id/key pairs."""
