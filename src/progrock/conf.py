@@ -53,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
     # how overdue a poll must be before the sweep re-arms it.
     "SWEEP_INTERVAL": 5.0,
     "STALL_AFTER": 5.0,
+    # Seconds a forwarded start may go without its task running or ending
+    # before it is forwarded again (its worker was killed, or the message
+    # lost); longer than a backend create may take.
+    "START_TIMEOUT": 10.0,
     # Most poll ticks the delay server merges into one worker message.
     "TICK_BATCH": 200,
     # Seconds a busy delay server lets due messages gather between two passes
@@ -97,6 +101,7 @@ class Settings:
             "DB_PROGRESS_INTERVAL",
             "SWEEP_INTERVAL",
             "STALL_AFTER",
+            "START_TIMEOUT",
         ):
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -22,7 +22,7 @@ from channels.sessions import InstanceSessionWrapper
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from progrock import tasks
+from progrock import forward, tasks
 from progrock.conf import protocol_limits
 from progrock.exceptions import ProtocolError
 from progrock.hub import get_hub
@@ -145,7 +145,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.watching[task_id] = 0
         try:
             await get_hub().subscribe(task_id, self)
-            await tasks.forward_start(
+            await forward.forward_start(
                 task_id=task_id,
                 kind=request.kind,
                 params=request.params,
@@ -215,7 +215,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 action="cancel",
                 task_id=task_id,
             )
-        await tasks.forward_cancel(task_id, reply_channel=self.channel_name)
+        await forward.forward_cancel(task_id, reply_channel=self.channel_name)
 
     async def list_tasks(self) -> None:
         views = await tasks.alist_views(self.owner)

@@ -5,6 +5,10 @@ batch: one Redis round trip claims them, one thread hop writes their rows and
 applies the owner limit, the backend creates them concurrently, one
 transaction marks them running and one Redis call announces ``started`` for
 all of them. A batch of one behaves exactly like a single start.
+
+Each start's watchdog (:mod:`progrock.start_watch`) is re-armed when the
+batch is taken and dropped once its task runs, has ended or was refused, so a
+start lost with a killed worker is forwarded again.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 
-from progrock import tasks
+from progrock import start_watch, tasks
 from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
@@ -66,6 +70,7 @@ def parse_start(message: Mapping[str, Any]) -> StartRequest | None:
         if not (isinstance(kind, str) and isinstance(params, dict) and isinstance(owner, str)):
             raise TypeError("kind, params, owner must be str, dict, str")
         int(message.get("attempt") or 0)
+        float(message.get("first_failure") or 0)
     except (KeyError, ValueError, TypeError) as exc:
         logger.error("dropping malformed start message %.300r: %s", message, exc)
         return None
@@ -95,18 +100,53 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
     batch = [r for r, ok in zip(requests.values(), claimed, strict=True) if ok]
     if not batch:
         return
+    # From now on this worker carries the starts: their watchdogs restart.
+    await start_watch.arm(engine.delay, [r.message for r in batch])
+    settled: list[str] = []  # task ids whose watchdog can go
+    try:
+        await _start_batch(engine, batch, settled)
+    finally:
+        if settled:
+            await start_watch.disarm(engine.delay, settled)
+
+
+async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[str]) -> None:
     admitted = await sync_to_async(tasks.admit_many)(
         [(r.task_id, r.owner, r.kind, r.params) for r in batch]
     )
     queued: list[tuple[StartRequest, Task]] = []
+    expired: list[tuple[StartRequest, Task]] = []
+    now = time.time()
     for r, found in zip(batch, admitted, strict=True):
         if isinstance(found, tasks.TooManyTasks):
+            settled.append(r.task_id)
             await engine.reply_error(
                 r.reply, "too_many_tasks", str(found), action="start", task_id=r.task_id, ref=r.ref
             )
-        elif found.status == Status.QUEUED.value:
+        elif found.status != Status.QUEUED.value:
+            settled.append(r.task_id)  # a duplicate start: the task is under way or over
+        elif start_watch.budget_spent(r.message, now):
+            expired.append((r, found))  # earlier attempts were lost or failed for too long
+        else:
             queued.append((r, found))
-        # else: a duplicate start: the task is already under way or over
+    if expired:
+        await engine.store.init_many({r.task_id: tasks.live_fields(task) for r, task in expired})
+        await tasks.afinish_many(
+            [
+                tasks.Ending(
+                    r.task_id,
+                    Status.FAILED,
+                    error=failure(
+                        "not_started",
+                        f"no worker started the task in {r.attempt} attempts over "
+                        f"{progrock_settings.FAILURE_BUDGET:g}s",
+                    ),
+                )
+                for r, _ in expired
+            ],
+            engine.store,
+        )
+        settled.extend(r.task_id for r, _ in expired)
     if not queued:
         return
     await engine.store.init_many({r.task_id: tasks.live_fields(task) for r, task in queued})
@@ -123,6 +163,7 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
         if isinstance(result, tuple):
             created.append((r, *result))
         elif isinstance(result, ServiceRejected):
+            settled.append(r.task_id)
             endings.append(
                 tasks.Ending(
                     r.task_id, Status.FAILED, error=failure("backend_rejected", result.detail)
@@ -131,6 +172,7 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
         elif isinstance(result, ServiceError):
             first = float(r.message.get("first_failure") or time.time())
             if time.time() - first > progrock_settings.FAILURE_BUDGET:
+                settled.append(r.task_id)
                 endings.append(
                     tasks.Ending(
                         r.task_id, Status.FAILED, error=failure("backend_unreachable", str(result))
@@ -146,15 +188,16 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
                     "channel": progrock_settings.WORKER_CHANNEL,
                     "content": {**r.message, "attempt": r.attempt + 1, "first_failure": first},
                     "delay": delay * 1000,
-                    "key": f"start:{r.task_id}",
+                    "key": start_watch.watch_key(r.task_id),  # replaces the watchdog
                     "merge": False,
                 }
             )
         else:
-            # A bug in the service: the task stays queued, and the sweep fails it.
+            # A bug in the service: the task stays queued; its watchdog tries again.
             logger.error("starting %s failed", r.task_id, exc_info=result)
     try:
         await _announce_started(engine, created)
+        settled.extend(r.task_id for r, _, _ in created)
     finally:
         if retries:
             await engine.delay.schedule_many(retries)
@@ -171,8 +214,11 @@ async def _announce_started(
     updated = await sync_to_async(tasks.mark_running)(
         [(r.task_id, status.ref) for r, status, _ in created], started
     )
-    gone = [status.ref for (_, status, _), ok in zip(created, updated, strict=True) if not ok]
-    if gone:  # cancelled while the backend was creating them
+    # False: cancelled or ended while the backend was creating them (or another
+    # attempt got a different backend task); None: another attempt of this
+    # start already runs it with this very backend task.
+    gone = [status.ref for (_, status, _), ok in zip(created, updated, strict=True) if ok is False]
+    if gone:
         await asyncio.gather(*(engine.cancel_backend(ref) for ref in gone))
     from progrock.polls import Tick
 
@@ -180,7 +226,7 @@ async def _announce_started(
     first: list[Tick] = []
     changes: list[Change] = []
     for (r, status, created_ms), ok in zip(created, updated, strict=True):
-        if not ok:
+        if ok is not True:
             continue
         # The first poll is one interval after the backend created the task,
         # in phase with a backend that steps on that interval.

@@ -97,9 +97,7 @@ async def _sweep_queued(
             engine.store,
             progress=0,
             seq_hint=task.seq,
-            error=failure(
-                "backend_unreachable", f"the task did not start within {stuck_after:.0f}s"
-            ),
+            error=failure("not_started", f"the task did not start within {stuck_after:.0f}s"),
         )
 
 

@@ -16,7 +16,6 @@ import bisect
 import json
 import time
 import uuid
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,13 +23,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
 from django.db import IntegrityError, transaction
 from django.db.models import Case, CharField, PositiveIntegerField, Value, When
 from django.http import HttpRequest
 
 from progrock.conf import progrock_settings
 from progrock.exceptions import InvalidTransition, ProgRockError, TaskNotFound
+from progrock.forward import forward_start
 from progrock.models import Task
 from progrock.permissions import can_access
 from progrock.protocol import (
@@ -117,107 +116,6 @@ async def alist_views(owner: str, limit: int = LIST_LIMIT) -> list[TaskView]:
         fields = live.get(str(task.id))
         views.append(view_from_hash(str(task.id), fields) if fields else task.view())
     return views
-
-
-# -- forwarding to workers ---------------------------------------------------------
-
-
-async def _to_workers(message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        raise ProgRockError("no channel layer is configured (settings.CHANNEL_LAYERS)")
-    await layer.send(progrock_settings.WORKER_CHANNEL, message)
-
-
-# Starts forwarded together in one channel-layer message, at most this many.
-FORWARD_BATCH = 100
-
-
-class _StartForwarder:
-    """Sends start requests to the workers, many per channel-layer message.
-
-    A channels_redis send costs several Redis round trips; when many sockets
-    start tasks at once, the requests of one event-loop turn (and those that
-    arrive while a send is under way) share one message. Each caller still
-    waits for its own request to be sent and gets the send's error if it fails.
-    """
-
-    def __init__(self) -> None:
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def send(self, start: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._queue.append((start, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the starts of this turn of the loop join
-        while self._queue:
-            batch = self._queue[:FORWARD_BATCH]
-            del self._queue[:FORWARD_BATCH]
-            message: dict[str, Any] = (
-                batch[0][0]
-                if len(batch) == 1
-                else {"type": "progrock.start", "starts": [start for start, _ in batch]}
-            )
-            try:
-                await _to_workers(message)
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-
-
-_forwarders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StartForwarder] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def forward_start(
-    *,
-    task_id: str,
-    kind: str,
-    params: Mapping[str, Any],
-    owner: str,
-    reply_channel: str | None,
-    ref: str | int | None = None,
-) -> None:
-    """Hand a start request to a worker (the consumer and the Python API use this)."""
-    loop = asyncio.get_running_loop()
-    forwarder = _forwarders.get(loop)
-    if forwarder is None:
-        forwarder = _forwarders[loop] = _StartForwarder()
-    await forwarder.send(
-        {
-            "type": "progrock.start",
-            "task_id": task_id,
-            "kind": kind,
-            "params": dict(params),
-            "owner": owner,
-            "reply_channel": reply_channel,
-            "ref": ref,
-        }
-    )
-
-
-async def forward_cancel(task_id: str, *, reply_channel: str | None) -> None:
-    """Hand a cancel request to a worker; each request is claimed once by id."""
-    await _to_workers(
-        {
-            "type": "progrock.cancel",
-            "task_id": task_id,
-            "reply_channel": reply_channel,
-            "request_id": uuid.uuid4().hex,
-        }
-    )
 
 
 # -- state changes shared by worker and push API ------------------------------------
@@ -372,15 +270,20 @@ async def afinish(
     return (await afinish_many([ending], store))[0]
 
 
-def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool]:
-    """Move queued rows ``(task_id, backend_ref)`` to running, in one transaction;
-    False where the row is no longer queued (cancelled while the backend created it).
+def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool | None]:
+    """Move queued rows ``(task_id, backend_ref)`` to running, in one transaction.
+
+    Per row: True if this call moved it; None if it is already active with
+    the same ref (another attempt of the same start got there first: nothing
+    to do); False if it is no longer queued otherwise (cancelled or ended
+    while the backend created it, or running with another ref), so the
+    caller's backend task is surplus.
 
     Two statements per chunk however many rows: one conditional UPDATE (each
-    row's ref by CASE) and one SELECT of the rows it moved (a per-row UPDATE
-    cost the ORM about 0.2 ms each, and starts come in bursts).
+    row's ref by CASE) and one SELECT of the rows (a per-row UPDATE cost the
+    ORM about 0.2 ms each, and starts come in bursts).
     """
-    moved: set[tuple[str, str]] = set()
+    found: dict[str, tuple[str, datetime | None, str | None]] = {}
     with transaction.atomic():
         for i in range(0, len(started), _ROWS_PER_STATEMENT):
             chunk = started[i : i + _ROWS_PER_STATEMENT]
@@ -394,12 +297,23 @@ def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool]
                     output_field=CharField(),
                 ),
             )
-            rows = Task.objects.filter(
-                pk__in=ids, status=Status.RUNNING.value, started_at=at
-            ).values_list("pk", "backend_ref")
-            moved.update((str(pk), ref) for pk, ref in rows if ref is not None)
-    # The column holds text: compare as text (a custom service may return an int).
-    return [(task_id, str(ref)) in moved for task_id, ref in started]
+            rows = Task.objects.filter(pk__in=ids).values_list(
+                "pk", "status", "started_at", "backend_ref"
+            )
+            found.update((str(pk), (status, when, ref)) for pk, status, when, ref in rows)
+    active = {s.value for s in ACTIVE}
+    out: list[bool | None] = []
+    for task_id, ref in started:
+        status, when, row_ref = found.get(str(uuid.UUID(str(task_id))), ("", None, None))
+        # The column holds text: compare as text (a custom service may return an int).
+        same_ref = row_ref is not None and row_ref == str(ref)
+        if status == Status.RUNNING.value and when == at and same_ref:
+            out.append(True)
+        elif status in active and same_ref:
+            out.append(None)
+        else:
+            out.append(False)
+    return out
 
 
 # Rows per statement in bulk writes (SQLite allows 999 parameters before 3.32).

@@ -14,7 +14,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from progrock import tasks
+from progrock import forward, tasks
 from progrock.conf import progrock_settings, protocol_limits
 from progrock.exceptions import ProtocolError
 from progrock.protocol import (
@@ -111,7 +111,7 @@ async def task_cancel(request: HttpRequest, task_id: str) -> HttpResponse:
             action="cancel",
             task_id=task_id,
         )
-    await tasks.forward_cancel(task_id, reply_channel=None)
+    await forward.forward_cancel(task_id, reply_channel=None)
     return JsonResponse({"task_id": task_id, "status": "cancelling"}, status=202)
 
 

@@ -137,6 +137,8 @@ if os.environ.get("PROGROCK_POLL_INTERVAL"):
     PROGROCK["POLL_INTERVAL"] = float(os.environ["PROGROCK_POLL_INTERVAL"])
 if os.environ.get("PROGROCK_FAILURE_BUDGET"):
     PROGROCK["FAILURE_BUDGET"] = float(os.environ["PROGROCK_FAILURE_BUDGET"])
+if os.environ.get("PROGROCK_START_TIMEOUT"):
+    PROGROCK["START_TIMEOUT"] = float(os.environ["PROGROCK_START_TIMEOUT"])
 if os.environ.get("PROGROCK_MAX_RUNNING_PER_OWNER"):
     PROGROCK["MAX_RUNNING_PER_OWNER"] = int(os.environ["PROGROCK_MAX_RUNNING_PER_OWNER"])
 if os.environ.get("PROGROCK_SWEEP_INTERVAL"):

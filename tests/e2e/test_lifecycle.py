@@ -275,6 +275,43 @@ async def test_a_killed_worker_does_not_strand_tasks(fault_stack: Stack) -> None
         await client.close()
 
 
+def queued_task_ids(stack: Stack) -> list[str]:
+    with sqlite3.connect(stack.data_dir / "db.sqlite3") as db:
+        rows = db.execute("SELECT id FROM progrock_task WHERE status = 'queued'").fetchall()
+    return [str(uuid.UUID(row[0])) for row in rows]
+
+
+async def test_a_start_taken_by_a_killed_worker_is_forwarded_again(
+    make_stack: MakeStack, faulty_backend: BackendProcess
+) -> None:
+    """SIGKILL the only worker while the backend creates the task: the start's watchdog
+    forwards it again, and the restarted worker starts it (no failure, no lost client)."""
+    stack = make_stack(
+        backend_url=faulty_backend.url, workers=1, env={"PROGROCK_START_TIMEOUT": "2"}
+    )
+    client = await Client.connect(stack.url)
+    faulty_backend.set_faults(delay_s=30.0, routes=["create"], count=1)
+    try:
+        await client.send({"action": "start", **FAST, "ref": "r1"})
+        # The worker has written the row and now waits for the backend's create.
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (queued := queued_task_ids(stack)):
+            assert asyncio.get_running_loop().time() < deadline, "the start never reached a worker"
+            await asyncio.sleep(0.05)
+        [task_id] = queued
+        await asyncio.to_thread(stack.kill, "worker-1")
+    finally:
+        faulty_backend.clear_faults()
+    await asyncio.to_thread(stack.restart, "worker-1")
+    final = await client.until_terminal(task_id, timeout=60)
+    assert final["type"] == "complete", final
+    types = [m["type"] for m in client.of_task(task_id)]
+    assert types.count("started") == 1 and "progress" in types, types
+    assert client.of_task(task_id)[0]["ref"] == "r1"
+    assert_well_ordered(client.of_task(task_id))
+    await client.close()
+
+
 async def test_a_flushed_delay_set_does_not_strand_tasks(fault_stack: Stack) -> None:
     """Deleting every pending delayed message mid-task: the sweep re-arms and tasks complete."""
     clients = [await Client.connect(fault_stack.url) for _ in range(4)]

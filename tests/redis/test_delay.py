@@ -306,6 +306,18 @@ async def test_wakes_early_for_earlier_message(
         assert time.monotonic() - started < 5.0  # without the wake-up: 60 s
 
 
+async def test_cancel_drops_pending_messages_by_key(store: DelayStore) -> None:
+    """cancel() removes the pending message of each key in one call, and only those."""
+    await store.schedule("out", {"type": "t", "n": 1}, 60_000, key="a")
+    await store.schedule("out", {"type": "t", "n": 2}, 60_000, key="b")
+    await store.schedule("out", {"type": "t", "n": 3}, 60_000)
+    assert await store.cancel(["a", "missing"]) == 1
+    assert not await store.has_pending("a")
+    assert await store.has_pending("b")
+    assert await store.counts() == {"pending": 2, "inflight": 0, "payload": 2, "keys": 1}
+    assert await store.cancel([]) == 0
+
+
 async def test_wake_announced_only_for_a_new_earliest_due(store: DelayStore) -> None:
     """A schedule announces its due time only when it is earlier than every pending one."""
     pubsub = store.client.pubsub()
@@ -329,9 +341,7 @@ async def test_wake_announced_only_for_a_new_earliest_due(store: DelayStore) -> 
         await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-async def test_no_empty_claim_between_deliveries(
-    redis_url: str, layer: RedisChannelLayer
-) -> None:
+async def test_no_empty_claim_between_deliveries(redis_url: str, layer: RedisChannelLayer) -> None:
     """After a delivery the server sleeps until the next due time instead of claiming again."""
     store = DelayStore.from_url(redis_url)
     claims: list[int] = []

@@ -12,7 +12,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import channel_layers, get_channel_layer
 from django.test import override_settings
 
-from progrock import tasks
+from progrock import forward, start_watch
+from progrock.delay import close_default_stores, has_pending
 from progrock.worker import WorkerConsumer
 
 pytestmark = pytest.mark.redis
@@ -39,7 +40,7 @@ async def _forward(n: int) -> list[str]:
     ids = [str(uuid.uuid4()) for _ in range(n)]
     await asyncio.gather(
         *(
-            tasks.forward_start(
+            forward.forward_start(
                 task_id=task_id, kind="rock", params={}, owner="o", reply_channel=None, ref=i
             )
             for i, task_id in enumerate(ids)
@@ -73,22 +74,36 @@ async def test_every_caller_gets_the_send_error(redis_url: str) -> None:
         channel_layers.backends.clear()
         try:
             await _forward(1)  # fills the channel
+            refused = [str(uuid.uuid4()) for _ in range(3)]
             results = await asyncio.gather(
                 *(
-                    tasks.forward_start(
-                        task_id=str(uuid.uuid4()),
+                    forward.forward_start(
+                        task_id=task_id,
                         kind="rock",
                         params={},
                         owner="o",
                         reply_channel=None,
                     )
-                    for _ in range(3)
+                    for task_id in refused
                 ),
                 return_exceptions=True,
             )
+            # Their watchdogs went with them: nothing will forward them later.
+            pending = [await has_pending(start_watch.watch_key(t)) for t in refused]
         finally:
             channel_layers.backends.clear()
+            await close_default_stores()
     assert len(results) == 3 and all(isinstance(r, ChannelFull) for r in results)
+    assert pending == [False, False, False]
+
+
+async def test_each_forwarded_start_has_a_watchdog(layer_settings: None) -> None:
+    """Forwarding arms, per start, its next attempt in the delay store (start:<task_id>)."""
+    try:
+        ids = await _forward(3)
+        assert [await has_pending(start_watch.watch_key(t)) for t in ids] == [True] * 3
+    finally:
+        await close_default_stores()
 
 
 async def test_the_worker_queues_each_start_of_a_batch() -> None:

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from django.test import override_settings
 
+from progrock import start_watch
 from progrock.delay import DelayStore
 from progrock.models import Task
 from progrock.polls import Tick, parse_ticks
@@ -191,7 +192,7 @@ async def test_the_sweep_fails_tasks_whose_start_was_lost(engine: Engine) -> Non
     await Task.objects.filter(pk=task.pk).aupdate(created_at=old)
     await engine.sweep()
     task = await Task.objects.aget(pk=task.pk)
-    assert task.status == "failed" and task.error["code"] == "backend_unreachable"
+    assert task.status == "failed" and task.error["code"] == "not_started"
     assert "did not start" in task.error["detail"]
 
 
@@ -228,3 +229,85 @@ async def test_concurrent_starts_respect_the_owner_limit(engine: Engine, redis_u
         messages = [start_message(interval_ms=1000) for _ in range(5)]
         await asyncio.gather(*(engine.start(m) for m in messages))
         assert await Task.objects.filter(owner="user:1").acount() == 2
+
+
+# -- start watchdogs (progrock.start_watch) ---------------------------------------------
+
+
+def backend_task(backend: BackendProcess, ref: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{backend.url}/tasks/{ref}", timeout=5) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+async def watchdog(engine: Engine, task_id: str) -> dict[str, object] | None:
+    """The content of the task's pending start watchdog, if any."""
+    message_id = await engine.delay.client.hget("progrock:delay:keys", f"start:{task_id}")
+    if message_id is None:
+        return None
+    raw = await engine.delay.client.hget("progrock:delay:payload", message_id)
+    return json.loads(raw)["content"]  # type: ignore[no-any-return]
+
+
+async def test_a_forwarded_start_has_a_watchdog_that_the_worker_drops(engine: Engine) -> None:
+    """Arming stores the next attempt under start:<id>; a worker that starts the task drops it."""
+    message = start_message(interval_ms=1000)
+    task_id = str(message["task_id"])
+    before = time.time()
+    await start_watch.arm(engine.delay, [message])
+    armed = await watchdog(engine, task_id)
+    assert armed is not None and armed["attempt"] == 1 and armed["task_id"] == task_id
+    assert before + 10 <= float(armed["first_failure"]) <= time.time() + 10  # START_TIMEOUT
+    await engine.start(message)
+    assert (await Task.objects.aget(pk=task_id)).status == "running"
+    assert await watchdog(engine, task_id) is None
+
+
+async def test_a_start_left_queued_keeps_its_watchdog(
+    engine: Engine, backend: BackendProcess
+) -> None:
+    """A start that meets a backend error keeps a watchdog-keyed retry: never stranded."""
+    message = start_message(interval_ms=1000)
+    task_id = str(message["task_id"])
+    await start_watch.arm(engine.delay, [message])
+    backend.set_faults(status=503, routes=["create"])
+    try:
+        await engine.start(message)
+    finally:
+        backend.clear_faults()
+    assert (await Task.objects.aget(pk=task_id)).status == "queued"
+    retry = await watchdog(engine, task_id)
+    assert retry is not None and retry["attempt"] == 1
+
+
+async def test_two_attempts_of_a_start_at_once_keep_one_running_backend_task(
+    engine: Engine, backend: BackendProcess
+) -> None:
+    """A re-forwarded start racing the original: one backend task, running, not cancelled."""
+    message = start_message(interval_ms=1000)
+    task_id = str(message["task_id"])
+    await Task.objects.acreate(id=task_id, owner="user:1", kind="rock", params={})
+    before = backend_task_count(backend)
+    again = {**message, "attempt": 1, "first_failure": time.time()}
+    await asyncio.gather(engine.start(message), engine.start(again))
+    row = await Task.objects.aget(pk=task_id)
+    assert row.status == "running" and row.backend_ref
+    assert backend_task_count(backend) == before + 1
+    assert backend_task(backend, row.backend_ref)["state"] == "running"
+    assert await pending_ticks(engine, task_id) == [await next_due(engine, task_id)]
+
+
+async def test_a_start_lost_for_longer_than_the_budget_fails_the_task(
+    engine: Engine, backend: BackendProcess
+) -> None:
+    """An attempt whose first loss is older than FAILURE_BUDGET ends the task: not_started."""
+    message = start_message(interval_ms=1000)
+    task_id = str(message["task_id"])
+    before = backend_task_count(backend)
+    await engine.start({**message, "attempt": 3, "first_failure": time.time() - 3600})
+    row = await Task.objects.aget(pk=task_id)
+    assert row.status == "failed" and row.error["code"] == "not_started"
+    assert "3 attempts" in row.error["detail"]
+    assert backend_task_count(backend) == before
+    view = await engine.store.view(task_id)
+    assert view is not None and view.status.value == "failed"
+    assert await watchdog(engine, task_id) is None

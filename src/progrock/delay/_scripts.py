@@ -91,6 +91,22 @@ end
 return moved
 """
 
+# KEYS: keys, pending, payload. ARGV: keys. Drops the pending message of each
+# key; a message of a key already claimed (inflight) is left to be delivered.
+# Returns how many pending messages were dropped.
+CANCEL = """
+local dropped = 0
+for _, key in ipairs(ARGV) do
+  local id = redis.call('HGET', KEYS[1], key)
+  if id and redis.call('ZREM', KEYS[2], id) == 1 then
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('HDEL', KEYS[1], key)
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+
 # KEYS: keys, pending, inflight. ARGV: key. 1 if the key has a message
 # waiting or being delivered.
 HAS_PENDING = """

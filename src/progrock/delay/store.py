@@ -95,6 +95,7 @@ class DelayStore:
         self._ack = client.register_script(_scripts.ACK)
         self._retry = client.register_script(_scripts.RETRY)
         self._has_pending = client.register_script(_scripts.HAS_PENDING)
+        self._cancel = client.register_script(_scripts.CANCEL)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "progrock:") -> DelayStore:
@@ -143,6 +144,18 @@ class DelayStore:
             k = self.keys
             await self._schedule(keys=[k.pending, k.payload, k.index], args=argv)
         return ids
+
+    async def cancel(self, keys: Sequence[str]) -> int:
+        """Drop the pending message of each key, in one round trip; return how many.
+
+        A message already claimed by a delay server (being delivered) is not
+        recalled: receivers must expect it.
+        """
+        if not keys:
+            return 0
+        k = self.keys
+        dropped = await self._cancel(keys=[k.index, k.pending, k.payload], args=list(keys))
+        return int(dropped)
 
     async def has_pending(self, key: str) -> bool:
         """Whether a message with ``key`` waits or is being delivered."""
@@ -213,6 +226,11 @@ def _default_store() -> DelayStore:
     if store is None:
         store = per_loop[(url, prefix)] = DelayStore.from_url(url, prefix)
     return store
+
+
+def default_store() -> DelayStore:
+    """The store on ``PROGROCK["REDIS_URL"]`` shared by the running event loop."""
+    return _default_store()
 
 
 async def close_default_stores() -> None:

@@ -1,0 +1,80 @@
+"""Start watchdogs: a start that no worker carries through is forwarded again.
+
+Channels' workers take messages from the channel layer eagerly, so a worker
+killed between taking a start and the task running loses it. Each forwarded
+start therefore has a *watchdog*: a delayed copy of the start message (its
+next attempt) in the delay store, keyed ``start:<task_id>`` and due
+``START_TIMEOUT`` seconds later.
+
+* The web process arms it right after forwarding the start.
+* The worker that takes the start re-arms it (the timer starts again) and
+  disarms it once the task runs, has ended, or was refused. A start that
+  meets a backend error schedules its retry under the same key, which
+  replaces the watchdog.
+* A watchdog that fires forwards the start again. Attempts are idempotent:
+  each (task, attempt) is claimed once, a row that is no longer ``queued`` is
+  not started again, and the backend gets the task id as its idempotency key.
+* A lost start counts as failed from the moment its first watchdog fires:
+  once ``FAILURE_BUDGET`` seconds have passed since, the next attempt fails
+  the task (``not_started``) instead of trying again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from progrock.conf import progrock_settings
+from progrock.delay import DelayStore
+
+
+def watch_key(task_id: str) -> str:
+    """The delay-store key of a task's start watchdog (and of its start retries)."""
+    return f"start:{task_id}"
+
+
+def next_attempt(message: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """The start message a watchdog armed at ``now`` delivers: the next attempt.
+
+    ``first_failure`` is kept from an earlier failure, else it is the time the
+    watchdog fires (the start counts as lost from then on).
+    """
+    first = message.get("first_failure") or now + float(progrock_settings.START_TIMEOUT)
+    content = {k: v for k, v in message.items() if k != "starts"}
+    return {**content, "attempt": int(message.get("attempt") or 0) + 1, "first_failure": first}
+
+
+def watchdogs(messages: Iterable[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
+    """Delay-store envelopes of the watchdogs of start messages (``{"task_id", ...}``)."""
+    delay_ms = float(progrock_settings.START_TIMEOUT) * 1000
+    return [
+        {
+            "channel": progrock_settings.WORKER_CHANNEL,
+            "content": next_attempt(message, now),
+            "delay": delay_ms,
+            "key": watch_key(str(message["task_id"])),
+            "merge": False,
+        }
+        for message in messages
+    ]
+
+
+async def arm(delay: DelayStore, messages: Iterable[Mapping[str, Any]]) -> None:
+    """Arm (or re-arm) the watchdogs of start messages, in one round trip."""
+    envelopes = watchdogs(messages, time.time())
+    if envelopes:
+        await delay.schedule_many(envelopes)
+
+
+async def disarm(delay: DelayStore, task_ids: Iterable[str]) -> None:
+    """Drop the watchdogs of tasks that run, ended or were refused, in one round trip."""
+    await delay.cancel([watch_key(task_id) for task_id in task_ids])
+
+
+def budget_spent(message: Mapping[str, Any], now: float) -> bool:
+    """Whether a start has been failing (lost or refused) for longer than FAILURE_BUDGET."""
+    first = message.get("first_failure")
+    if not first:
+        return False
+    return now - float(first) > float(progrock_settings.FAILURE_BUDGET)
