@@ -47,12 +47,13 @@ def command_stats(redis_url: str) -> dict[str, tuple[int, int]]:
     finally:
         client.close()
     return {
-        name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
-        for name, v in info.items()
+        name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in info.items()
     }
 
 
-def command_lines(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], n: int) -> str:
+def command_lines(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], n: int
+) -> str:
     rows = []
     for name, (calls, usec) in after.items():
         c0, u0 = before.get(name, (0, 0))

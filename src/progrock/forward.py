@@ -117,6 +117,7 @@ async def forward_start(
             "owner": owner,
             "reply_channel": reply_channel,
             "ref": ref,
+            "nonce": start_watch.nonce(),
         }
     )
 

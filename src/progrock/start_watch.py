@@ -14,14 +14,21 @@ next attempt) in the delay store, keyed ``start:<task_id>`` and due
 * A watchdog that fires forwards the start again. Attempts are idempotent:
   each (task, attempt) is claimed once, a row that is no longer ``queued`` is
   not started again, and the backend gets the task id as its idempotency key.
-* A lost start counts as failed from the moment its first watchdog fires:
-  once ``FAILURE_BUDGET`` seconds have passed since, the next attempt fails
-  the task (``not_started``) instead of trying again.
+* Every start message carries a ``nonce``; a worker claims each message once
+  by it (channels_redis can deliver one message twice), so any number of
+  attempts, in any order, are each acted on once.
+* A start refused for the owner's limit leaves a marker in Redis, so a later
+  attempt does not start it after the client was told ``too_many_tasks``.
+* A lost start counts as lost from the moment its first watchdog fires
+  (``lost_since``): once ``FAILURE_BUDGET`` seconds have passed since, the
+  next attempt fails the task (``not_started``) instead of trying again,
+  unless the task left ``queued`` meanwhile.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,15 +41,26 @@ def watch_key(task_id: str) -> str:
     return f"start:{task_id}"
 
 
+def nonce() -> str:
+    """A fresh id for one start message: each message is claimed once by it."""
+    return uuid.uuid4().hex
+
+
 def next_attempt(message: Mapping[str, Any], now: float) -> dict[str, Any]:
     """The start message a watchdog armed at ``now`` delivers: the next attempt.
 
-    ``first_failure`` is kept from an earlier failure, else it is the time the
-    watchdog fires (the start counts as lost from then on).
+    It has a new ``nonce`` (so it is claimed apart from every earlier message
+    of the start) and ``lost_since``: kept from an earlier loss, else the
+    time the watchdog fires (the start counts as lost from then on).
     """
-    first = message.get("first_failure") or now + float(progrock_settings.START_TIMEOUT)
+    lost = message.get("lost_since") or now + float(progrock_settings.START_TIMEOUT)
     content = {k: v for k, v in message.items() if k != "starts"}
-    return {**content, "attempt": int(message.get("attempt") or 0) + 1, "first_failure": first}
+    return {
+        **content,
+        "attempt": int(message.get("attempt") or 0) + 1,
+        "nonce": nonce(),
+        "lost_since": lost,
+    }
 
 
 def watchdogs(messages: Iterable[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
@@ -73,8 +91,18 @@ async def disarm(delay: DelayStore, task_ids: Iterable[str]) -> None:
 
 
 def budget_spent(message: Mapping[str, Any], now: float) -> bool:
-    """Whether a start has been failing (lost or refused) for longer than FAILURE_BUDGET."""
-    first = message.get("first_failure")
-    if not first:
+    """Whether a start has been lost (watchdogs firing) for longer than FAILURE_BUDGET.
+
+    Backend errors have their own budget (``first_failure``, in
+    :mod:`progrock.starts`): an attempt that retries a backend error still
+    calls the backend, so a backend that came back starts the task.
+    """
+    lost = message.get("lost_since")
+    if not lost:
         return False
-    return now - float(first) > float(progrock_settings.FAILURE_BUDGET)
+    return now - float(lost) > float(progrock_settings.FAILURE_BUDGET)
+
+
+def refused_key(prefix: str, task_id: str) -> str:
+    """Redis key marking a start refused (owner limit): later attempts must not start it."""
+    return f"{prefix}start:{task_id}:refused"

@@ -61,6 +61,11 @@ class StartRequest:
     def attempt(self) -> int:
         return int(self.message.get("attempt") or 0)
 
+    @property
+    def claim_id(self) -> str:
+        """What a worker claims this message by (its nonce; older messages: the attempt)."""
+        return str(self.message.get("nonce") or self.attempt)
+
 
 def parse_start(message: Mapping[str, Any]) -> StartRequest | None:
     """The start request, or None (logged) if the message is malformed."""
@@ -71,6 +76,7 @@ def parse_start(message: Mapping[str, Any]) -> StartRequest | None:
             raise TypeError("kind, params, owner must be str, dict, str")
         int(message.get("attempt") or 0)
         float(message.get("first_failure") or 0)
+        float(message.get("lost_since") or 0)
     except (KeyError, ValueError, TypeError) as exc:
         logger.error("dropping malformed start message %.300r: %s", message, exc)
         return None
@@ -88,16 +94,22 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
         return
     # channels_redis may hand one message to two workers (its backup queue is
     # shared by every consumer of a channel): only the first one may start it.
+    # A start refused for the owner's limit stays refused (later attempts).
+    prefix = progrock_settings.KEY_PREFIX
     async with engine.store.redis.pipeline(transaction=False) as pipe:
         for r in requests.values():
-            pipe.set(
-                f"{progrock_settings.KEY_PREFIX}start:{r.task_id}:{r.attempt}",
-                b"1",
-                nx=True,
-                ex=3600,
-            )
-        claimed = await pipe.execute()
-    batch = [r for r, ok in zip(requests.values(), claimed, strict=True) if ok]
+            pipe.set(f"{prefix}start:{r.task_id}:{r.claim_id}", b"1", nx=True, ex=3600)
+            pipe.exists(start_watch.refused_key(prefix, r.task_id))
+        replies = await pipe.execute()
+    batch: list[StartRequest] = []
+    refused: list[str] = []
+    for i, r in enumerate(requests.values()):
+        if replies[2 * i] and replies[2 * i + 1]:
+            refused.append(r.task_id)
+        elif replies[2 * i]:
+            batch.append(r)
+    if refused:
+        await start_watch.disarm(engine.delay, refused)
     if not batch:
         return
     # From now on this worker carries the starts: their watchdogs restart.
@@ -120,6 +132,11 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
     for r, found in zip(batch, admitted, strict=True):
         if isinstance(found, tasks.TooManyTasks):
             settled.append(r.task_id)
+            await engine.store.redis.set(
+                start_watch.refused_key(progrock_settings.KEY_PREFIX, r.task_id),
+                b"1",
+                ex=3600,
+            )
             await engine.reply_error(
                 r.reply, "too_many_tasks", str(found), action="start", task_id=r.task_id, ref=r.ref
             )
@@ -130,7 +147,14 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
         else:
             queued.append((r, found))
     if expired:
-        await engine.store.init_many({r.task_id: tasks.live_fields(task) for r, task in expired})
+        # Another attempt may have started the task meanwhile: fail only rows
+        # still queued (their live state too may be theirs: only if absent).
+        still = await _still_queued([r.task_id for r, _ in expired])
+        settled.extend(r.task_id for r, _ in expired)
+        expired = [(r, task) for r, task in expired if r.task_id in still]
+        for r, task in expired:
+            await engine.store.init_if_absent(r.task_id, tasks.live_fields(task))
+    if expired:
         await tasks.afinish_many(
             [
                 tasks.Ending(
@@ -146,7 +170,6 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
             ],
             engine.store,
         )
-        settled.extend(r.task_id for r, _ in expired)
     if not queued:
         return
     await engine.store.init_many({r.task_id: tasks.live_fields(task) for r, task in queued})
@@ -186,7 +209,12 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
             retries.append(
                 {
                     "channel": progrock_settings.WORKER_CHANNEL,
-                    "content": {**r.message, "attempt": r.attempt + 1, "first_failure": first},
+                    "content": {
+                        **r.message,
+                        "attempt": r.attempt + 1,
+                        "first_failure": first,
+                        "nonce": start_watch.nonce(),
+                    },
                     "delay": delay * 1000,
                     "key": start_watch.watch_key(r.task_id),  # replaces the watchdog
                     "merge": False,
@@ -203,6 +231,11 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
             await engine.delay.schedule_many(retries)
         if endings:
             await tasks.afinish_many(endings, engine.store)
+
+
+async def _still_queued(task_ids: Sequence[str]) -> set[str]:
+    rows = Task.objects.filter(pk__in=task_ids, status=Status.QUEUED.value)
+    return {str(pk) async for pk in rows.values_list("pk", flat=True)}
 
 
 async def _announce_started(

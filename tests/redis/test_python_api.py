@@ -104,6 +104,7 @@ def test_start_task_forwards_polled_tasks_to_the_worker_channel(wired: str) -> N
     task_id = start_task("rock", owner="session:abc")
     assert Task.objects.get(pk=task_id).status == "queued"
     message = async_to_sync(get_channel_layer().receive)("prog-rocker")
+    assert len(message.pop("nonce")) == 32  # what a worker claims the message by
     assert message == {
         "type": "progrock.start",
         "task_id": task_id,

@@ -256,7 +256,7 @@ async def test_a_forwarded_start_has_a_watchdog_that_the_worker_drops(engine: En
     await start_watch.arm(engine.delay, [message])
     armed = await watchdog(engine, task_id)
     assert armed is not None and armed["attempt"] == 1 and armed["task_id"] == task_id
-    assert before + 10 <= float(armed["first_failure"]) <= time.time() + 10  # START_TIMEOUT
+    assert before + 10 <= float(armed["lost_since"]) <= time.time() + 10  # START_TIMEOUT
     await engine.start(message)
     assert (await Task.objects.aget(pk=task_id)).status == "running"
     assert await watchdog(engine, task_id) is None
@@ -287,7 +287,7 @@ async def test_two_attempts_of_a_start_at_once_keep_one_running_backend_task(
     task_id = str(message["task_id"])
     await Task.objects.acreate(id=task_id, owner="user:1", kind="rock", params={})
     before = backend_task_count(backend)
-    again = {**message, "attempt": 1, "first_failure": time.time()}
+    again = {**message, "attempt": 1, "lost_since": time.time(), "nonce": "another"}
     await asyncio.gather(engine.start(message), engine.start(again))
     row = await Task.objects.aget(pk=task_id)
     assert row.status == "running" and row.backend_ref
@@ -303,7 +303,7 @@ async def test_a_start_lost_for_longer_than_the_budget_fails_the_task(
     message = start_message(interval_ms=1000)
     task_id = str(message["task_id"])
     before = backend_task_count(backend)
-    await engine.start({**message, "attempt": 3, "first_failure": time.time() - 3600})
+    await engine.start({**message, "attempt": 3, "lost_since": time.time() - 3600})
     row = await Task.objects.aget(pk=task_id)
     assert row.status == "failed" and row.error["code"] == "not_started"
     assert "3 attempts" in row.error["detail"]
@@ -311,3 +311,25 @@ async def test_a_start_lost_for_longer_than_the_budget_fails_the_task(
     view = await engine.store.view(task_id)
     assert view is not None and view.status.value == "failed"
     assert await watchdog(engine, task_id) is None
+
+
+async def test_a_backend_retry_past_its_budget_still_tries_the_backend(engine: Engine) -> None:
+    """A retry after backend errors (first_failure, no loss) calls the backend: it starts."""
+    message = start_message(interval_ms=1000)
+    task_id = str(message["task_id"])
+    await engine.start({**message, "attempt": 5, "first_failure": time.time() - 3600})
+    assert (await Task.objects.aget(pk=task_id)).status == "running"
+
+
+async def test_a_refused_start_stays_refused_on_a_later_attempt(
+    redis_url: str, engine: Engine
+) -> None:
+    """After too_many_tasks, a later attempt of that start (a watchdog) does not start it."""
+    with override_settings(PROGROCK={"REDIS_URL": redis_url, "MAX_RUNNING_PER_OWNER": 1}):
+        first, second = start_message(interval_ms=1000), start_message(interval_ms=1000)
+        await engine.start(first)
+        await engine.start(second)  # refused: the owner already runs one
+        assert not await Task.objects.filter(pk=second["task_id"]).aexists()
+        await Task.objects.filter(pk=first["task_id"]).adelete()  # room again
+        await engine.start({**second, "attempt": 1, "nonce": "later"})
+        assert not await Task.objects.filter(pk=second["task_id"]).aexists()
