@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -22,8 +21,6 @@ from progrock import start_watch
 from progrock.conf import progrock_settings
 from progrock.delay.store import default_store
 from progrock.exceptions import ProgRockError
-
-logger = logging.getLogger("progrock.forward")
 
 # Starts forwarded together in one channel-layer message, at most this many.
 FORWARD_BATCH = 100

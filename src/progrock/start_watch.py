@@ -6,17 +6,18 @@ start therefore has a *watchdog*: a delayed copy of the start message (its
 next attempt) in the delay store, keyed ``start:<task_id>`` and due
 ``START_TIMEOUT`` seconds later.
 
-* The web process arms it right after forwarding the start.
+* The web process arms it just before forwarding the start (so no worker
+  can act on a start that has none), and drops it if the send fails.
 * The worker that takes the start re-arms it (the timer starts again) and
   disarms it once the task runs, has ended, or was refused. A start that
   meets a backend error schedules its retry under the same key, which
   replaces the watchdog.
 * A watchdog that fires forwards the start again. Attempts are idempotent:
-  each (task, attempt) is claimed once, a row that is no longer ``queued`` is
-  not started again, and the backend gets the task id as its idempotency key.
-* Every start message carries a ``nonce``; a worker claims each message once
-  by it (channels_redis can deliver one message twice), so any number of
-  attempts, in any order, are each acted on once.
+  every start message carries a ``nonce`` and a worker claims each message
+  once by it (channels_redis can deliver one message twice), so any number
+  of attempts, in any order, are each acted on once; a row that is no
+  longer ``queued`` is not started again; and the backend gets the task id
+  as its idempotency key.
 * A start refused for the owner's limit leaves a marker in Redis, so a later
   attempt does not start it after the client was told ``too_many_tasks``.
 * A lost start counts as lost from the moment its first watchdog fires

@@ -128,24 +128,30 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
     )
     queued: list[tuple[StartRequest, Task]] = []
     expired: list[tuple[StartRequest, Task]] = []
+    refused: list[tuple[StartRequest, tasks.TooManyTasks]] = []
     now = time.time()
     for r, found in zip(batch, admitted, strict=True):
         if isinstance(found, tasks.TooManyTasks):
-            settled.append(r.task_id)
-            await engine.store.redis.set(
-                start_watch.refused_key(progrock_settings.KEY_PREFIX, r.task_id),
-                b"1",
-                ex=3600,
-            )
-            await engine.reply_error(
-                r.reply, "too_many_tasks", str(found), action="start", task_id=r.task_id, ref=r.ref
-            )
+            refused.append((r, found))
         elif found.status != Status.QUEUED.value:
             settled.append(r.task_id)  # a duplicate start: the task is under way or over
         elif start_watch.budget_spent(r.message, now):
             expired.append((r, found))  # earlier attempts were lost or failed for too long
         else:
             queued.append((r, found))
+    if refused:
+        settled.extend(r.task_id for r, _ in refused)
+        # Marked before the client hears of it: no later attempt may start it.
+        async with engine.store.redis.pipeline(transaction=False) as pipe:
+            for r, _ in refused:
+                pipe.set(
+                    start_watch.refused_key(progrock_settings.KEY_PREFIX, r.task_id), b"1", ex=3600
+                )
+            await pipe.execute()
+        for r, exc in refused:
+            await engine.reply_error(
+                r.reply, "too_many_tasks", str(exc), action="start", task_id=r.task_id, ref=r.ref
+            )
     if expired:
         # Another attempt may have started the task meanwhile: fail only rows
         # still queued (their live state too may be theirs: only if absent).
@@ -154,7 +160,6 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
         expired = [(r, task) for r, task in expired if r.task_id in still]
         for r, task in expired:
             await engine.store.init_if_absent(r.task_id, tasks.live_fields(task))
-    if expired:
         await tasks.afinish_many(
             [
                 tasks.Ending(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 
-from progrock import tasks
+from progrock import start_watch, tasks
 from progrock.conf import progrock_settings
 from progrock.models import Task
 from progrock.protocol import ACTIVE, TERMINAL, Status, failure
@@ -88,7 +88,7 @@ async def _sweep_queued(
         return
     cutoff = datetime.fromtimestamp(now - stuck_after, UTC)
     async for task in Task.objects.filter(pk__in=queued, created_at__lt=cutoff):
-        if await engine.delay.has_pending(f"start:{task.pk}"):
+        if await engine.delay.has_pending(start_watch.watch_key(str(task.pk))):
             continue  # a retry of its start is scheduled
         logger.warning("task %s never started; failing it", task.pk)
         await tasks.afinish(

@@ -304,7 +304,7 @@ def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool 
     active = {s.value for s in ACTIVE}
     out: list[bool | None] = []
     for task_id, ref in started:
-        status, when, row_ref = found.get(str(uuid.UUID(str(task_id))), ("", None, None))
+        status, when, row_ref = found.get(canonical_task_id(task_id) or task_id, ("", None, None))
         # The column holds text: compare as text (a custom service may return an int).
         same_ref = row_ref is not None and row_ref == str(ref)
         if status == Status.RUNNING.value and when == at and same_ref:

@@ -218,7 +218,8 @@ _stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, st
 _stores = weakref.WeakKeyDictionary()
 
 
-def _default_store() -> DelayStore:
+def default_store() -> DelayStore:
+    """The store on ``PROGROCK["REDIS_URL"]`` shared by the running event loop."""
     loop = asyncio.get_running_loop()
     url, prefix = progrock_settings.REDIS_URL, progrock_settings.KEY_PREFIX
     per_loop = _stores.setdefault(loop, {})
@@ -226,11 +227,6 @@ def _default_store() -> DelayStore:
     if store is None:
         store = per_loop[(url, prefix)] = DelayStore.from_url(url, prefix)
     return store
-
-
-def default_store() -> DelayStore:
-    """The store on ``PROGROCK["REDIS_URL"]`` shared by the running event loop."""
-    return _default_store()
 
 
 async def close_default_stores() -> None:
@@ -249,12 +245,12 @@ async def send_delayed(
     merge: bool = False,
 ) -> str:
     """Deliver ``content`` to ``channel`` in ``delay_ms`` ms (straight into the store)."""
-    return await _default_store().schedule(channel, content, delay_ms, key=key, merge=merge)
+    return await default_store().schedule(channel, content, delay_ms, key=key, merge=merge)
 
 
 async def has_pending(key: str) -> bool:
     """Whether a delayed message with ``key`` waits or is being delivered."""
-    return await _default_store().has_pending(key)
+    return await default_store().has_pending(key)
 
 
 _sync_lock = threading.Lock()
