@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import Case, CharField, FloatField, PositiveIntegerField, Value, When
 
 from progrock import tasks
 from progrock.conf import progrock_settings
@@ -36,6 +35,7 @@ from progrock.protocol import (
     failure,
     progress_message,
 )
+from progrock.rows import update_each
 from progrock.services.base import ServiceStatus
 from progrock.store import UNKNOWN, Change, TaskStore, encode_fields
 
@@ -280,29 +280,15 @@ class ProgressCopy:
             logger.exception("writing the progress of %d tasks to the database failed", len(rows))
 
 
-# Rows per UPDATE (SQLite allowed 999 parameters before 3.32; each row takes 7).
-_ROWS_PER_STATEMENT = 100
-
-
 def copy_progress(rows: Sequence[Task]) -> None:
     """Copy live progress into running rows only: never touch a finished task's row.
 
-    One UPDATE per 100 rows (each row's values by CASE), in one transaction.
+    One conditional UPDATE sent once per row with ``executemany``
+    (:func:`progrock.rows.update_each`), in one transaction.
     """
     with transaction.atomic():
-        for i in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[i : i + _ROWS_PER_STATEMENT]
-
-            Task.objects.filter(
-                pk__in=[row.pk for row in chunk], status=Status.RUNNING.value
-            ).update(
-                progress=_by_row(chunk, "progress", FloatField()),
-                message=_by_row(chunk, "message", CharField()),
-                seq=_by_row(chunk, "seq", PositiveIntegerField()),
-            )
-
-
-def _by_row(rows: Sequence[Task], field: str, output: Any) -> Case:
-    """Each row's own value of ``field``, as one SQL CASE on the primary key."""
-    whens = [When(pk=row.pk, then=Value(getattr(row, field))) for row in rows]
-    return Case(*whens, output_field=output)
+        update_each(
+            ("progress", "message", "seq"),
+            ((row.pk, (row.progress, row.message, row.seq)) for row in rows),
+            status_in=(Status.RUNNING.value,),
+        )

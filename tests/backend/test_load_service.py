@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from progrock.exceptions import ImproperlyConfigured
-from progrock.services import aclose_service, build_service, load_service
+from progrock.services import aclose_service, build_service, load_service, preload
 from progrock.services.http import HttpTaskService
 
 HTTP = "progrock.services.http.HttpTaskService"
@@ -109,3 +110,19 @@ def test_bad_setting_surfaces_through_load_service(settings: SettingsWrapper) ->
     configure(settings, "no.such.Service")
     with pytest.raises(ImproperlyConfigured, match="cannot be imported"):
         load_service()
+
+
+def test_preload_imports_the_configured_module_and_survives_a_bad_path(
+    settings: SettingsWrapper, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runprogrock imports the service's module before its first message."""
+    (tmp_path / "preload_probe_service.py").write_text("class Service:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "preload_probe_service", raising=False)
+    configure(settings, "preload_probe_service.Service")
+    assert preload() is True
+    assert "preload_probe_service" in sys.modules
+    configure(settings, "no_such_module_anywhere.Service")
+    assert preload() is False  # the first message reports it, with the setting's name
+    settings.PROGROCK = {"SERVICE": "not a dict"}
+    assert preload() is False

@@ -2,7 +2,8 @@
 
 The same worker as ``manage.py runworker prog-rocker`` (that command works
 too), with the channel name taken from ``PROGROCK["WORKER_CHANNEL"]`` and on
-uvloop when it is installed.
+uvloop when it is installed, and with the task service's module imported before
+the first message (see :func:`progrock.services.preload`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from channels.management.commands.runworker import Command as RunWorkerCommand
 
 from progrock.conf import progrock_settings
 from progrock.runtime import install_fast_loop, tune_gc
+from progrock.services import preload
 
 
 class Command(RunWorkerCommand):  # type: ignore[misc]
@@ -29,5 +31,6 @@ class Command(RunWorkerCommand):  # type: ignore[misc]
         if not options.get("channels"):
             options["channels"] = [progrock_settings.WORKER_CHANNEL]
         install_fast_loop()
+        preload()  # before tune_gc() freezes start-up objects: the imports are frozen too
         tune_gc()
         super().handle(*args, **options)
