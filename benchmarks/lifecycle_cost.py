@@ -2,9 +2,10 @@
 
 Starts a ProgRock stack (progrock.stack.Stack), connects N sockets (not
 measured), then every socket starts one rock task at once with ``step`` 100,
-so each task is started, polled once and completed. Prints the CPU each
-process spent per task: the cost of a task's life outside its updates, which
-decides how fast a burst of starts is absorbed.
+so each task is started, polled once and completed, and its socket closed
+(as a page does when its task is over). Prints the CPU each process spent per
+task: the cost of a task's life outside its updates, which decides how fast a
+burst of starts or ends is absorbed.
 
     .venv/bin/python benchmarks/lifecycle_cost.py 1000
 """
@@ -40,6 +41,7 @@ async def burst(stack: Stack, n: int) -> None:
         while True:
             message = json.loads(await asyncio.wait_for(ws.recv(), 60))
             if message.get("complete"):
+                await ws.close()  # as a page does when its task is over (run.py's browsers too)
                 return True
             if message.get("type") in ("failed", "error"):
                 return False

@@ -16,7 +16,7 @@ from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
-from channels.exceptions import ChannelFull
+from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 from django.db import DatabaseError
@@ -96,6 +96,18 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await hub.unsubscribe(task_id, self)
         self.watching.clear()
         self.pending.clear()
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        # Channels' version also hops to a thread to close stale database
+        # connections (about 70 us a socket, paid by every page that closes at
+        # the end of its task, so in bursts). This consumer's database work
+        # cleans up where it happens (see dispatch); a subclass that joins
+        # channel-layer groups gets Channels' version, which leaves them.
+        if self.groups:
+            await super().websocket_disconnect(message)
+            return
+        await self.disconnect(message.get("code", 1000))
+        raise StopConsumer()
 
     async def send_json(self, message: dict[str, Any]) -> None:
         await self.send(text_data=dumps(message))

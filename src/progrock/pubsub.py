@@ -98,6 +98,7 @@ class PubSubConnection:
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._unsent: list[bytes] = []
 
     @classmethod
     async def open(cls, url: str, *, connect_timeout: float = 5.0) -> PubSubConnection:
@@ -187,9 +188,24 @@ class PubSubConnection:
         self._transport.close()
 
     def _write(self, data: bytes) -> None:
+        """Queue a command; what one event-loop turn queues goes out in one write.
+
+        A burst of page loads subscribes (and later unsubscribes) one channel
+        per socket, each from its own coroutine: one ``send`` system call per
+        loop turn instead of one per command. Order is kept.
+        """
         if self.closed:
             raise PubSubClosed("the pub/sub connection is closed")
-        self._transport.write(data)
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._unsent.append(data)
+
+    def _flush(self) -> None:
+        data = b"".join(self._unsent)
+        self._unsent.clear()
+        # Closed meanwhile: the hub's reconnect subscribes every watched channel again.
+        if data and not self.closed:
+            self._transport.write(data)
 
 
 def _tls_context(options: dict[str, Any]) -> ssl.SSLContext | None:

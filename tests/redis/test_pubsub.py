@@ -210,3 +210,28 @@ def test_tls_urls_keep_their_ssl_options_and_verify_by_default() -> None:
     )
     assert lax is not None and (lax.verify_mode, lax.check_hostname) == (ssl.CERT_NONE, False)
     assert _tls_context(parse_url("redis://redis.example:6379/0")) is None
+
+
+async def test_commands_queued_in_one_loop_turn_go_out_in_one_write(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    conn = await PubSubConnection.open(redis_url)
+    writes: list[bytes] = []
+    real_write = conn._transport.write
+
+    def counting_write(data: bytes) -> None:
+        writes.append(bytes(data))
+        real_write(data)
+
+    conn._transport.write = counting_write  # type: ignore[method-assign]
+    for i in range(20):
+        conn.subscribe(f"t:{i}")
+    conn.unsubscribe("t:3")
+    assert writes == []  # nothing sent before the loop turns
+    replies = await read_until(conn, 21)
+    assert len(writes) == 1
+    assert replies[:20] == [[b"subscribe", f"t:{i}".encode(), i + 1] for i in range(20)]
+    assert replies[20] == [b"unsubscribe", b"t:3", 19]  # order kept
+    assert await client.publish("t:7", "x") == 1
+    assert await read_until(conn, 1) == [[b"message", b"t:7", b"x"]]
+    conn.close()
