@@ -46,6 +46,7 @@ class Hub:
         self._conn: PubSubConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._resync: set[str] = set()  # channels to resynchronise once confirmed
 
     # -- public API ---------------------------------------------------------
 
@@ -114,7 +115,7 @@ class Hub:
                 await self._connect()
                 self._reader = asyncio.create_task(self._read_loop(), name="progrock-hub")
         if restarted:  # the old reader died: its listeners may have missed messages
-            await self._resync_all()
+            self._resync_when_confirmed()
 
     async def _connect(self) -> None:
         """(Re)open the pub/sub connection and subscribe every watched task.
@@ -200,6 +201,9 @@ class Hub:
             future = self._confirmed.get(channel)
             if future is not None and not future.done():
                 future.set_result(None)
+            if channel in self._resync:
+                self._resync.discard(channel)
+                await self._resync_channel(channel)
             return
         if kind != b"message":
             return
@@ -228,12 +232,18 @@ class Hub:
                 continue
             break
         logger.info("fan-out reconnected; resynchronising %d tasks", len(self._listeners))
-        await self._resync_all()
+        self._resync_when_confirmed()
 
-    async def _resync_all(self) -> None:
-        for task_id, listeners in list(self._listeners.items()):
-            for listener in list(listeners):
-                await _safely(listener.hub_resync(task_id))
+    def _resync_when_confirmed(self) -> None:
+        """Resynchronise each watched task's listeners once Redis confirms its
+        channel on the new connection: a snapshot read any earlier could miss a
+        message published before the subscription took effect."""
+        self._resync = {fanout_channel(task_id, self.prefix) for task_id in self._listeners}
+
+    async def _resync_channel(self, channel: str) -> None:
+        task_id = channel[len(self.prefix) + 2 :]
+        for listener in list(self._listeners.get(task_id, ())):
+            await _safely(listener.hub_resync(task_id))
 
 
 async def _safely(call: Awaitable[None]) -> None:

@@ -174,10 +174,12 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
                 for r, _ in expired
             ],
             engine.store,
+            from_statuses=(Status.QUEUED,),
         )
     if not queued:
         return
-    await engine.store.init_many({r.task_id: tasks.live_fields(task) for r, task in queued})
+    # Not over a live state that another attempt of this start has moved on.
+    await engine.store.init_queued({r.task_id: tasks.live_fields(task) for r, task in queued})
 
     async def create(r: StartRequest) -> tuple[ServiceStatus, float]:
         status = await engine.service.create(r.kind, r.params, key=r.task_id)
@@ -235,7 +237,8 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
         if retries:
             await engine.delay.schedule_many(retries)
         if endings:
-            await tasks.afinish_many(endings, engine.store)
+            # Only rows still queued: a racing attempt may have started the task.
+            await tasks.afinish_many(endings, engine.store, from_statuses=(Status.QUEUED,))
 
 
 async def _still_queued(task_ids: Sequence[str]) -> set[str]:

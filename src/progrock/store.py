@@ -143,6 +143,24 @@ redis.call('HSET', KEYS[1], 'nd', ARGV[2])
 return 1
 """
 
+INIT_QUEUED_LUA: Final = """
+-- Write the live state of queued tasks (ARGV[1]: one flat field list per key),
+-- except where it already says something else: another attempt of the same
+-- start got further meanwhile, and its state must stand. 1 per key written.
+local states = cjson.decode(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local st = redis.call('HGET', KEYS[i], 'status')
+  if not st or st == 'queued' then
+    redis.call('HSET', KEYS[i], unpack(states[i]))
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
 # Per event loop (weakly: a closed loop's id may be reused by a new one).
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = (
     weakref.WeakKeyDictionary()
@@ -277,6 +295,7 @@ class TaskStore:
         self._apply = client.register_script(APPLY_LUA)
         self._claim = client.register_script(CLAIM_LUA)
         self._rearm = client.register_script(REARM_LUA)
+        self._init_queued = client.register_script(INIT_QUEUED_LUA)
 
     @classmethod
     def from_settings(cls) -> TaskStore:
@@ -379,12 +398,15 @@ class TaskStore:
         await self.redis.hset(key, mapping=encoded)  # type: ignore[misc]
         return True
 
-    async def init_many(self, states: Mapping[str, Mapping[str, Any]]) -> None:
-        """Create (or rebuild) the live state of many tasks in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id, fields in states.items():
-                pipe.hset(state_key(task_id), mapping=encode_fields(fields))
-            await pipe.execute()
+    async def init_queued(self, states: Mapping[str, Mapping[str, Any]]) -> list[bool]:
+        """Write the live state of queued tasks in one call, except a task whose
+        live state already says anything but queued; per task, whether written."""
+        if not states:
+            return []
+        keys = [state_key(task_id) for task_id in states]
+        lists = json.dumps([_pairs(fields) for fields in states.values()])
+        replies = await self._run(self._init_queued, keys, [lists])
+        return [bool(r) for r in replies]
 
     async def init(self, task_id: str, fields: Mapping[str, Any]) -> None:
         """Create (or rebuild) a task's live state."""

@@ -15,7 +15,7 @@ import asyncio
 import bisect
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -165,13 +165,16 @@ class Ending:
     seq_hint: int = 0  # the seq the caller last saw (the database copy is set past it)
 
 
-def _write_endings(endings: Sequence[Ending], finished: datetime) -> list[bool]:
-    """Write ends to still-active rows, in one transaction; which rows moved.
+def _write_endings(
+    endings: Sequence[Ending], finished: datetime, from_statuses: Collection[Status] = ACTIVE
+) -> list[bool]:
+    """Write ends to rows still in ``from_statuses`` (by default: active), in one
+    transaction; which rows moved.
 
     One conditional UPDATE sent once per row with ``executemany``
     (:func:`progrock.rows.update_each`), then one SELECT per 200 rows.
     """
-    active = [s.value for s in ACTIVE]
+    active = [s.value for s in from_statuses]
     moved: set[str] = set()
     with transaction.atomic():
         update_each(
@@ -206,9 +209,13 @@ def _write_endings(endings: Sequence[Ending], finished: datetime) -> list[bool]:
     return [(canonical_task_id(e.task_id) or e.task_id) in moved for e in endings]
 
 
-async def afinish_many(endings: Sequence[Ending], store: TaskStore) -> list[bool]:
+async def afinish_many(
+    endings: Sequence[Ending], store: TaskStore, *, from_statuses: Collection[Status] = ACTIVE
+) -> list[bool]:
     """Move tasks to terminal states: database first (one transaction), then announce
-    (one Redis call). Returns, per ending, False if its task was already over."""
+    (one Redis call). Returns, per ending, False if its task was already over (or,
+    with ``from_statuses``, in a status not listed: a failed start passes
+    ``(Status.QUEUED,)``, so it never ends a task another attempt has started)."""
     for e in endings:
         if e.status not in TERMINAL:
             raise InvalidTransition(f"{e.status.value!r} is not a terminal status")
@@ -219,7 +226,7 @@ async def afinish_many(endings: Sequence[Ending], store: TaskStore) -> list[bool
         for e in endings
     ]
     finished = datetime.now(UTC)
-    written = await sync_to_async(_write_endings)(endings, finished)
+    written = await sync_to_async(_write_endings)(endings, finished, from_statuses)
     changes = [
         Change(
             e.task_id,

@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from progrock.hub import Hub
 from progrock.protocol import Status, progress_message, started_message, terminal_message
-from progrock.store import ALREADY_TERMINAL, STALE, UNKNOWN, Change, TaskStore
+from progrock.store import ALREADY_TERMINAL, STALE, UNKNOWN, Change, TaskStore, fanout_channel
 
 pytestmark = pytest.mark.redis
 
@@ -301,3 +301,44 @@ async def test_load_fields_reads_only_what_is_asked_in_chunks(store: TaskStore) 
     assert got[ids[0]] == {"status": "queued", "nd": "123.5"}
     assert all(got[i] == {"status": "queued"} for i in ids[1:])
     assert got[missing] is None
+
+
+async def test_init_queued_never_writes_over_a_state_that_moved_on(store: TaskStore) -> None:
+    """A late attempt of a start may not reset a task another attempt started."""
+    await store.init("t-running", {"status": "running", "progress": 30, "seq": 4})
+    await store.init("t-queued", {"status": "queued", "seq": 0})
+    fields = {"status": "queued", "progress": 0, "seq": 0, "kind": "rock"}
+    written = await store.init_queued({t: fields for t in ("t-running", "t-queued", "t-absent")})
+    assert written == [False, True, True]
+    running = await store.view("t-running")
+    assert running is not None and (running.status.value, running.seq) == ("running", 4)
+    for task_id in ("t-queued", "t-absent"):
+        raw = await store.redis.hgetall(f"progrock:t:{task_id}")
+        assert raw[b"status"] == b"queued" and raw[b"kind"] == b"rock"
+    assert await store.init_queued({}) == []
+
+
+async def test_after_a_reconnect_listeners_resync_only_once_subscribed_again(
+    store: TaskStore, redis_url: str
+) -> None:
+    """A resync (snapshot) read before the new subscription took effect could miss a message."""
+    hub = Hub(redis_url, "progrock:")
+    task_id = await new_task(store)
+    confirmed_at_resync: list[bool] = []
+
+    class Checking(Recorder):
+        async def hub_resync(self, task_id: str) -> None:
+            # Redis had confirmed the new connection's subscription by then.
+            confirmed_at_resync.append(hub._confirmed[fanout_channel(task_id, "progrock:")].done())
+            await super().hub_resync(task_id)
+
+    listener = Checking()
+    await hub.subscribe(task_id, listener)
+    assert await store.redis.client_kill_filter(_type="pubsub") >= 1
+    async with asyncio.timeout(15):
+        while not listener.resyncs:
+            listener.arrived.clear()
+            await listener.arrived.wait()
+    assert confirmed_at_resync == [True]
+    await hub.unsubscribe(task_id, listener)
+    await hub.aclose()

@@ -16,6 +16,7 @@ from django.test import override_settings
 
 from progrock import start_watch
 from progrock.delay import DelayStore
+from progrock.exceptions import ServiceRejected
 from progrock.models import Task
 from progrock.polls import Tick, parse_ticks
 from progrock.services.http import HttpTaskService
@@ -333,3 +334,42 @@ async def test_a_refused_start_stays_refused_on_a_later_attempt(
         await Task.objects.filter(pk=first["task_id"]).adelete()  # room again
         await engine.start({**second, "attempt": 1, "nonce": "later"})
         assert not await Task.objects.filter(pk=second["task_id"]).aexists()
+
+
+class FailsOnceTheRowRuns:
+    """The real service, except that ``create`` fails, permanently, as soon as
+    another attempt has started the task: the losing side of a start race."""
+
+    def __init__(self, service: HttpTaskService) -> None:
+        self.service = service
+        self.entered = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.service, name)
+
+    async def create(self, kind: str, params: object, *, key: str) -> object:
+        self.entered.set()
+        for _ in range(500):
+            if await Task.objects.filter(pk=key, status="running").aexists():
+                raise ServiceRejected("kind rejected (injected)", 400)
+            await asyncio.sleep(0.02)
+        raise AssertionError("the other attempt never started the task")
+
+
+async def test_a_failing_attempt_never_ends_a_task_another_attempt_started(
+    engine: Engine,
+) -> None:
+    """Of two attempts of one start, the one whose backend call fails does not fail the task."""
+    message = start_message(interval_ms=1000)
+    task_id = str(message["task_id"])
+    await Task.objects.acreate(id=task_id, owner="user:1", kind="rock", params={})
+    loser_service = FailsOnceTheRowRuns(engine.service)  # type: ignore[arg-type]
+    loser = Engine(loser_service, engine.store, engine.delay)  # type: ignore[arg-type]
+    late = asyncio.create_task(loser.start({**message, "attempt": 1, "nonce": "loser"}))
+    await asyncio.wait_for(loser_service.entered.wait(), 10)  # it found the row queued
+    await engine.start(message)
+    await late
+    row = await Task.objects.aget(pk=task_id)
+    assert (row.status, row.error) == ("running", None)
+    view = await engine.store.view(task_id)
+    assert view is not None and view.status.value == "running"
