@@ -81,24 +81,42 @@ async def sweep(engine: Engine) -> int:
 async def _sweep_queued(
     engine: Engine, rows: Sequence[tuple[str, str, str | None]], now: float
 ) -> None:
-    """Fail tasks stuck in ``queued``: their start was lost (expired, or a worker died)."""
+    """Fail tasks stuck in ``queued``: their start was lost (expired, or a worker died).
+
+    Only a task that this worker's previous sweep too found without a start
+    watchdog: a watchdog that has just fired is on its way through the worker
+    channel (not in the delay store) until a worker takes and re-arms it. And
+    only while its row is still queued: one started meanwhile is left alone.
+    """
     stuck_after = float(progrock_settings.FAILURE_BUDGET) + float(progrock_settings.STALL_AFTER)
     queued = [pk for pk, status, _ in rows if status == Status.QUEUED.value]
-    if not queued:
-        return
     cutoff = datetime.fromtimestamp(now - stuck_after, UTC)
-    async for task in Task.objects.filter(pk__in=queued, created_at__lt=cutoff):
-        if await engine.delay.has_pending(start_watch.watch_key(str(task.pk))):
-            continue  # a retry of its start is scheduled
+    stuck = [
+        t async for t in Task.objects.filter(pk__in=queued, created_at__lt=cutoff).only("id", "seq")
+    ]
+    unwatched: set[str] = set()
+    for task in stuck:
+        if not await engine.delay.has_pending(start_watch.watch_key(str(task.pk))):
+            unwatched.add(str(task.pk))
+    lost = [t for t in stuck if str(t.pk) in unwatched and str(t.pk) in engine.unwatched]
+    engine.unwatched = unwatched - {str(t.pk) for t in lost}
+    if not lost:
+        return
+    for task in lost:
         logger.warning("task %s never started; failing it", task.pk)
-        await tasks.afinish(
-            str(task.pk),
-            Status.FAILED,
-            engine.store,
-            progress=0,
-            seq_hint=task.seq,
-            error=failure("not_started", f"the task did not start within {stuck_after:.0f}s"),
-        )
+    await tasks.afinish_many(
+        [
+            tasks.Ending(
+                str(task.pk),
+                Status.FAILED,
+                seq_hint=task.seq,
+                error=failure("not_started", f"the task did not start within {stuck_after:.0f}s"),
+            )
+            for task in lost
+        ],
+        engine.store,
+        from_statuses=(Status.QUEUED,),
+    )
 
 
 async def _sweep_unannounced(engine: Engine, now: float) -> None:

@@ -26,7 +26,7 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import aclose_old_connections
 from channels.layers import get_channel_layer
 
-from progrock import tasks
+from progrock import start_watch, tasks
 from progrock.conf import progrock_settings
 from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
@@ -60,6 +60,8 @@ class Engine:
         self.store = store
         self.delay = delay
         self.progress_copy = ProgressCopy()
+        # Queued tasks an earlier sweep found without a start watchdog (see sweep).
+        self.unwatched: set[str] = set()
 
     # -- scheduling ---------------------------------------------------------
 
@@ -194,6 +196,9 @@ class Engine:
         done = await tasks.afinish(
             task_id, Status.CANCELLED, self.store, progress=progress, seq_hint=seq
         )
+        if done and task.status == Status.QUEUED.value:
+            # Cancelled before it started: its start watchdog has nothing to do.
+            await start_watch.disarm(self.delay, [task_id])
         if not done:
             await self.reply_error(
                 reply,

@@ -187,14 +187,36 @@ async def test_malformed_messages_are_dropped(engine: Engine) -> None:
 
 
 async def test_the_sweep_fails_tasks_whose_start_was_lost(engine: Engine) -> None:
-    """A task queued for longer than the failure budget (its start lost) ends failed."""
+    """A task queued for longer than the failure budget, with no start watchdog at two
+    sweeps in a row (its start lost), ends failed."""
     task = await Task.objects.acreate(owner="user:1", kind="rock", params={})
     old = datetime.now(UTC) - timedelta(seconds=3600)
     await Task.objects.filter(pk=task.pk).aupdate(created_at=old)
+    await engine.sweep()  # a watchdog that just fired may be on its way: not yet
+    assert (await Task.objects.aget(pk=task.pk)).status == "queued"
     await engine.sweep()
     task = await Task.objects.aget(pk=task.pk)
     assert task.status == "failed" and task.error["code"] == "not_started"
     assert "did not start" in task.error["detail"]
+
+
+async def test_the_sweep_spares_a_queued_task_whose_watchdog_came_back(engine: Engine) -> None:
+    """Missing at one sweep, re-armed by the next (a fired watchdog taken by a worker):
+    the task is not failed, and it takes two more sweeps without one to fail it."""
+    message = start_message(interval_ms=1000)
+    task_id = str(message["task_id"])
+    await Task.objects.acreate(id=task_id, owner="user:1", kind="rock", params={})
+    old = datetime.now(UTC) - timedelta(seconds=3600)
+    await Task.objects.filter(pk=task_id).aupdate(created_at=old)
+    await engine.sweep()
+    await start_watch.arm(engine.delay, [message])
+    await engine.sweep()
+    assert (await Task.objects.aget(pk=task_id)).status == "queued"
+    await start_watch.disarm(engine.delay, [task_id])
+    await engine.sweep()
+    assert (await Task.objects.aget(pk=task_id)).status == "queued"
+    await engine.sweep()
+    assert (await Task.objects.aget(pk=task_id)).status == "failed"
 
 
 async def test_the_sweep_announces_an_end_the_database_has_but_redis_lacks(
@@ -373,3 +395,15 @@ async def test_a_failing_attempt_never_ends_a_task_another_attempt_started(
     assert (row.status, row.error) == ("running", None)
     view = await engine.store.view(task_id)
     assert view is not None and view.status.value == "running"
+
+
+async def test_cancelling_a_queued_task_drops_its_start_watchdog(engine: Engine) -> None:
+    """Cancelled before any worker started it: no watchdog is left to forward it again."""
+    message = start_message(interval_ms=1000)
+    task_id = str(message["task_id"])
+    await Task.objects.acreate(id=task_id, owner="user:1", kind="rock", params={})
+    await start_watch.arm(engine.delay, [message])
+    assert await watchdog(engine, task_id) is not None
+    await engine.cancel({"type": "progrock.cancel", "task_id": task_id, "reply_channel": None})
+    assert (await Task.objects.aget(pk=task_id)).status == "cancelled"
+    assert await watchdog(engine, task_id) is None
