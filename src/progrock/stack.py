@@ -49,8 +49,16 @@ _DELAY = re.compile(r"rundelay ready")
 WEB_SERVERS = ("daphne", "uvicorn")
 
 
-def web_command(server: str, python: str, host: str, port: int) -> list[str]:
-    """The ASGI server command line of one web process."""
+def web_command(
+    server: str, python: str, host: str, port: int, *, access_log: bool = False
+) -> list[str]:
+    """The ASGI server command line of one web process.
+
+    Without ``access_log`` neither server writes a line per request and per
+    WebSocket connect and disconnect: at thousands of sockets that is noise,
+    and a burst of pages closing together paid for formatting and relaying
+    every line. Daphne's other log lines stay.
+    """
     if server == "uvicorn":
         return [
             python,
@@ -60,14 +68,15 @@ def web_command(server: str, python: str, host: str, port: int) -> list[str]:
             host,
             "--port",
             str(port),
-            "--no-access-log",
+            *([] if access_log else ["--no-access-log"]),
             "--ws",
             "websockets",
             "--lifespan",
             "off",
             ASGI_APPLICATION,
         ]
-    return [python, "-m", "daphne", "-b", host, "-p", str(port), ASGI_APPLICATION]
+    quiet = [] if access_log else ["--access-log", os.devnull]
+    return [python, "-m", "daphne", "-b", host, "-p", str(port), *quiet, ASGI_APPLICATION]
 
 
 def default_data_dir() -> Path:
@@ -113,6 +122,7 @@ class Stack:
         web_processes: int = 1,
         server: str = "daphne",
         stream: IO[str] | None = None,
+        access_log: bool = False,
     ) -> None:
         for label, value, low in (("workers", workers, 1), ("web_processes", web_processes, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -125,6 +135,7 @@ class Stack:
         if server not in WEB_SERVERS:
             raise ProgRockError(f"server must be one of {', '.join(WEB_SERVERS)}, got {server!r}")
         self.server = server
+        self.access_log = access_log
         self._requested_port = port
         self._tmp: str | None = None
         if data_dir is None:
@@ -238,7 +249,7 @@ class Stack:
             args = ["runprogrock"]
             sup.add(self._django(name, args, group="worker", **_WORKER_READINESS))
         for name, port in zip(self.web_names, self.ports, strict=True):
-            argv = web_command(self.server, py, self.host, port)
+            argv = web_command(self.server, py, self.host, port, access_log=self.access_log)
             check = functools.partial(port_accepts, self.host, port)
             env = self._env(django=True)
             cwd = str(self.data_dir)
@@ -383,6 +394,11 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="daphne",
         help="ASGI server of the web process (default daphne; uvicorn needs progrock[uvicorn])",
     )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every HTTP request and WebSocket connect/disconnect of the web processes",
+    )
     parser.set_defaults(func=run_up)
     return parser
 
@@ -405,6 +421,7 @@ def run_up(args: argparse.Namespace) -> int:
             echo=True,
             server=args.server,
             web_processes=args.web,
+            access_log=args.access_log,
         )
     except (ProgRockError, OSError) as exc:
         print(f"progrock up: {exc}", file=sys.stderr)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 from pathlib import Path
 
 import pytest
 
 from progrock.exceptions import ProgRockError
-from progrock.stack import Stack, add_up_parser, default_data_dir
+from progrock.stack import Stack, add_up_parser, default_data_dir, web_command
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -23,7 +24,21 @@ def test_up_defaults() -> None:
     args = parse()
     assert (args.port, args.host, args.workers, args.web) == (8000, "127.0.0.1", 2, 1)
     assert args.data_dir is None and args.backend_url is None and args.poll_interval is None
+    assert args.access_log is False
     assert callable(args.func)
+
+
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_web_access_log_is_off_unless_asked_for(server: str) -> None:
+    """No line per request and per socket connect/disconnect by default, on either server."""
+    quiet = web_command(server, "python", "127.0.0.1", 8000)
+    loud = web_command(server, "python", "127.0.0.1", 8000, access_log=True)
+    if server == "daphne":
+        assert quiet[quiet.index("--access-log") + 1] == os.devnull
+        assert "--access-log" not in loud
+    else:
+        assert "--no-access-log" in quiet and "--no-access-log" not in loud
+    assert parse("--access-log").access_log is True
 
 
 def test_up_options_are_parsed() -> None:
