@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -337,6 +338,33 @@ async def test_wake_announced_only_for_a_new_earliest_due(store: DelayStore) -> 
         await store.schedule("out", {"type": "t", "n": "c"}, 30_000)  # earlier than a: announced
         # Announcements arrive in order: had b been announced, it would come first.
         assert await announced() < now + 60_000
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_messages_put_back_are_announced_when_earliest(store: DelayStore) -> None:
+    """A retry (full channel) announces its due time like a new message, so another
+    server delivers it on time if the one that put it back stops first."""
+    pubsub = store.client.pubsub()
+    await pubsub.subscribe(store.wake_channel)
+    try:
+        assert (await pubsub.get_message(timeout=TIMEOUT))["type"] == "subscribe"
+        now = time.time() * 1000
+        await store.schedule("out", {"type": "t", "n": "due"}, 0)
+        await store.schedule("out", {"type": "t", "n": "later"}, 60_000)
+        claim = await store.claim(time.time() * 1000, 30_000, 10)
+        assert [json.loads(raw)["content"]["n"] for _, raw in claim.items] == ["due"]
+        while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2):
+            pass  # the schedules' own announcements
+        retry_at = now + 500
+        assert await store.retry([(claim.items[0][0], None)], retry_at) == 1
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=TIMEOUT)
+        assert message is not None and float(message["data"]) == retry_at
+        # Put back after every pending message: nobody needs waking.
+        claim = await store.claim(retry_at + 1, 30_000, 10)
+        assert len(claim.items) == 1
+        assert await store.retry([(claim.items[0][0], None)], now + 120_000) == 1
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5) is None
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
 

@@ -72,12 +72,15 @@ end
 return 1
 """
 
-# KEYS: inflight, pending, payload, keys. ARGV: new due, then (id, key or "")
-# pairs. Puts claimed messages back to pending, unless their key was
-# re-scheduled meanwhile (the newer message replaces them: drop).
+# KEYS: inflight, pending, payload, keys. ARGV: new due, wake channel, then
+# (id, key or "") pairs. Puts claimed messages back to pending, unless their
+# key was re-scheduled meanwhile (the newer message replaces them: drop).
+# Announces the new due time when it is earlier than every pending one, as
+# SCHEDULE does: the server putting them back may stop before it falls due.
 RETRY = """
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local moved = 0
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id, key = ARGV[i], ARGV[i + 1]
   if redis.call('ZREM', KEYS[1], id) == 1 then
     if key ~= '' and redis.call('HGET', KEYS[4], key) ~= id then
@@ -87,6 +90,9 @@ for i = 2, #ARGV, 2 do
       moved = moved + 1
     end
   end
+end
+if moved > 0 and (first[2] == nil or tonumber(ARGV[1]) < tonumber(first[2])) then
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
 end
 return moved
 """

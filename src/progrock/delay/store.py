@@ -187,11 +187,15 @@ class DelayStore:
         await self._ack(keys=[k.inflight, k.pending, k.payload, k.index], args=argv)
 
     async def retry(self, items: Sequence[tuple[str, str | None]], due_ms: float) -> int:
-        """Put claimed messages back to pending, due at ``due_ms``; return how many."""
+        """Put claimed messages back to pending, due at ``due_ms``; return how many.
+
+        Announced like a new message when it is the earliest due time, so
+        another server delivers them on time if this one stops first.
+        """
         if not items:
             return 0
         k = self.keys
-        argv = [repr(due_ms)] + [part for i, key in items for part in (i, key or "")]
+        argv = [repr(due_ms), k.wake] + [part for i, key in items for part in (i, key or "")]
         moved = await self._retry(keys=[k.inflight, k.pending, k.payload, k.index], args=argv)
         return int(moved)
 
