@@ -77,6 +77,7 @@ class Hub:
             if task_id in self._listeners:  # someone subscribed again meanwhile
                 return
             self._confirmed.pop(channel, None)
+            self._resync.discard(channel)
             if self._conn is not None:
                 with contextlib.suppress(OSError):
                     self._conn.unsubscribe(channel)
@@ -93,6 +94,7 @@ class Hub:
             self._reader = None
         self._close_connection()
         self._listeners.clear()
+        self._resync.clear()
 
     # -- internals ----------------------------------------------------------
 
@@ -220,7 +222,8 @@ class Hub:
             await _safely(listener.hub_message(task_id, seq, flag, body))
 
     async def _reconnect(self, attempt: int) -> None:
-        """Retry until connected again, then resynchronise every listener."""
+        """Retry until connected again; every listener is then resynchronised as
+        Redis confirms its task's channel on the new connection."""
         while True:
             await asyncio.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)))
             try:

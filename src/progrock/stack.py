@@ -54,10 +54,11 @@ def web_command(
 ) -> list[str]:
     """The ASGI server command line of one web process.
 
-    Without ``access_log`` neither server writes a line per request and per
-    WebSocket connect and disconnect: at thousands of sockets that is noise,
-    and a burst of pages closing together paid for formatting and relaying
-    every line. Daphne's other log lines stay.
+    Without ``access_log`` no line per request and per WebSocket connect and
+    disconnect reaches the output: at thousands of sockets that is noise, and
+    the supervisor relayed every line of a burst of pages closing together.
+    (Daphne has no switch for it: it still formats the lines, into
+    ``/dev/null``; Uvicorn does not.) Daphne's other log lines stay.
     """
     if server == "uvicorn":
         return [

@@ -83,10 +83,12 @@ async def _sweep_queued(
 ) -> None:
     """Fail tasks stuck in ``queued``: their start was lost (expired, or a worker died).
 
-    Only a task that this worker's previous sweep too found without a start
-    watchdog: a watchdog that has just fired is on its way through the worker
-    channel (not in the delay store) until a worker takes and re-arms it. And
-    only while its row is still queued: one started meanwhile is left alone.
+    Only a task that this worker's sweeps have found without a start watchdog
+    for at least ``SWEEP_INTERVAL`` seconds (two sweeps, however closely a
+    backed-up channel delivered them): a watchdog that has just fired is on
+    its way through the worker channel (not in the delay store) until a worker
+    takes and re-arms it. And only while its row is still queued: one
+    started meanwhile is left alone.
     """
     stuck_after = float(progrock_settings.FAILURE_BUDGET) + float(progrock_settings.STALL_AFTER)
     queued = [pk for pk, status, _ in rows if status == Status.QUEUED.value]
@@ -94,12 +96,15 @@ async def _sweep_queued(
     stuck = [
         t async for t in Task.objects.filter(pk__in=queued, created_at__lt=cutoff).only("id", "seq")
     ]
-    unwatched: set[str] = set()
+    unwatched: dict[str, float] = {}
     for task in stuck:
         if not await engine.delay.has_pending(start_watch.watch_key(str(task.pk))):
-            unwatched.add(str(task.pk))
-    lost = [t for t in stuck if str(t.pk) in unwatched and str(t.pk) in engine.unwatched]
-    engine.unwatched = unwatched - {str(t.pk) for t in lost}
+            unwatched[str(task.pk)] = engine.unwatched.get(str(task.pk), now)
+    patience = float(progrock_settings.SWEEP_INTERVAL)
+    lost = [t for t in stuck if now - unwatched.get(str(t.pk), now) >= patience]
+    for task in lost:
+        unwatched.pop(str(task.pk))
+    engine.unwatched = unwatched
     if not lost:
         return
     for task in lost:

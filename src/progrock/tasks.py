@@ -284,9 +284,9 @@ def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool 
     while the backend created it, or running with another ref), so the
     caller's backend task is surplus.
 
-    Two statements however many rows: one conditional UPDATE sent once per row
-    with ``executemany`` (:func:`progrock.rows.update_each`), then one SELECT
-    per 200 rows (starts come in bursts: a per-row ORM UPDATE cost about
+    One conditional UPDATE, prepared once and sent for every row with
+    ``executemany`` (:func:`progrock.rows.update_each`), then one SELECT per
+    200 rows (starts come in bursts: a per-row ORM UPDATE cost about
     0.2 ms each, and one UPDATE with each row's ref by CASE about 0.1 ms per
     row to build).
     """

@@ -60,8 +60,8 @@ class Engine:
         self.store = store
         self.delay = delay
         self.progress_copy = ProgressCopy()
-        # Queued tasks an earlier sweep found without a start watchdog (see sweep).
-        self.unwatched: set[str] = set()
+        # Queued tasks a sweep found without a start watchdog, and since when (see sweep).
+        self.unwatched: dict[str, float] = {}
 
     # -- scheduling ---------------------------------------------------------
 

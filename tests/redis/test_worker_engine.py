@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.request
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
+from django.conf import settings
 from django.test import override_settings
 
 from progrock import start_watch
@@ -186,15 +188,30 @@ async def test_malformed_messages_are_dropped(engine: Engine) -> None:
     assert parse_ticks([[good, 1.0], ["bad", 2], [good], 5]) == [Tick(good, 1.0)]
 
 
+@contextlib.contextmanager
+def sweeps_every(engine: Engine, seconds: float) -> Iterator[None]:
+    """The test's settings with ``SWEEP_INTERVAL`` set to ``seconds``."""
+    from progrock.conf import progrock_settings
+
+    current = dict(getattr(settings, "PROGROCK", {}))
+    with override_settings(PROGROCK={**current, "SWEEP_INTERVAL": seconds}):
+        assert seconds == progrock_settings.SWEEP_INTERVAL
+        yield
+
+
 async def test_the_sweep_fails_tasks_whose_start_was_lost(engine: Engine) -> None:
     """A task queued for longer than the failure budget, with no start watchdog at two
     sweeps in a row (its start lost), ends failed."""
     task = await Task.objects.acreate(owner="user:1", kind="rock", params={})
     old = datetime.now(UTC) - timedelta(seconds=3600)
     await Task.objects.filter(pk=task.pk).aupdate(created_at=old)
-    await engine.sweep()  # a watchdog that just fired may be on its way: not yet
-    assert (await Task.objects.aget(pk=task.pk)).status == "queued"
-    await engine.sweep()
+    with sweeps_every(engine, 0.2):
+        await engine.sweep()  # a watchdog that just fired may be on its way: not yet
+        assert (await Task.objects.aget(pk=task.pk)).status == "queued"
+        await engine.sweep()  # right after (a backed-up channel): still not
+        assert (await Task.objects.aget(pk=task.pk)).status == "queued"
+        await asyncio.sleep(0.2)  # at least one SWEEP_INTERVAL without a watchdog
+        await engine.sweep()
     task = await Task.objects.aget(pk=task.pk)
     assert task.status == "failed" and task.error["code"] == "not_started"
     assert "did not start" in task.error["detail"]
@@ -208,14 +225,16 @@ async def test_the_sweep_spares_a_queued_task_whose_watchdog_came_back(engine: E
     await Task.objects.acreate(id=task_id, owner="user:1", kind="rock", params={})
     old = datetime.now(UTC) - timedelta(seconds=3600)
     await Task.objects.filter(pk=task_id).aupdate(created_at=old)
-    await engine.sweep()
-    await start_watch.arm(engine.delay, [message])
-    await engine.sweep()
-    assert (await Task.objects.aget(pk=task_id)).status == "queued"
-    await start_watch.disarm(engine.delay, [task_id])
-    await engine.sweep()
-    assert (await Task.objects.aget(pk=task_id)).status == "queued"
-    await engine.sweep()
+    with sweeps_every(engine, 0.2):
+        await engine.sweep()
+        await start_watch.arm(engine.delay, [message])
+        await asyncio.sleep(0.2)
+        await engine.sweep()
+        assert (await Task.objects.aget(pk=task_id)).status == "queued"
+        await start_watch.disarm(engine.delay, [task_id])
+        await engine.sweep()  # missing again: the wait starts over
+        await asyncio.sleep(0.2)
+        await engine.sweep()
     assert (await Task.objects.aget(pk=task_id)).status == "failed"
 
 

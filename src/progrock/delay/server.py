@@ -338,6 +338,8 @@ class DelayServer:
         await self.store.ack(done)
         if later:
             retry_at = now_ms() + self.retry_ms
+            # This server wakes by then: its own announcement must not wake it early.
+            self._planned = min(self._planned, retry_at)
             await self.store.retry(later, retry_at)
             return retry_at
         return math.inf

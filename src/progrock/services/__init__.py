@@ -8,6 +8,7 @@ names a class (or factory) implementing :class:`TaskService`; the default is
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from django.utils.module_loading import import_string
 from progrock.conf import progrock_settings
 from progrock.exceptions import ImproperlyConfigured
 from progrock.services.base import ServiceStatus, TaskService, parse_status
+
+logger = logging.getLogger("progrock.worker")
 
 __all__ = [
     "ServiceStatus",
@@ -120,9 +123,10 @@ def preload() -> bool:
     ``runprogrock`` calls it before it consumes anything: importing the
     built-in HTTP service's client (aiohttp, which builds its TLS contexts at
     import) costs about 0.2 s of CPU, which would otherwise land on the first
-    burst of starts. Returns whether the import worked; a setting that is
-    malformed or cannot be imported is left for the first message to report (with the setting's
-    name, through the worker's usual error path), as before.
+    burst of starts. Returns whether the import worked. Never raises: a
+    setting that is malformed or a module that fails to import is logged here
+    and left for the first message to report (with the setting's name,
+    through the worker's usual error path), as before.
     """
     try:
         config = progrock_settings.SERVICE
@@ -130,6 +134,7 @@ def preload() -> bool:
         if not isinstance(path, str) or not path:
             return False
         import_string(path)
-    except (ImportError, ImproperlyConfigured):
+    except Exception as exc:  # the module's own import errors too: never fatal here
+        logger.warning("could not preload PROGROCK['SERVICE']: %s", exc)
         return False
     return True
