@@ -15,7 +15,7 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from progrock import routing  # noqa: E402
+from progrock import routing, twisted_writes  # noqa: E402
 from progrock.runtime import tune_gc  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -33,3 +33,6 @@ application = ProtocolTypeRouter(
 # A busy web process holds thousands of sockets: collect garbage less often
 # (see progrock.runtime.tune_gc and docs/performance.md).
 tune_gc()
+# Under Daphne, send each frame at once instead of on the reactor's next turn
+# (see progrock.twisted_writes and docs/performance.md).
+twisted_writes.install()
