@@ -11,11 +11,16 @@ reactor for what the socket did not take.
 
 :func:`install` patches ``twisted.internet.tcp.Server.write`` for the whole
 process, so it is opt-in, like :func:`progrock.runtime.tune_gc`: call it in
-your ``asgi.py`` when Daphne serves it (the example project does). It leaves
-TLS connections, connections with a pull (non-streaming) producer, and
-connections that are closing to Twisted's own path; a send that leaves
-something over buffers the rest as before (pausing a streaming producer if
-the buffer fills). Send errors are not handled here: the
+your ``asgi.py`` when Daphne serves it (the example project does). It
+applies to ``tcp.Server`` and what inherits it (Daphne's UNIX-socket server
+too). Connections that ``startTLS`` keep Twisted's path; under an ``ssl:``
+endpoint the TLS layer is a protocol on top, and the encrypted bytes it
+writes to the plain connection below go out at once too. Connections with a
+pull (non-streaming) producer, and connections being closed, aborted or
+half-closed, keep Twisted's path; a send that leaves something over buffers
+the rest as before (pausing a streaming producer if the buffer fills).
+Autobahn sets ``TCP_NODELAY``, so frames written in one reactor turn are no
+longer merged into one ``send``: each is its own system call. Send errors are not handled here: the
 data is buffered as before and Twisted's next write attempt meets the error
 and closes the connection as it always does.
 """
@@ -51,6 +56,8 @@ def install() -> bool:
             and not self.TLS
             and self.connected
             and not self.disconnecting
+            and not self._aborting
+            and not self._writeDisconnecting
             and not self._writeDisconnected
             # A streaming producer (Twisted's HTTP channel registers itself, and
             # stays registered after the WebSocket upgrade) only needs pausing

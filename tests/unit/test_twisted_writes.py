@@ -15,9 +15,12 @@ pytest.importorskip("twisted")
 SCRIPT = textwrap.dedent(
     """
     import json, socket, sys, threading
+    if sys.argv[2] == "asyncio":  # what Daphne runs on
+        from twisted.internet import asyncioreactor
+        asyncioreactor.install()
     from twisted.internet import reactor, protocol
     from zope.interface import implementer
-    from twisted.internet.interfaces import IPullProducer
+    from twisted.internet.interfaces import IPullProducer, IPushProducer
     if sys.argv[1] == "install":
         from progrock import twisted_writes
         assert twisted_writes.install() and twisted_writes.install()  # idempotent
@@ -38,9 +41,39 @@ SCRIPT = textwrap.dedent(
         def stopProducing(self):
             pass
 
+    @implementer(IPushProducer)
+    class Push:
+        def __init__(self):
+            self.pauses = self.resumes = 0
+        def pauseProducing(self):
+            self.pauses += 1
+        def resumeProducing(self):
+            self.resumes += 1
+        def stopProducing(self):
+            pass
+
     class Server(protocol.Protocol):
         def connectionMade(self):
             t = self.transport
+            if self.factory.mode == "push":
+                push = Push()
+                t.registerProducer(push, True)  # as Twisted's HTTP channel does
+                t.write(b"b" * 100)
+                seen["push_small"] = (push.pauses, t in reactor.getWriters())
+                t.write(BIG)  # fills the buffer past its size: the producer is paused
+                seen["push_paused"] = push.pauses
+                def drained():
+                    seen["push_resumed"] = push.resumes
+                    t.unregisterProducer()
+                    t.loseConnection()
+                self.factory.drained = drained
+                self.check = reactor.callLater(0.01, self.poll_drained)
+                return
+            if self.factory.mode == "abort":
+                t.write(b"before")
+                t.abortConnection()
+                t.write(b"after")  # dropped, as Twisted documents
+                return
             if self.factory.mode == "writes":
                 t.write(b"a" * 100)
                 seen["small_waits_for_reactor"] = t in reactor.getWriters()
@@ -51,6 +84,12 @@ SCRIPT = textwrap.dedent(
             else:
                 t.registerProducer(Pull(t), False)
 
+        def poll_drained(self):
+            if self.transport in reactor.getWriters():
+                self.check = reactor.callLater(0.01, self.poll_drained)
+            else:
+                self.factory.drained()
+
     def serve(mode):
         f = protocol.Factory()
         f.protocol, f.mode = Server, mode
@@ -60,7 +99,10 @@ SCRIPT = textwrap.dedent(
         s = socket.create_connection(("127.0.0.1", port), timeout=20)
         parts = []
         while True:
-            b = s.recv(1 << 16)
+            try:
+                b = s.recv(1 << 16)
+            except ConnectionResetError:  # the abort
+                break
             if not b:
                 break
             parts.append(b)
@@ -71,10 +113,12 @@ SCRIPT = textwrap.dedent(
         try:
             read_all(serve_ports[0], "writes")
             read_all(serve_ports[1], "pull")
+            read_all(serve_ports[2], "push")
+            read_all(serve_ports[3], "abort")
         finally:
             reactor.callFromThread(reactor.stop)
 
-    serve_ports = [serve("writes"), serve("pull")]
+    serve_ports = [serve("writes"), serve("pull"), serve("push"), serve("abort")]
     threading.Thread(target=client, daemon=True).start()
     reactor.run()
     print(json.dumps({
@@ -83,25 +127,37 @@ SCRIPT = textwrap.dedent(
         "writes_in_order": seen["writes"] == b"a" * 100 + BIG + b"tail",
         "pull": seen["pull"].decode(),
         "pull_expected": "".join("%04d" % i for i in range(CHUNKS)),
+        "push_small": seen["push_small"],
+        "push_paused": seen["push_paused"],
+        "push_resumed": seen["push_resumed"],
+        "push_in_order": seen["push"] == b"b" * 100 + BIG,
+        "abort_after_dropped": b"after" not in seen["abort"],
     }))
     """
 )
 
 
-def run(mode: str) -> dict[str, object]:
+def run(mode: str, reactor: str = "asyncio") -> dict[str, object]:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SCRIPT, mode, reactor], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def test_a_write_goes_out_at_once_and_the_rest_keeps_its_order() -> None:
-    got = run("install")
+@pytest.mark.parametrize("reactor", ["asyncio", "default"])
+def test_a_write_goes_out_at_once_and_the_rest_keeps_its_order(reactor: str) -> None:
+    got = run("install", reactor)
     assert got["small_waits_for_reactor"] is False  # sent at once: no epoll round
     assert got["big_waits_for_reactor"] is True  # what the socket did not take is buffered
     assert got["writes_in_order"] is True
     assert got["pull"] == got["pull_expected"]  # a pull producer is still asked for more
+    # A streaming producer: not paused by a write that went out, paused once the
+    # buffer filled, resumed once it drained; everything arrives in order.
+    assert got["push_small"] == [0, False]
+    assert got["push_paused"] == 1 and got["push_resumed"] == 1
+    assert got["push_in_order"] is True
+    assert got["abort_after_dropped"] is True
 
 
 def test_without_it_twisted_waits_for_the_reactor() -> None:
@@ -109,3 +165,4 @@ def test_without_it_twisted_waits_for_the_reactor() -> None:
     got = run("plain")
     assert got["small_waits_for_reactor"] is True
     assert got["writes_in_order"] is True and got["pull"] == got["pull_expected"]
+    assert got["push_paused"] == 1 and got["push_in_order"] is True
