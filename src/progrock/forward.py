@@ -24,6 +24,10 @@ from progrock.exceptions import ProgRockError
 
 # Starts forwarded together in one channel-layer message, at most this many.
 FORWARD_BATCH = 100
+# Seconds a start waits for others to share its channel-layer message and its
+# watchdog call (a few Redis round trips each): at 100 starts a second, most
+# would otherwise go alone.
+FORWARD_WINDOW = 0.01
 
 
 async def to_workers(message: dict[str, Any]) -> None:
@@ -60,7 +64,7 @@ class _StartForwarder:
         await done
 
     async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the starts of this turn of the loop join
+        await asyncio.sleep(FORWARD_WINDOW)  # let the starts of the next few ms join
         while self._queue:
             batch = self._queue[:FORWARD_BATCH]
             del self._queue[:FORWARD_BATCH]

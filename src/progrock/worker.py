@@ -253,7 +253,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     LANES = {"poll": 32, "control": 16}
     START_BATCH = 100
     START_RUNNERS = 4
-    START_WINDOW = 0.002
+    START_WINDOW = 0.02
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' default dispatch hops to a thread to close stale database

@@ -61,6 +61,22 @@ async def test_starts_sent_together_share_one_message(layer_settings: None) -> N
     assert [s["ref"] for s in starts] == list(range(5))
 
 
+async def test_starts_a_few_ms_apart_share_one_message(layer_settings: None) -> None:
+    """Pages starting tasks one after another (not in one loop turn) still share a send,
+    as long as they come within FORWARD_WINDOW of the first."""
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+
+    async def start(i: int) -> None:
+        await asyncio.sleep(i * forward.FORWARD_WINDOW / 4)
+        await forward.forward_start(
+            task_id=ids[i], kind="rock", params={}, owner="o", reply_channel=None
+        )
+
+    await asyncio.gather(*(start(i) for i in range(3)))
+    message = await asyncio.wait_for(get_channel_layer().receive("prog-rocker"), 5)
+    assert [s["task_id"] for s in message["starts"]] == ids
+
+
 async def test_a_lone_start_keeps_the_single_message_form(layer_settings: None) -> None:
     """One start on its own is sent as a plain progrock.start message."""
     [task_id] = await _forward(1)
