@@ -42,7 +42,7 @@ class _StartForwarder:
     """Sends start requests to the workers, many per channel-layer message.
 
     A channels_redis send costs several Redis round trips; when many sockets
-    start tasks at once, the requests of one event-loop turn (and those that
+    start tasks at once, the requests of ``FORWARD_WINDOW`` seconds (and those that
     arrive while a send is under way) share one message. Each caller still
     waits for its own request to be sent and gets the send's error if it fails.
 
