@@ -199,17 +199,18 @@ class Hub:
             raise ConnectionError(f"unexpected reply on the fan-out connection: {reply!r:.200}")
         kind, raw_channel, data = reply
         channel = raw_channel.decode()
+        task_id = channel[len(self.prefix) + 2 :]  # fanout_channel(): "<prefix>u:<task_id>"
         if kind == b"subscribe":
             future = self._confirmed.get(channel)
             if future is not None and not future.done():
                 future.set_result(None)
             if channel in self._resync:
                 self._resync.discard(channel)
-                await self._resync_channel(channel)
+                for listener in list(self._listeners.get(task_id, ())):
+                    await _safely(listener.hub_resync(task_id))
             return
         if kind != b"message":
             return
-        task_id = channel[len(self.prefix) + 2 :]
         listeners = self._listeners.get(task_id)
         if not listeners:
             return
@@ -242,11 +243,6 @@ class Hub:
         channel on the new connection: a snapshot read any earlier could miss a
         message published before the subscription took effect."""
         self._resync = {fanout_channel(task_id, self.prefix) for task_id in self._listeners}
-
-    async def _resync_channel(self, channel: str) -> None:
-        task_id = channel[len(self.prefix) + 2 :]
-        for listener in list(self._listeners.get(task_id, ())):
-            await _safely(listener.hub_resync(task_id))
 
 
 async def _safely(call: Awaitable[None]) -> None:

@@ -104,6 +104,11 @@ def budget_spent(message: Mapping[str, Any], now: float) -> bool:
     return now - float(lost) > float(progrock_settings.FAILURE_BUDGET)
 
 
+def claim_key(prefix: str, task_id: str, claim_id: str) -> str:
+    """Redis key a worker sets (NX) to claim one start message by its nonce."""
+    return f"{prefix}start:{task_id}:{claim_id}"
+
+
 def refused_key(prefix: str, task_id: str) -> str:
     """Redis key marking a start refused (owner limit): later attempts must not start it."""
     return f"{prefix}start:{task_id}:refused"

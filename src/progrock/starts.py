@@ -98,7 +98,7 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
     prefix = progrock_settings.KEY_PREFIX
     async with engine.store.redis.pipeline(transaction=False) as pipe:
         for r in requests.values():
-            pipe.set(f"{prefix}start:{r.task_id}:{r.claim_id}", b"1", nx=True, ex=3600)
+            pipe.set(start_watch.claim_key(prefix, r.task_id, r.claim_id), b"1", nx=True, ex=3600)
             pipe.exists(start_watch.refused_key(prefix, r.task_id))
         replies = await pipe.execute()
     batch: list[StartRequest] = []

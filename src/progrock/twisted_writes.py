@@ -20,9 +20,9 @@ pull (non-streaming) producer, and connections being closed, aborted or
 half-closed, keep Twisted's path; a send that leaves something over buffers
 the rest as before (pausing a streaming producer if the buffer fills).
 Autobahn sets ``TCP_NODELAY``, so frames written in one reactor turn are no
-longer merged into one ``send``: each is its own system call. Send errors are not handled here: the
-data is buffered as before and Twisted's next write attempt meets the error
-and closes the connection as it always does.
+longer merged into one ``send``: each is its own system call. Send errors
+are not handled here: the data is buffered as before, and Twisted's next
+write attempt meets the error and closes the connection as it always does.
 """
 
 from __future__ import annotations
