@@ -65,6 +65,12 @@ DEFAULTS: dict[str, Any] = {
     # Poll ticks are due on a grid of this many seconds, so that tasks share
     # due times and are polled together (POLL_INTERVAL should be a multiple).
     "TICK_GRID": 0.02,
+    # A coarser grid for a worker under light load (fewer than LIGHT_LOAD
+    # poll ticks a second, counting each start as its task's ticks): fewer,
+    # larger batches where their fixed cost dominates. A multiple of
+    # TICK_GRID, or 0 to keep TICK_GRID at every load.
+    "TICK_GRID_LIGHT": 0.04,
+    "LIGHT_LOAD": 500,
     # Garbage-collector thresholds for busy processes (progrock.runtime.tune_gc);
     # None leaves Python's defaults.
     "GC_THRESHOLDS": (50_000, 50, 100),
@@ -108,13 +114,19 @@ class Settings:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a positive number of seconds, got {value!r}"
                 )
-        for name in ("DELAY_BATCH_WINDOW", "TICK_GRID"):
+        for name in ("DELAY_BATCH_WINDOW", "TICK_GRID", "TICK_GRID_LIGHT"):
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a number of seconds >= 0, got {value!r}"
                 )
-        for name in ("MAX_FRAME_BYTES", "MAX_PARAMS_BYTES", "TICK_BATCH"):
+        light, fine = merged["TICK_GRID_LIGHT"], merged["TICK_GRID"]
+        if light and fine and (light < fine or abs(light / fine - round(light / fine)) > 1e-6):
+            raise ImproperlyConfigured(
+                f"PROGROCK['TICK_GRID_LIGHT'] must be 0 or a multiple of TICK_GRID ({fine!r}), "
+                f"got {light!r}"
+            )
+        for name in ("MAX_FRAME_BYTES", "MAX_PARAMS_BYTES", "TICK_BATCH", "LIGHT_LOAD"):
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ImproperlyConfigured(

@@ -78,6 +78,7 @@ def parse_ticks(raw: object) -> list[Tick]:
 async def poll(engine: Engine, ticks: Sequence[Tick]) -> None:
     """Poll the backend for a batch of due ticks and announce what changed."""
     clock_ms = now_ms()
+    engine.load.add(clock_ms, len(ticks))
     claims = [(t.task_id, t.due_ms, engine.next_due(t.due_ms, clock_ms)) for t in ticks]
     claimed = await engine.store.claim(claims, time.time())
     following = {task_id: nxt for task_id, (_, nxt) in claimed.items()}

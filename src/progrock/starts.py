@@ -29,6 +29,7 @@ from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
+from progrock.phase import first_due
 from progrock.protocol import Status, backoff, failure, started_message
 from progrock.services.base import ServiceStatus
 from progrock.store import UNKNOWN, Change
@@ -92,6 +93,9 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
             requests.setdefault(request.task_id, request)
     if not requests:
         return
+    # Each start will bring a tick per interval: load that sets the grid.
+    if engine.interval_ms > 0:
+        engine.load.add(now_ms(), len(requests) * 1000 / engine.interval_ms)
     # channels_redis may hand one message to two workers (its backup queue is
     # shared by every consumer of a channel): only the first one may start it.
     # A start refused for the owner's limit stays refused (later attempts).
@@ -181,11 +185,32 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
     # Not over a live state that another attempt of this start has moved on.
     await engine.store.init_queued({r.task_id: tasks.live_fields(task) for r, task in queued})
 
+    # Under light load, just before a tick-grid point, so the first polls come
+    # right after the backend's first steps (see progrock.phase). Not under
+    # heavy load: batches sent at the same instants would crowd a few phases.
+    # The latencies count from the planned send time, so that they include
+    # how late the event loop wakes up.
+    planned = now_ms()
+    grid = engine.start_grid_ms(planned)
+    wait = engine.create_phase.wait_ms(planned, grid) if engine.light_load(planned) else 0.0
+    if wait > 0:
+        planned += wait
+        await asyncio.sleep(wait / 1000)
+    latencies: list[float] = []
+
     async def create(r: StartRequest) -> tuple[ServiceStatus, float]:
         status = await engine.service.create(r.kind, r.params, key=r.task_id)
-        return status, now_ms()  # when the backend's own clock for the task had started
+        answered = now_ms()  # the backend's own clock for the task had started by then
+        latencies.append(answered - planned)
+        return status, answered
 
     results = await asyncio.gather(*(create(r) for r, _ in queued), return_exceptions=True)
+    engine.create_phase.record(latencies)
+    fine = float(progrock_settings.TICK_GRID) * 1000
+    results = [
+        (r[0], first_due(r[1], engine.interval_ms, grid, fine)) if isinstance(r, tuple) else r
+        for r in results
+    ]
     created: list[tuple[StartRequest, ServiceStatus, float]] = []
     endings: list[tasks.Ending] = []
     retries: list[dict[str, Any]] = []
@@ -266,12 +291,15 @@ async def _announce_started(
     now, clock_ms = time.time(), now_ms()
     first: list[Tick] = []
     changes: list[Change] = []
-    for (r, status, created_ms), ok in zip(created, updated, strict=True):
+    for (r, status, due_ms), ok in zip(created, updated, strict=True):
         if ok is not True:
             continue
         # The first poll is one interval after the backend created the task,
-        # in phase with a backend that steps on that interval.
-        tick = Tick(r.task_id, engine.next_due(created_ms, clock_ms - engine.interval_ms))
+        # in phase with a backend that steps on that interval (already due if
+        # this start took longer than that; skipped ahead only past two).
+        tick = Tick(
+            r.task_id, engine.next_due(due_ms - engine.interval_ms, clock_ms - engine.interval_ms)
+        )
         first.append(tick)
         changes.append(
             Change(

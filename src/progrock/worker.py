@@ -32,6 +32,7 @@ from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
+from progrock.phase import CreatePhase, LoadMeter, grid_ms
 from progrock.polls import (
     POLL,
     ProgressCopy,
@@ -62,6 +63,10 @@ class Engine:
         self.progress_copy = ProgressCopy()
         # Queued tasks a sweep found without a start watchdog, and since when (see sweep).
         self.unwatched: dict[str, float] = {}
+        # When a batch's create calls go out, and the load that sets the grid
+        # (see progrock.phase).
+        self.create_phase = CreatePhase()
+        self.load = LoadMeter()
 
     # -- scheduling ---------------------------------------------------------
 
@@ -125,7 +130,8 @@ class Engine:
         task keeps its phase against the backend's own steps, which a shifted
         rhythm could straddle (polls that alternately see no step and two).
         The grid makes tasks share due times, so the delay server merges their
-        ticks into one message and one backend call.
+        ticks into one message and one backend call. (A task's first tick may
+        be on a coarser grid, :meth:`start_grid_ms`.)
         """
         interval = self.interval_ms
         due = due_ms + interval
@@ -133,6 +139,23 @@ class Engine:
             due += interval * math.ceil((at_ms - due) / interval)
         grid = float(progrock_settings.TICK_GRID) * 1000
         return due if grid <= 0 else math.ceil(due / grid) * grid
+
+    def light_load(self, at_ms: float) -> bool:
+        """Whether this worker handles fewer than ``LIGHT_LOAD`` ticks a second."""
+        return self.load.per_second(at_ms) < float(progrock_settings.LIGHT_LOAD)
+
+    def start_grid_ms(self, at_ms: float) -> float:
+        """The grid new tasks' first ticks go on: ``TICK_GRID_LIGHT`` under light load.
+
+        Later ticks keep their task's phase (:meth:`next_due` rounds to
+        ``TICK_GRID``, of which ``TICK_GRID_LIGHT`` is a multiple).
+        """
+        return grid_ms(
+            float(progrock_settings.TICK_GRID) * 1000,
+            float(progrock_settings.TICK_GRID_LIGHT) * 1000,
+            self.load.per_second(at_ms),
+            float(progrock_settings.LIGHT_LOAD),
+        )
 
     # -- poll ---------------------------------------------------------------
 

@@ -163,6 +163,8 @@ LOGGING = {
 }
 if os.environ.get("PROGROCK_TICK_GRID"):
     PROGROCK["TICK_GRID"] = float(os.environ["PROGROCK_TICK_GRID"])
+if os.environ.get("PROGROCK_TICK_GRID_LIGHT"):
+    PROGROCK["TICK_GRID_LIGHT"] = float(os.environ["PROGROCK_TICK_GRID_LIGHT"])
 if os.environ.get("PROGROCK_GC_THRESHOLDS"):
     PROGROCK["GC_THRESHOLDS"] = (
         None

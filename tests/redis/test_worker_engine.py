@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,8 +19,10 @@ from django.test import override_settings
 
 from progrock import start_watch
 from progrock.delay import DelayStore
+from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceRejected
 from progrock.models import Task
+from progrock.phase import CreatePhase
 from progrock.polls import Tick, parse_ticks
 from progrock.services.http import HttpTaskService
 from progrock.store import TaskStore
@@ -426,3 +429,28 @@ async def test_cancelling_a_queued_task_drops_its_start_watchdog(engine: Engine)
     await engine.cancel({"type": "progrock.cancel", "task_id": task_id, "reply_channel": None})
     assert (await Task.objects.aget(pk=task_id)).status == "cancelled"
     assert await watchdog(engine, task_id) is None
+
+
+async def test_creates_go_out_just_before_a_point_of_the_start_grid(engine: Engine) -> None:
+    """Under light load the create is sent the lead before a point of the coarse
+    grid, and the first tick is one interval after that point: the backend's
+    first step is polled right after it happens."""
+    sent: list[float] = []
+    create = engine.service.create
+
+    async def timed_create(*args: Any, **kwargs: Any) -> Any:
+        sent.append(now_ms())
+        return await create(*args, **kwargs)
+
+    engine.service.create = timed_create  # type: ignore[method-assign]
+    engine.create_phase = CreatePhase(initial_ms=160.0, margin_ms=0.0)
+    assert engine.create_phase.lead_ms == 200.0
+    grids = {"POLL_INTERVAL": 1.0, "TICK_GRID": 0.1, "TICK_GRID_LIGHT": 0.5}
+    with override_settings(PROGROCK={**settings.PROGROCK, **grids}):
+        message = start_message(interval_ms=1000)
+        await engine.start(message)
+        [at] = sent
+        # Sent 200 ms before a point of the 500 ms grid (the event loop may wake late).
+        assert (at + 200.0) % 500.0 < 100.0, at
+        point = at + 200.0 - (at + 200.0) % 500.0
+        assert await next_due(engine, str(message["task_id"])) == point + 1000.0
