@@ -66,6 +66,7 @@ def run_side(src: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "p99 gap ms": summary["gap_ms"]["p99"],
         "steady p99 gap ms": (steady.get("gap_ms") or {}).get("p99"),
         "p99 lateness ms": summary["lateness_ms"]["p99"],
+        "p50 first update ms": summary["first_update_ms"]["p50"],
         "CPU ms/update": summary["cpu_ms_per_update"],
         "complete %": summary["completion_pct"],
     }

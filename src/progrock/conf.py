@@ -69,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
     # poll ticks a second, counting each start as its task's ticks): fewer,
     # larger batches where their fixed cost dominates. A multiple of
     # TICK_GRID, or 0 to keep TICK_GRID at every load.
-    "TICK_GRID_LIGHT": 0.04,
+    "TICK_GRID_LIGHT": 0.1,
     "LIGHT_LOAD": 500,
     # Garbage-collector thresholds for busy processes (progrock.runtime.tune_gc);
     # None leaves Python's defaults.

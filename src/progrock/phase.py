@@ -74,18 +74,18 @@ class CreatePhase:
             self._slowest.clear()
         self._slowest.append(max(0.0, max(latencies_ms)))
 
-    def wait_ms(self, now_ms: float, grid_ms: float) -> float:
-        """How long to wait from ``now_ms`` before sending creates (0 to ``grid_ms``).
+    def wait_ms(self, now_ms: float, grid_ms: float, before_ms: float = 0.0) -> float | None:
+        """How long to wait from ``now_ms`` (0 to ``grid_ms``), or None: do not wait.
 
-        The creates then go out ``lead_ms`` before the first grid point that
-        is at least ``lead_ms`` away. No wait without a grid (``grid_ms <=
-        0``), or when the lead is over half a grid step.
+        After the wait, ``before_ms`` of other work then the creates can go
+        out ``lead_ms`` before the first grid point far enough away. None
+        without a grid (``grid_ms <= 0``), or when the two take over half a
+        grid step: creates that slow (a loaded backend) land too unevenly for
+        the wait to pay.
         """
-        lead = self.lead_ms
+        lead = self.lead_ms + before_ms
         if grid_ms <= 0 or lead > grid_ms / 2:
-            # Creates slower than half a grid step (a loaded backend) land too
-            # unevenly for the wait to pay: start them at once.
-            return 0.0
+            return None
         point = math.ceil((now_ms + lead) / grid_ms) * grid_ms
         return max(0.0, point - lead - now_ms)
 

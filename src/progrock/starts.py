@@ -86,6 +86,7 @@ def parse_start(message: Mapping[str, Any]) -> StartRequest | None:
 
 async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> None:
     """Start the tasks of a batch of ``progrock.start`` messages."""
+    began = now_ms()  # how long the batch takes to prepare is learnt (progrock.phase)
     requests: dict[str, StartRequest] = {}
     for message in messages:
         request = parse_start(message)
@@ -93,9 +94,6 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
             requests.setdefault(request.task_id, request)
     if not requests:
         return
-    # Each start will bring a tick per interval: load that sets the grid.
-    if engine.interval_ms > 0:
-        engine.load.add(now_ms(), len(requests) * 1000 / engine.interval_ms)
     # channels_redis may hand one message to two workers (its backup queue is
     # shared by every consumer of a channel): only the first one may start it.
     # A start refused for the owner's limit stays refused (later attempts).
@@ -120,13 +118,15 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
     await start_watch.arm(engine.delay, [r.message for r in batch])
     settled: list[str] = []  # task ids whose watchdog can go
     try:
-        await _start_batch(engine, batch, settled)
+        await _start_batch(engine, batch, settled, began)
     finally:
         if settled:
             await start_watch.disarm(engine.delay, settled)
 
 
-async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[str]) -> None:
+async def _start_batch(
+    engine: Engine, batch: list[StartRequest], settled: list[str], began: float
+) -> None:
     admitted = await sync_to_async(tasks.admit_many)(
         [(r.task_id, r.owner, r.kind, r.params) for r in batch]
     )
@@ -191,9 +191,10 @@ async def _start_batch(engine: Engine, batch: list[StartRequest], settled: list[
     # The latencies count from the planned send time, so that they include
     # how late the event loop wakes up.
     planned = now_ms()
+    engine.prep_phase.record([planned - began])
     grid = engine.start_grid_ms(planned)
-    wait = engine.create_phase.wait_ms(planned, grid) if engine.light_load(planned) else 0.0
-    if wait > 0:
+    wait = engine.create_phase.wait_ms(planned, grid) if engine.light_load(planned) else None
+    if wait:
         planned += wait
         await asyncio.sleep(wait / 1000)
     latencies: list[float] = []

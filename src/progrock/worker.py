@@ -66,6 +66,8 @@ class Engine:
         # When a batch's create calls go out, and the load that sets the grid
         # (see progrock.phase).
         self.create_phase = CreatePhase()
+        # How long a start batch takes from being taken to its creates.
+        self.prep_phase = CreatePhase()
         self.load = LoadMeter()
 
     # -- scheduling ---------------------------------------------------------
@@ -140,9 +142,30 @@ class Engine:
         grid = float(progrock_settings.TICK_GRID) * 1000
         return due if grid <= 0 else math.ceil(due / grid) * grid
 
+    def note_starts(self, count: int) -> None:
+        """Count starts that arrived as the load their tasks will bring (a tick per interval)."""
+        if self.interval_ms > 0:
+            self.load.add(now_ms(), count * 1000 / self.interval_ms)
+
     def light_load(self, at_ms: float) -> bool:
         """Whether this worker handles fewer than ``LIGHT_LOAD`` ticks a second."""
         return self.load.per_second(at_ms) < float(progrock_settings.LIGHT_LOAD)
+
+    def gather_s(self, window_s: float) -> float:
+        """How long a start runner lets starts gather before taking its batch.
+
+        Under light load, until the batch can be prepared and its creates
+        sent just before the next point of the start grid (so the wait also
+        gathers the starts); otherwise ``window_s``.
+        """
+        at = now_ms()
+        if self.light_load(at):
+            wait = self.create_phase.wait_ms(
+                at, self.start_grid_ms(at), before_ms=self.prep_phase.lead_ms
+            )
+            if wait is not None:
+                return wait / 1000
+        return window_s
 
     def start_grid_ms(self, at_ms: float) -> float:
         """The grid new tasks' first ticks go on: ``TICK_GRID_LIGHT`` under light load.
@@ -302,6 +325,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
             self._starts.extend(m if isinstance(m, dict) else {"invalid": m} for m in batch)
         else:
             self._starts.append(message)
+        get_engine().note_starts(len(batch) if isinstance(batch, list) else 1)
         if self._start_runners < self.START_RUNNERS:
             self._start_runners += 1
             self._spawn("starts", self._run_starts(), message)
@@ -309,7 +333,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     async def _run_starts(self) -> None:
         assert self._starts is not None
         try:
-            await asyncio.sleep(self.START_WINDOW)  # let a burst gather
+            await asyncio.sleep(get_engine().gather_s(self.START_WINDOW))  # let a burst gather
             while self._starts:
                 batch = self._starts[: self.START_BATCH]
                 del self._starts[: self.START_BATCH]

@@ -42,10 +42,17 @@ def test_creates_go_out_the_lead_before_a_grid_point() -> None:
     assert phase.wait_ms(1037.0, 40.0) == pytest.approx(1080.0 - 5.0 - 1037.0)
 
 
-@pytest.mark.parametrize("grid", [0.0, -1.0, 9.9])
-def test_no_wait_without_a_grid_or_when_creates_are_slow(grid: float) -> None:
+def test_other_work_before_the_creates_moves_the_wait_earlier() -> None:
+    phase = CreatePhase(initial_ms=4.0, margin_ms=0.0)  # lead 5 ms
+    # 5 ms of preparation, then the creates 5 ms before 1040.
+    assert phase.wait_ms(1003.0, 40.0, before_ms=5.0) == pytest.approx(1030.0 - 1003.0)
+    assert phase.wait_ms(1031.0, 40.0, before_ms=5.0) == pytest.approx(1070.0 - 1031.0)
+
+
+@pytest.mark.parametrize(("grid", "before"), [(0.0, 0.0), (-1.0, 0.0), (9.9, 0.0), (40.0, 15.1)])
+def test_no_wait_without_a_grid_or_when_creates_are_slow(grid: float, before: float) -> None:
     phase = CreatePhase(initial_ms=4.0, margin_ms=0.0)  # lead 5 ms: over half of 9.9
-    assert phase.wait_ms(1003.0, grid) == 0.0
+    assert phase.wait_ms(1003.0, grid, before_ms=before) is None
 
 
 def test_the_history_must_hold_a_batch() -> None:
