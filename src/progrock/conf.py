@@ -14,6 +14,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from progrock.exceptions import ImproperlyConfigured
+from progrock.phase import is_multiple
 from progrock.protocol import Limits
 
 DEFAULTS: dict[str, Any] = {
@@ -65,10 +66,13 @@ DEFAULTS: dict[str, Any] = {
     # Poll ticks are due on a grid of this many seconds, so that tasks share
     # due times and are polled together (POLL_INTERVAL should be a multiple).
     "TICK_GRID": 0.02,
-    # A coarser grid for a worker under light load (fewer than LIGHT_LOAD
-    # poll ticks a second, counting each start as its task's ticks): fewer,
-    # larger batches where their fixed cost dominates. A multiple of
-    # TICK_GRID, or 0 to keep TICK_GRID at every load.
+    # Under light load (a worker handling fewer than LIGHT_LOAD poll ticks a
+    # second, counting each arriving start as its task's ticks), new tasks'
+    # creates are timed to just before a point of this coarser grid, and
+    # their ticks go on it: fewer, larger batches where their fixed cost
+    # dominates, at up to one step of start latency (progrock.phase). A
+    # multiple of TICK_GRID that divides POLL_INTERVAL, else TICK_GRID is
+    # used; 0: TICK_GRID. LIGHT_LOAD 0 turns light-load handling off.
     "TICK_GRID_LIGHT": 0.1,
     "LIGHT_LOAD": 500,
     # Garbage-collector thresholds for busy processes (progrock.runtime.tune_gc);
@@ -121,12 +125,17 @@ class Settings:
                     f"PROGROCK[{name!r}] must be a number of seconds >= 0, got {value!r}"
                 )
         light, fine = merged["TICK_GRID_LIGHT"], merged["TICK_GRID"]
-        if light and fine and (light < fine or abs(light / fine - round(light / fine)) > 1e-6):
+        if light and fine and not (light >= fine and is_multiple(light, fine)):
             raise ImproperlyConfigured(
                 f"PROGROCK['TICK_GRID_LIGHT'] must be 0 or a multiple of TICK_GRID ({fine!r}), "
                 f"got {light!r}"
             )
-        for name in ("MAX_FRAME_BYTES", "MAX_PARAMS_BYTES", "TICK_BATCH", "LIGHT_LOAD"):
+        value = merged["LIGHT_LOAD"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ImproperlyConfigured(
+                f"PROGROCK['LIGHT_LOAD'] must be a number of ticks a second >= 0, got {value!r}"
+            )
+        for name in ("MAX_FRAME_BYTES", "MAX_PARAMS_BYTES", "TICK_BATCH"):
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ImproperlyConfigured(

@@ -185,15 +185,18 @@ async def _start_batch(
     # Not over a live state that another attempt of this start has moved on.
     await engine.store.init_queued({r.task_id: tasks.live_fields(task) for r, task in queued})
 
-    # Under light load, just before a tick-grid point, so the first polls come
-    # right after the backend's first steps (see progrock.phase). Not under
-    # heavy load: batches sent at the same instants would crowd a few phases.
-    # The latencies count from the planned send time, so that they include
-    # how late the event loop wakes up.
+    # Under light load, just before a point of the start grid, so the first
+    # polls come right after the backend's first steps (see progrock.phase).
+    # Not under heavy load: batches sent at the same instants would crowd a
+    # few phases. The latencies count from the planned send time, so that
+    # they include how late the event loop wakes up.
     planned = now_ms()
-    engine.prep_phase.record([planned - began])
+    engine.prep_lead.record(planned, [planned - began])
     grid = engine.start_grid_ms(planned)
-    wait = engine.create_phase.wait_ms(planned, grid) if engine.light_load(planned) else None
+    fine = float(progrock_settings.TICK_GRID) * 1000
+    wait = engine.create_wait_ms(planned, grid)
+    # How far before its grid point a create sent in time is answered.
+    slack = 0.0 if wait is None else engine.create_lead.lead_ms(planned)
     if wait:
         planned += wait
         await asyncio.sleep(wait / 1000)
@@ -203,15 +206,10 @@ async def _start_batch(
         status = await engine.service.create(r.kind, r.params, key=r.task_id)
         answered = now_ms()  # the backend's own clock for the task had started by then
         latencies.append(answered - planned)
-        return status, answered
+        return status, first_due(answered, engine.interval_ms, grid, fine, slack)
 
     results = await asyncio.gather(*(create(r) for r, _ in queued), return_exceptions=True)
-    engine.create_phase.record(latencies)
-    fine = float(progrock_settings.TICK_GRID) * 1000
-    results = [
-        (r[0], first_due(r[1], engine.interval_ms, grid, fine)) if isinstance(r, tuple) else r
-        for r in results
-    ]
+    engine.create_lead.record(now_ms(), latencies)
     created: list[tuple[StartRequest, ServiceStatus, float]] = []
     endings: list[tasks.Ending] = []
     retries: list[dict[str, Any]] = []
@@ -298,9 +296,7 @@ async def _announce_started(
         # The first poll is one interval after the backend created the task,
         # in phase with a backend that steps on that interval (already due if
         # this start took longer than that; skipped ahead only past two).
-        tick = Tick(
-            r.task_id, engine.next_due(due_ms - engine.interval_ms, clock_ms - engine.interval_ms)
-        )
+        tick = Tick(r.task_id, engine.first_tick(due_ms, clock_ms))
         first.append(tick)
         changes.append(
             Change(

@@ -32,7 +32,7 @@ from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
-from progrock.phase import CreatePhase, LoadMeter, grid_ms
+from progrock.phase import Lead, LoadMeter, grid_ms
 from progrock.polls import (
     POLL,
     ProgressCopy,
@@ -65,9 +65,9 @@ class Engine:
         self.unwatched: dict[str, float] = {}
         # When a batch's create calls go out, and the load that sets the grid
         # (see progrock.phase).
-        self.create_phase = CreatePhase()
+        self.create_lead = Lead()
         # How long a start batch takes from being taken to its creates.
-        self.prep_phase = CreatePhase()
+        self.prep_lead = Lead()
         self.load = LoadMeter()
 
     # -- scheduling ---------------------------------------------------------
@@ -142,30 +142,25 @@ class Engine:
         grid = float(progrock_settings.TICK_GRID) * 1000
         return due if grid <= 0 else math.ceil(due / grid) * grid
 
+    def first_tick(self, due_ms: float, at_ms: float) -> float:
+        """A new task's first tick, ``due_ms`` (:func:`progrock.phase.first_due`), at ``at_ms``.
+
+        Kept even if it is already past (the start took longer than an
+        interval: it is delivered at once); moved on by whole intervals,
+        keeping its phase, only once it is more than an interval past.
+        """
+        interval = self.interval_ms
+        return self.next_due(due_ms - interval, at_ms - interval)
+
     def note_starts(self, count: int) -> None:
-        """Count starts that arrived as the load their tasks will bring (a tick per interval)."""
+        """Count arriving starts as the load their tasks will bring (a tick per interval)."""
         if self.interval_ms > 0:
             self.load.add(now_ms(), count * 1000 / self.interval_ms)
 
     def light_load(self, at_ms: float) -> bool:
-        """Whether this worker handles fewer than ``LIGHT_LOAD`` ticks a second."""
-        return self.load.per_second(at_ms) < float(progrock_settings.LIGHT_LOAD)
-
-    def gather_s(self, window_s: float) -> float:
-        """How long a start runner lets starts gather before taking its batch.
-
-        Under light load, until the batch can be prepared and its creates
-        sent just before the next point of the start grid (so the wait also
-        gathers the starts); otherwise ``window_s``.
-        """
-        at = now_ms()
-        if self.light_load(at):
-            wait = self.create_phase.wait_ms(
-                at, self.start_grid_ms(at), before_ms=self.prep_phase.lead_ms
-            )
-            if wait is not None:
-                return wait / 1000
-        return window_s
+        """Whether this worker handles fewer than ``LIGHT_LOAD`` ticks a second (0: never)."""
+        limit = float(progrock_settings.LIGHT_LOAD)
+        return limit > 0 and self.load.per_second(at_ms) < limit
 
     def start_grid_ms(self, at_ms: float) -> float:
         """The grid new tasks' first ticks go on: ``TICK_GRID_LIGHT`` under light load.
@@ -176,9 +171,36 @@ class Engine:
         return grid_ms(
             float(progrock_settings.TICK_GRID) * 1000,
             float(progrock_settings.TICK_GRID_LIGHT) * 1000,
-            self.load.per_second(at_ms),
-            float(progrock_settings.LIGHT_LOAD),
+            self.interval_ms,
+            self.light_load(at_ms),
         )
+
+    def gather_s(self, window_s: float) -> float:
+        """How long a start runner lets starts gather before taking its batch.
+
+        Under light load, until the batch can be prepared and its creates
+        sent just before the next point of the start grid (so the wait, less
+        than one grid step, also gathers the starts); otherwise ``window_s``.
+        """
+        at = now_ms()
+        if self.light_load(at):
+            wait = self.create_lead.wait_ms(
+                at, self.start_grid_ms(at), before_ms=self.prep_lead.lead_ms(at)
+            )
+            if wait is not None:
+                return wait / 1000
+        return window_s
+
+    def create_wait_ms(self, at_ms: float, grid: float) -> float | None:
+        """How long a prepared start batch waits to send its creates (None: no wait, no aim).
+
+        Under light load, until the lead before the next grid point, if that
+        is at most half a step away (the batch's gathering aimed at it);
+        otherwise, and under heavy load, None: the creates go out at once.
+        """
+        if not self.light_load(at_ms):
+            return None
+        return self.create_lead.wait_ms(at_ms, grid, at_most_ms=grid / 2)
 
     # -- poll ---------------------------------------------------------------
 
@@ -291,9 +313,11 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     backend work is slower. A burst of starts never holds up the polls.
 
     Starts are batched: those that arrive while earlier ones are being
-    handled (or within ``START_WINDOW`` seconds of the first) are started
-    together, up to ``START_BATCH`` at a time, by at most ``START_RUNNERS``
-    concurrent batches (see :mod:`progrock.starts`).
+    handled (or within ``START_WINDOW`` seconds of the first; under light
+    load, until the next point of the start grid, see
+    :meth:`Engine.gather_s`) are started together, up to ``START_BATCH`` at
+    a time, by at most ``START_RUNNERS`` concurrent batches (see
+    :mod:`progrock.starts`).
     """
 
     LANES = {"poll": 32, "control": 16}
@@ -333,8 +357,14 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     async def _run_starts(self) -> None:
         assert self._starts is not None
         try:
-            await asyncio.sleep(get_engine().gather_s(self.START_WINDOW))  # let a burst gather
+            engine = get_engine()
+            await asyncio.sleep(engine.gather_s(self.START_WINDOW))  # let a burst gather
+            first = True
             while self._starts:
+                if not first and engine.light_load(now_ms()):
+                    # Those that came during the last batch: to the next grid point.
+                    await asyncio.sleep(engine.gather_s(0.0))
+                first = False
                 batch = self._starts[: self.START_BATCH]
                 del self._starts[: self.START_BATCH]
                 try:

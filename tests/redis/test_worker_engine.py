@@ -22,7 +22,7 @@ from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceRejected
 from progrock.models import Task
-from progrock.phase import CreatePhase
+from progrock.phase import Lead
 from progrock.polls import Tick, parse_ticks
 from progrock.services.http import HttpTaskService
 from progrock.store import TaskStore
@@ -443,14 +443,17 @@ async def test_creates_go_out_just_before_a_point_of_the_start_grid(engine: Engi
         return await create(*args, **kwargs)
 
     engine.service.create = timed_create  # type: ignore[method-assign]
-    engine.create_phase = CreatePhase(initial_ms=160.0, margin_ms=0.0)
-    assert engine.create_phase.lead_ms == 200.0
+    engine.create_lead = Lead(initial_ms=120.0, margin_ms=0.0)  # creates: 150 ms
+    engine.prep_lead = Lead(initial_ms=80.0, margin_ms=0.0)  # preparation: 100 ms
+    assert engine.create_lead.lead_ms(now_ms()) == 150.0
     grids = {"POLL_INTERVAL": 1.0, "TICK_GRID": 0.1, "TICK_GRID_LIGHT": 0.5}
     with override_settings(PROGROCK={**settings.PROGROCK, **grids}):
         message = start_message(interval_ms=1000)
+        # As the worker's start runner does: gather, then start the batch.
+        await asyncio.sleep(engine.gather_s(0.02))
         await engine.start(message)
         [at] = sent
-        # Sent 200 ms before a point of the 500 ms grid (the event loop may wake late).
-        assert (at + 200.0) % 500.0 < 100.0, at
-        point = at + 200.0 - (at + 200.0) % 500.0
+        # Sent 150 ms before a point of the 500 ms grid (the event loop may wake late).
+        assert (at + 150.0) % 500.0 < 100.0, at
+        point = at + 150.0 - (at + 150.0) % 500.0
         assert await next_due(engine, str(message["task_id"])) == point + 1000.0

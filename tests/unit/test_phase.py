@@ -2,62 +2,79 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any, cast
+
 import pytest
 from django.test import override_settings
 
 from progrock.conf import progrock_settings
+from progrock.delay.store import now_ms
 from progrock.exceptions import ImproperlyConfigured
-from progrock.phase import SCALE, CreatePhase, LoadMeter, first_due, grid_ms
+from progrock.phase import SCALE, Lead, LoadMeter, first_due, grid_ms, is_multiple
+from progrock.worker import Engine
 
 
 def test_the_lead_starts_from_the_initial_guess_and_skips_the_first_batch() -> None:
-    phase = CreatePhase(initial_ms=10.0, margin_ms=1.0)
-    assert phase.lead_ms == 10.0 * SCALE + 1.0
-    phase.record([40.0])  # the first batch also opened the connections
-    assert phase.lead_ms == 10.0 * SCALE + 1.0
-    phase.record([2.0, 3.0])
-    assert phase.lead_ms == 3.0 * SCALE + 1.0  # the guess is gone too
-    phase.record([])  # nothing created: nothing learnt
-    assert phase.lead_ms == 3.0 * SCALE + 1.0
+    lead = Lead(initial_ms=10.0, margin_ms=1.0)
+    assert lead.lead_ms(0.0) == 10.0 * SCALE + 1.0
+    lead.record(0.0, [40.0])  # the first batch also opened the connections
+    assert lead.lead_ms(0.0) == 10.0 * SCALE + 1.0
+    lead.record(1.0, [2.0, 3.0])
+    assert lead.lead_ms(1.0) == 3.0 * SCALE + 1.0  # the guess is gone too
+    lead.record(2.0, [])  # nothing created: nothing learnt
+    assert lead.lead_ms(2.0) == 3.0 * SCALE + 1.0
 
 
 def test_the_lead_covers_the_slowest_recent_batch_only() -> None:
-    phase = CreatePhase(initial_ms=5.0, margin_ms=0.0, history=3)
-    phase.record([99.0])
-    for slowest in (8.0, 2.0, 1.0):
-        phase.record([slowest])
-    assert phase.lead_ms == 8.0 * SCALE
-    phase.record([1.5])  # 8 ms is now four batches old
-    assert phase.lead_ms == 2.0 * SCALE
+    lead = Lead(initial_ms=5.0, margin_ms=0.0, history=3)
+    lead.record(0.0, [99.0])
+    for at, slowest in ((1.0, 8.0), (2.0, 2.0), (3.0, 1.0)):
+        lead.record(at, [slowest])
+    assert lead.lead_ms(3.0) == 8.0 * SCALE
+    lead.record(4.0, [1.5])  # 8 ms is now four batches old
+    assert lead.lead_ms(4.0) == 2.0 * SCALE
+
+
+def test_a_slow_batch_is_forgotten_after_a_while() -> None:
+    lead = Lead(initial_ms=5.0, margin_ms=0.0, max_age_ms=60_000.0)
+    lead.record(0.0, [1.0])
+    lead.record(1_000.0, [30.0])  # a reconnect
+    lead.record(2_000.0, [2.0])
+    assert lead.lead_ms(2_000.0) == 30.0 * SCALE
+    assert lead.lead_ms(61_500.0) == 2.0 * SCALE
+    # The latest batch stays, however old.
+    assert lead.lead_ms(10_000_000.0) == 2.0 * SCALE
 
 
 def test_creates_go_out_the_lead_before_a_grid_point() -> None:
-    phase = CreatePhase(initial_ms=4.0, margin_ms=0.0)  # lead 5 ms
-    assert phase.lead_ms == 5.0
+    lead = Lead(initial_ms=4.0, margin_ms=0.0)  # lead 5 ms
+    assert lead.lead_ms(0.0) == 5.0
     # Grid points every 40 ms: from 1003, the first one at least 5 ms away is 1040.
-    assert phase.wait_ms(1003.0, 40.0) == pytest.approx(1040.0 - 5.0 - 1003.0)
+    assert lead.wait_ms(1003.0, 40.0) == pytest.approx(1040.0 - 5.0 - 1003.0)
     # Exactly the lead before a point: at once.
-    assert phase.wait_ms(1035.0, 40.0) == 0.0
-    # Less than the lead before one: the next point.
-    assert phase.wait_ms(1037.0, 40.0) == pytest.approx(1080.0 - 5.0 - 1037.0)
+    assert lead.wait_ms(1035.0, 40.0) == 0.0
+    # Less than the lead before one: the next point, unless that is too far.
+    assert lead.wait_ms(1037.0, 40.0) == pytest.approx(1080.0 - 5.0 - 1037.0)
+    assert lead.wait_ms(1037.0, 40.0, at_most_ms=20.0) is None
 
 
 def test_other_work_before_the_creates_moves_the_wait_earlier() -> None:
-    phase = CreatePhase(initial_ms=4.0, margin_ms=0.0)  # lead 5 ms
+    lead = Lead(initial_ms=4.0, margin_ms=0.0)  # lead 5 ms
     # 5 ms of preparation, then the creates 5 ms before 1040.
-    assert phase.wait_ms(1003.0, 40.0, before_ms=5.0) == pytest.approx(1030.0 - 1003.0)
-    assert phase.wait_ms(1031.0, 40.0, before_ms=5.0) == pytest.approx(1070.0 - 1031.0)
+    assert lead.wait_ms(1003.0, 40.0, before_ms=5.0) == pytest.approx(1030.0 - 1003.0)
+    assert lead.wait_ms(1031.0, 40.0, before_ms=5.0) == pytest.approx(1070.0 - 1031.0)
 
 
 @pytest.mark.parametrize(("grid", "before"), [(0.0, 0.0), (-1.0, 0.0), (9.9, 0.0), (40.0, 15.1)])
 def test_no_wait_without_a_grid_or_when_creates_are_slow(grid: float, before: float) -> None:
-    phase = CreatePhase(initial_ms=4.0, margin_ms=0.0)  # lead 5 ms: over half of 9.9
-    assert phase.wait_ms(1003.0, grid, before_ms=before) is None
+    lead = Lead(initial_ms=4.0, margin_ms=0.0)  # lead 5 ms: over half of 9.9
+    assert lead.wait_ms(1003.0, grid, before_ms=before) is None
 
 
 def test_the_history_must_hold_a_batch() -> None:
     with pytest.raises(ValueError, match="history"):
-        CreatePhase(history=0)
+        Lead(history=0)
 
 
 def test_the_load_meter_counts_the_last_whole_second_and_this_one() -> None:
@@ -74,41 +91,55 @@ def test_the_load_meter_counts_the_last_whole_second_and_this_one() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fine", "light", "rate", "expected"),
+    ("fine", "light", "interval", "is_light", "expected"),
     [
-        (20.0, 40.0, 100.0, 40.0),  # light load: the coarse grid
-        (20.0, 40.0, 500.0, 20.0),  # at the threshold: the fine one
-        (20.0, 40.0, 5000.0, 20.0),
-        (20.0, 0.0, 100.0, 20.0),  # no light grid
-        (20.0, 30.0, 100.0, 20.0),  # not a multiple: never a phase moved backwards
-        (0.0, 40.0, 100.0, 0.0),  # no grid at all
+        (20.0, 100.0, 200.0, True, 100.0),  # light load: the coarse grid
+        (20.0, 100.0, 200.0, False, 20.0),  # heavy load: the fine one
+        (20.0, 0.0, 200.0, True, 20.0),  # no light grid
+        (20.0, 30.0, 200.0, True, 20.0),  # not a multiple: a phase could move backwards
+        (20.0, 60.0, 200.0, True, 20.0),  # does not divide the interval: ticks would leave it
+        (0.0, 100.0, 200.0, True, 0.0),  # no grid at all
     ],
 )
 def test_the_start_grid_follows_the_load(
-    fine: float, light: float, rate: float, expected: float
+    fine: float, light: float, interval: float, is_light: bool, expected: float
 ) -> None:
-    assert grid_ms(fine, light, rate, 500.0) == expected
+    assert grid_ms(fine, light, interval, is_light) == expected
 
 
 @pytest.mark.parametrize(
-    ("answered", "expected"),
+    ("answered", "slack", "expected"),
     [
-        (1036.0, 1240.0),  # answered 4 ms before a point of the 40 ms grid
-        (1040.0, 1240.0),  # right on it
-        (1021.0, 1240.0),  # 19 ms before: still within half a step
-        (1041.0, 1260.0),  # just after it: the next point of the 20 ms grid, not 1280
-        (1059.0, 1260.0),
+        (1096.0, 5.0, 1300.0),  # answered 4 ms before a point of the 100 ms grid
+        (1100.0, 5.0, 1300.0),  # right on it
+        (1094.0, 5.0, 1300.0),  # 6 ms before: more than the slack, but on the fine grid too
+        (1093.0, 5.0, 1300.0),  # 7 ms before: the fine grid's point is the same
+        (1079.0, 5.0, 1280.0),  # 21 ms before: the fine grid's own point
+        (1101.0, 5.0, 1320.0),  # just after it: the next fine point, not 1400
+        (1150.0, 5.0, 1360.0),
+        (1096.0, 0.0, 1300.0),  # not aimed (slack 0): the fine grid
+        (1061.0, 0.0, 1280.0),
     ],
 )
 def test_a_first_tick_is_one_interval_after_the_answer_on_a_grid(
-    answered: float, expected: float
+    answered: float, slack: float, expected: float
 ) -> None:
-    assert first_due(answered, 200.0, 40.0, 20.0) == expected
+    due = first_due(answered, 200.0, 100.0, 20.0, slack)
+    assert due == expected
+    assert due >= answered + 200.0  # never before the backend's first step
 
 
 def test_a_first_tick_without_grids_is_exact() -> None:
-    assert first_due(1003.5, 200.0, 0.0, 0.0) == 1203.5
-    assert first_due(1041.0, 200.0, 0.0, 20.0) == 1260.0
+    assert first_due(1003.5, 200.0, 0.0, 0.0, 0.0) == 1203.5
+    assert first_due(1041.0, 200.0, 0.0, 20.0, 0.0) == 1260.0
+
+
+@pytest.mark.parametrize(
+    ("value", "of", "expected"),
+    [(0.1, 0.02, True), (100.0, 20.0, True), (0.03, 0.02, False), (0.1, 0.0, False)],
+)
+def test_multiples(value: float, of: float, expected: bool) -> None:
+    assert is_multiple(value, of) is expected
 
 
 @pytest.mark.parametrize("light", [0.03, 0.01, -0.04, "0.04", True])
@@ -124,3 +155,65 @@ def test_a_light_grid_must_be_a_multiple_of_the_grid(light: object) -> None:
 def test_good_light_grids_are_accepted(fine: float, light: float) -> None:
     with override_settings(PROGROCK={"TICK_GRID": fine, "TICK_GRID_LIGHT": light}):
         assert light == progrock_settings.TICK_GRID_LIGHT
+
+
+@pytest.mark.parametrize("bad", [-1, "500", True, None])
+def test_light_load_must_be_a_rate(bad: object) -> None:
+    with (
+        override_settings(PROGROCK={"LIGHT_LOAD": bad}),
+        pytest.raises(ImproperlyConfigured, match="LIGHT_LOAD"),
+    ):
+        progrock_settings.LIGHT_LOAD  # noqa: B018
+
+
+# -- the engine's use of it (no connections touched) ------------------------
+
+
+@pytest.fixture
+def engine() -> Engine:
+    return Engine(cast(Any, None), cast(Any, None), cast(Any, None))
+
+
+GRIDS = {"POLL_INTERVAL": 0.2, "TICK_GRID": 0.02, "TICK_GRID_LIGHT": 0.1, "LIGHT_LOAD": 500}
+
+
+def test_a_burst_of_starts_makes_the_load_heavy_before_its_polls(engine: Engine) -> None:
+    with override_settings(PROGROCK=GRIDS):
+        at = now_ms()
+        assert engine.light_load(at) and engine.start_grid_ms(at) == 100.0
+        engine.load.add(at, 495.0)  # 99 tasks' ticks
+        assert engine.light_load(at)
+        engine.note_starts(100)  # 100 tasks: 500 ticks a second
+        at = now_ms()
+        assert not engine.light_load(at) and engine.start_grid_ms(at) == 20.0
+
+
+def test_light_load_zero_turns_it_off(engine: Engine) -> None:
+    with override_settings(PROGROCK={**GRIDS, "LIGHT_LOAD": 0}):
+        at = now_ms()
+        assert not engine.light_load(at)
+        assert engine.start_grid_ms(at) == 20.0
+        assert engine.gather_s(0.02) == 0.02
+        assert engine.create_wait_ms(at, 20.0) is None
+
+
+def test_starts_gather_until_a_grid_point_under_light_load_only(engine: Engine) -> None:
+    with override_settings(PROGROCK=GRIDS):
+        before = now_ms()
+        gather = engine.gather_s(0.02)
+        # Less than one step of the 100 ms grid, ending where the preparation
+        # and the creates end just before a point of it.
+        assert 0.0 <= gather < 0.1
+        lead = engine.create_lead.lead_ms(before) + engine.prep_lead.lead_ms(before)
+        sent = before + gather * 1000
+        assert math.ceil((sent + lead) / 100.0) * 100.0 - (sent + lead) < 5.0
+        engine.note_starts(1000)
+        assert engine.gather_s(0.02) == 0.02
+        assert engine.create_wait_ms(now_ms(), 20.0) is None
+
+
+def test_a_first_tick_is_kept_if_the_start_was_slow(engine: Engine) -> None:
+    with override_settings(PROGROCK=GRIDS):
+        assert engine.first_tick(1300.0, 1150.0) == 1300.0  # in time
+        assert engine.first_tick(1300.0, 1450.0) == 1300.0  # past: delivered at once
+        assert engine.first_tick(1300.0, 1550.0) == 1500.0  # over an interval past: skip
