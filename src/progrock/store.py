@@ -143,6 +143,38 @@ redis.call('HSET', KEYS[1], 'nd', ARGV[2])
 return 1
 """
 
+OVERDUE_LUA: Final = """
+-- The sweep's check of running tasks, in Redis (one call for thousands of
+-- tasks instead of decoding each one's fields in the worker). For each key:
+-- no live state (no 'owner') -> {i, 0, ''}; next due tick ('nd', ms; without
+-- one, one interval, ARGV[2] ms, after the last poll, 'lp', s) at or before
+-- ARGV[1] ms -> {i, 1, nd or ''}. Tasks whose chain is alive are left out.
+local deadline, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 1, #KEYS do
+  local v = redis.call('HMGET', KEYS[i], 'owner', 'nd', 'lp')
+  if not v[1] or v[1] == '' then
+    out[#out + 1] = {i, 0, ''}
+  else
+    local due = tonumber(v[2] or '')
+    if not due then due = (tonumber(v[3] or '') or 0) * 1000 + interval end
+    if due <= deadline then out[#out + 1] = {i, 1, v[2] or ''} end
+  end
+end
+return out
+"""
+
+STATUS_DIFFERS_LUA: Final = """
+-- Indexes (1-based) of the keys whose 'status' is not ARGV[1]'s entry (a JSON
+-- list), or that have no live state.
+local want = cjson.decode(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('HGET', KEYS[i], 'status') ~= want[i] then out[#out + 1] = i end
+end
+return out
+"""
+
 INIT_QUEUED_LUA: Final = """
 -- Write the live state of queued tasks (ARGV[1]: one flat field list per key),
 -- except where it already says something else: another attempt of the same
@@ -296,6 +328,8 @@ class TaskStore:
         self._claim = client.register_script(CLAIM_LUA)
         self._rearm = client.register_script(REARM_LUA)
         self._init_queued = client.register_script(INIT_QUEUED_LUA)
+        self._overdue = client.register_script(OVERDUE_LUA)
+        self._status_differs = client.register_script(STATUS_DIFFERS_LUA)
 
     @classmethod
     def from_settings(cls) -> TaskStore:
@@ -350,6 +384,51 @@ class TaskStore:
                     k: v.decode() for k, v in zip(fields, values, strict=True) if v is not None
                 }
                 out[task_id] = found or None
+        return out
+
+    async def overdue(
+        self, task_ids: Sequence[str], deadline_ms: float, interval_ms: float, chunk: int = 1000
+    ) -> tuple[list[str], dict[str, str]]:
+        """Of running tasks: those without live state, and those whose next tick
+        is due at or before ``deadline_ms`` (their chain is lost), with the due
+        time their state holds (``''`` for none).
+
+        Checked in Redis (:data:`OVERDUE_LUA`), ``chunk`` tasks per call, so
+        the worker decodes only the few that need repair.
+        """
+        missing: list[str] = []
+        stalled: dict[str, str] = {}
+        for i in range(0, len(task_ids), chunk):
+            part = task_ids[i : i + chunk]
+            replies = await self._run(
+                self._overdue,
+                [state_key(task_id) for task_id in part],
+                [repr(deadline_ms), repr(interval_ms)],
+            )
+            for index, kind, expected in replies:
+                task_id = part[int(index) - 1]
+                if int(kind) == 0:
+                    missing.append(task_id)
+                else:
+                    stalled[task_id] = (
+                        expected.decode() if isinstance(expected, bytes) else expected
+                    )
+        return missing, stalled
+
+    async def status_differs(
+        self, statuses: Sequence[tuple[str, str]], chunk: int = 1000
+    ) -> list[str]:
+        """Of ``(task_id, status)`` pairs, the tasks whose live status is another
+        (or that have no live state), checked in Redis."""
+        out: list[str] = []
+        for i in range(0, len(statuses), chunk):
+            part = statuses[i : i + chunk]
+            replies = await self._run(
+                self._status_differs,
+                [state_key(task_id) for task_id, _ in part],
+                [json.dumps([status for _, status in part])],
+            )
+            out.extend(part[int(index) - 1][0] for index in replies)
         return out
 
     async def claim(

@@ -48,26 +48,22 @@ async def sweep(engine: Engine) -> int:
     found = await sync_to_async(lambda: list(scan))()
     rows = [(str(pk), status, ref) for pk, status, ref in found]
     running = [pk for pk, status, ref in rows if status == Status.RUNNING.value and ref]
-    live = await engine.store.load_fields(running, ("status", "owner", "nd", "lp"))
+    # A live chain keeps moving the task's next due tick ('nd') forward; one
+    # overdue by more than STALL_AFTER was lost (or its worker died). A task
+    # with no 'nd' yet (rebuilt) was due one interval after its last poll.
+    # Checked in Redis: at thousands of running tasks, decoding every task's
+    # fields here cost a worker about 0.1 s of CPU per sweep, held up polls.
+    now_ms = now * 1000
+    missing, stalled = await engine.store.overdue(
+        running, now_ms - stall * 1000, float(progrock_settings.POLL_INTERVAL) * 1000
+    )
+    for task_id in missing:
+        await tasks.arebuild(task_id, engine.store)
+        stalled[task_id] = ""  # its chain is rebuilt from nothing: re-armed below
     from progrock.polls import Tick
 
     rearm: list[Tick] = []
-    now_ms = now * 1000
-    for task_id in running:
-        fields = live.get(task_id)
-        if fields is None or not fields.get("owner"):
-            await tasks.arebuild(task_id, engine.store)
-            fields = {}
-        # A live chain keeps moving the task's next due tick ('nd') forward;
-        # one overdue by more than STALL_AFTER was lost (or its worker died).
-        # A task with no 'nd' yet (rebuilt) was due one interval after its last poll.
-        expected = fields.get("nd", "")
-        if expected:
-            due_ms = float(expected)
-        else:
-            due_ms = (float(fields.get("lp") or 0) + float(progrock_settings.POLL_INTERVAL)) * 1000
-        if now_ms - due_ms < stall * 1000:
-            continue
+    for task_id, expected in stalled.items():
         if await engine.store.rearm(task_id, expected, now_ms):
             rearm.append(Tick(task_id, now_ms))
     await engine.schedule_ticks(rearm)
@@ -134,17 +130,17 @@ async def _sweep_unannounced(engine: Engine, now: float) -> None:
             finished_at__gte=since, status__in=[s.value for s in TERMINAL]
         ).order_by("-finished_at")[:1000]
     ]
-    live = await engine.store.load_fields([str(t.pk) for t in finished], ("status",))
+    differ = set(await engine.store.status_differs([(str(t.pk), t.status) for t in finished]))
     for task in finished:
-        fields = live.get(str(task.pk))
-        if fields is not None and fields.get("status") == task.status:
+        if str(task.pk) not in differ:
             continue
+        fields = await engine.store.load_fields([str(task.pk)], ("status",))
         view = task.view()
         message = view.terminal()
         if message is None:  # pragma: no cover - filtered on terminal statuses
             continue
         message.pop("seq", None)
-        if fields is None:
+        if fields[str(task.pk)] is None:
             before = tasks.live_fields(task, rebuilt=True)
             before["status"] = Status.RUNNING.value
             if not await engine.store.init_if_absent(str(task.pk), before):

@@ -318,6 +318,32 @@ async def test_init_queued_never_writes_over_a_state_that_moved_on(store: TaskSt
     assert await store.init_queued({}) == []
 
 
+async def test_overdue_finds_lost_chains_and_missing_states_in_redis(store: TaskStore) -> None:
+    """The sweep's check: only tasks whose next tick is long overdue, or that have no state."""
+    base = {"status": "running", "owner": "user:1"}
+    await store.init("t-alive", {**base, "nd": "10000.0"})  # due later than the deadline
+    await store.init("t-lost", {**base, "nd": "4000.0"})  # due before it: the chain was lost
+    await store.init("t-edge", {**base, "nd": "5000.0"})  # due exactly at it
+    await store.init("t-rebuilt", {**base, "lp": "4.7"})  # no 'nd': due one interval after 'lp'
+    await store.init("t-fresh", {**base, "lp": "4.9"})  # 4.9 s + 0.2 s: after the deadline
+    await store.init("t-ownerless", {"status": "running", "nd": "4000.0"})
+    ids = ["t-alive", "t-lost", "t-edge", "t-rebuilt", "t-fresh", "t-ownerless", "t-absent"]
+    for chunk in (1000, 2):
+        missing, stalled = await store.overdue(ids, 5000.0, 200.0, chunk=chunk)
+        assert sorted(missing) == ["t-absent", "t-ownerless"]
+        assert stalled == {"t-lost": "4000.0", "t-edge": "5000.0", "t-rebuilt": ""}
+    assert await store.overdue([], 5000.0, 200.0) == ([], {})
+
+
+async def test_status_differs_names_tasks_whose_live_status_is_another(store: TaskStore) -> None:
+    await store.init("t-same", {"status": "succeeded"})
+    await store.init("t-other", {"status": "running"})
+    pairs = [("t-same", "succeeded"), ("t-other", "succeeded"), ("t-absent", "failed")]
+    for chunk in (1000, 1):
+        assert await store.status_differs(pairs, chunk=chunk) == ["t-other", "t-absent"]
+    assert await store.status_differs([]) == []
+
+
 async def test_after_a_reconnect_listeners_resync_only_once_subscribed_again(
     store: TaskStore, redis_url: str
 ) -> None:
