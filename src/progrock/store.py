@@ -146,18 +146,22 @@ return 1
 OVERDUE_LUA: Final = """
 -- The sweep's check of running tasks, in Redis (one call for thousands of
 -- tasks instead of decoding each one's fields in the worker). For each key:
--- no live state (no 'owner') -> {i, 0, ''}; next due tick ('nd', ms; without
--- one, one interval, ARGV[2] ms, after the last poll, 'lp', s) at or before
--- ARGV[1] ms -> {i, 1, nd or ''}. Tasks whose chain is alive are left out.
+-- no usable live state (no or an empty 'owner') -> {i, 0, nd or ''}; next due
+-- tick ('nd', ms; without a number there, one interval, ARGV[2] ms, after
+-- the last poll, 'lp', s) at or before ARGV[1] ms -> {i, 1, nd or ''}. The
+-- raw 'nd' is what a re-arm must find (REARM_LUA). Live chains are left out.
 local deadline, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 for i = 1, #KEYS do
   local v = redis.call('HMGET', KEYS[i], 'owner', 'nd', 'lp')
   if not v[1] or v[1] == '' then
-    out[#out + 1] = {i, 0, ''}
+    out[#out + 1] = {i, 0, v[2] or ''}
   else
     local due = tonumber(v[2] or '')
-    if not due then due = (tonumber(v[3] or '') or 0) * 1000 + interval end
+    if not due or due ~= due then  -- not a number (or NaN)
+      due = (tonumber(v[3] or '') or 0) * 1000 + interval
+      if due ~= due then due = interval end
+    end
     if due <= deadline then out[#out + 1] = {i, 1, v[2] or ''} end
   end
 end
@@ -366,9 +370,9 @@ class TaskStore:
     ) -> dict[str, dict[str, str] | None]:
         """Some fields of each task's live state (None where there is none).
 
-        Cheaper than :meth:`load` for scans over many tasks (the sweep): Redis
-        returns and Python decodes only what is asked for, in pipelines of
-        ``chunk`` tasks, so a worker's polls run between two chunks. A task
+        Cheaper than :meth:`load` for scans over many tasks: Redis returns and
+        Python decodes only what is asked for, in pipelines of ``chunk`` tasks,
+        so a worker's polls run between two chunks. A task
         has live state when its ``status`` is set, so ask for ``status`` (or
         another field every state has) to tell the two apart.
         """
@@ -388,15 +392,16 @@ class TaskStore:
 
     async def overdue(
         self, task_ids: Sequence[str], deadline_ms: float, interval_ms: float, chunk: int = 1000
-    ) -> tuple[list[str], dict[str, str]]:
-        """Of running tasks: those without live state, and those whose next tick
-        is due at or before ``deadline_ms`` (their chain is lost), with the due
-        time their state holds (``''`` for none).
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Of running tasks: those without usable live state (no or an empty
+        ``owner``: to rebuild), and those whose next tick is due at or before
+        ``deadline_ms`` (their chain is lost). Each comes with the raw ``nd``
+        its state holds (``''`` for none), which :meth:`rearm` must find.
 
         Checked in Redis (:data:`OVERDUE_LUA`), ``chunk`` tasks per call, so
         the worker decodes only the few that need repair.
         """
-        missing: list[str] = []
+        missing: dict[str, str] = {}
         stalled: dict[str, str] = {}
         for i in range(0, len(task_ids), chunk):
             part = task_ids[i : i + chunk]
@@ -406,13 +411,8 @@ class TaskStore:
                 [repr(deadline_ms), repr(interval_ms)],
             )
             for index, kind, expected in replies:
-                task_id = part[int(index) - 1]
-                if int(kind) == 0:
-                    missing.append(task_id)
-                else:
-                    stalled[task_id] = (
-                        expected.decode() if isinstance(expected, bytes) else expected
-                    )
+                nd = expected.decode() if isinstance(expected, bytes) else str(expected)
+                (missing if int(kind) == 0 else stalled)[part[int(index) - 1]] = nd
         return missing, stalled
 
     async def status_differs(

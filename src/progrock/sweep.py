@@ -55,18 +55,26 @@ async def sweep(engine: Engine) -> int:
     # fields here cost a worker about 0.1 s of CPU per sweep, held up polls.
     now_ms = now * 1000
     missing, stalled = await engine.store.overdue(
-        running, now_ms - stall * 1000, float(progrock_settings.POLL_INTERVAL) * 1000
+        running, now_ms - stall * 1000, engine.interval_ms
     )
-    for task_id in missing:
-        await tasks.arebuild(task_id, engine.store)
-        stalled[task_id] = ""  # its chain is rebuilt from nothing: re-armed below
     from progrock.polls import Tick
 
     rearm: list[Tick] = []
-    for task_id, expected in stalled.items():
-        if await engine.store.rearm(task_id, expected, now_ms):
-            rearm.append(Tick(task_id, now_ms))
-    await engine.schedule_ticks(rearm)
+    try:
+        for task_id, expected in [*missing.items(), *stalled.items()]:
+            try:
+                if task_id in missing:
+                    # Rebuilt from the row; 'nd' (if any) stays, and is what
+                    # the re-arm must find.
+                    await tasks.arebuild(task_id, engine.store)
+                if await engine.store.rearm(task_id, expected, now_ms):
+                    rearm.append(Tick(task_id, now_ms))
+            except Exception:
+                # One task must not stop the repair of the others.
+                logger.exception("sweep could not repair the poll chain of %s", task_id)
+    finally:
+        # Every chain moved on above gets its tick, whatever happened after.
+        await engine.schedule_ticks(rearm)
     if rearm:
         logger.warning("sweep re-armed %d stalled poll chains", len(rearm))
     await _sweep_queued(engine, rows, now)

@@ -327,12 +327,33 @@ async def test_overdue_finds_lost_chains_and_missing_states_in_redis(store: Task
     await store.init("t-rebuilt", {**base, "lp": "4.7"})  # no 'nd': due one interval after 'lp'
     await store.init("t-fresh", {**base, "lp": "4.9"})  # 4.9 s + 0.2 s: after the deadline
     await store.init("t-ownerless", {"status": "running", "nd": "4000.0"})
-    ids = ["t-alive", "t-lost", "t-edge", "t-rebuilt", "t-fresh", "t-ownerless", "t-absent"]
+    await store.init("t-empty-owner", {"status": "running", "owner": ""})
+    await store.init("t-odd-nd", {**base, "nd": "soon", "lp": "4.7"})  # not a number: 'lp' counts
+    await store.init("t-owner-only", {"owner": "user:1"})  # no 'nd', no 'lp': long overdue
+    ids = [
+        "t-alive",
+        "t-lost",
+        "t-edge",
+        "t-rebuilt",
+        "t-fresh",
+        "t-ownerless",
+        "t-absent",
+        "t-empty-owner",
+        "t-odd-nd",
+        "t-owner-only",
+    ]
     for chunk in (1000, 2):
         missing, stalled = await store.overdue(ids, 5000.0, 200.0, chunk=chunk)
-        assert sorted(missing) == ["t-absent", "t-ownerless"]
-        assert stalled == {"t-lost": "4000.0", "t-edge": "5000.0", "t-rebuilt": ""}
-    assert await store.overdue([], 5000.0, 200.0) == ([], {})
+        # Each with the raw 'nd' a re-arm must find.
+        assert missing == {"t-ownerless": "4000.0", "t-absent": "", "t-empty-owner": ""}
+        assert stalled == {
+            "t-lost": "4000.0",
+            "t-edge": "5000.0",
+            "t-rebuilt": "",
+            "t-odd-nd": "soon",
+            "t-owner-only": "",
+        }
+    assert await store.overdue([], 5000.0, 200.0) == ({}, {})
 
 
 async def test_status_differs_names_tasks_whose_live_status_is_another(store: TaskStore) -> None:

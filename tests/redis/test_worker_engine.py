@@ -182,6 +182,24 @@ async def test_the_sweep_rearms_a_lost_poll_chain(engine: Engine) -> None:
     assert await next_due(engine, task_id) == due
 
 
+async def test_the_sweep_rebuilds_a_damaged_state_and_rearms_its_chain(engine: Engine) -> None:
+    """Live state without its owner (half lost) is rebuilt from the row and, its
+    next tick long overdue, re-armed in the same sweep."""
+    message = start_message(interval_ms=1000)
+    await engine.start(message)
+    task_id = str(message["task_id"])
+    await engine.store.redis.delete(
+        *[k async for k in engine.store.redis.scan_iter("progrock:delay:*")]
+    )
+    key = f"progrock:t:{task_id}"
+    await engine.store.redis.hdel(key, "owner")
+    await engine.store.redis.hset(key, "nd", "1000")  # long overdue
+    assert await engine.sweep() == 1
+    assert await engine.store.redis.hget(key, "owner") == b"user:1"
+    due = await next_due(engine, task_id)
+    assert due > 1000 and await pending_ticks(engine, task_id) == [due]
+
+
 async def test_malformed_messages_are_dropped(engine: Engine) -> None:
     """Bad start/cancel messages and ticks are logged and ignored, not raised."""
     await engine.start({"type": "progrock.start", "task_id": "nope"})
