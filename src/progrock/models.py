@@ -48,7 +48,12 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "status"])]
+        indexes = [
+            models.Index(fields=["owner", "status"]),
+            # The sweep's look at recent ends (progrock.sweep.recently_finished):
+            # a range per terminal status, not every ended task ever kept.
+            models.Index(fields=["status", "finished_at"], name="progrock_status_finished"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id} ({self.status}, {self.progress:g}%)"

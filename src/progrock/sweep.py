@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
+from django.db.models import QuerySet
 
 from progrock import start_watch, tasks
 from progrock.conf import progrock_settings
@@ -128,16 +129,19 @@ async def _sweep_queued(
     )
 
 
+def recently_finished(since: float, limit: int = 1000) -> QuerySet[Task]:
+    """Tasks ended since ``since`` (epoch seconds), newest first: a range of the
+    ``finished_at`` index, however many ended tasks the table has kept."""
+    return Task.objects.filter(
+        finished_at__gte=datetime.fromtimestamp(since, UTC),
+        status__in=[s.value for s in TERMINAL],
+    ).order_by("-finished_at")[:limit]
+
+
 async def _sweep_unannounced(engine: Engine, now: float) -> None:
     """Announce recent ends that the database has but live state lacks (a crash
     between the two); APPLY refuses anything a second time."""
-    since = datetime.fromtimestamp(now - 600, UTC)
-    finished = [
-        t
-        async for t in Task.objects.filter(
-            finished_at__gte=since, status__in=[s.value for s in TERMINAL]
-        ).order_by("-finished_at")[:1000]
-    ]
+    finished = [t async for t in recently_finished(now - 600)]
     differ = set(await engine.store.status_differs([(str(t.pk), t.status) for t in finished]))
     for task in finished:
         if str(task.pk) not in differ:
