@@ -18,8 +18,9 @@ of the fine grid (``TICK_GRID``) instead.
 
 Light load also gets a coarser grid (:func:`grid_ms`, ``TICK_GRID_LIGHT``):
 fewer, larger poll batches where each batch's fixed cost dominates. Both
-cost start latency: a start waits for the next point of that grid (less
-than one step, 100 ms by default) before its create goes out.
+cost start latency: a start waits for the next point of that grid (usually
+less than one step, 100 ms by default; at most one and a half, when its
+batch's preparation overruns) before its create goes out.
 
 This module is pure (no I/O, no clock): the caller passes the time and does
 the waiting.
