@@ -8,6 +8,7 @@ Stop order is the reverse. See :mod:`progrock._supervisor` for the mechanics.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import re
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 from progrock._supervisor import Aborted, ChildFailed, ChildSpec, Supervisor
 from progrock.exceptions import ProgRockError
-from progrock.redis_server import RedisServer, free_port
+from progrock.redis_server import RedisServer
 
 __all__ = ["Aborted", "ChildFailed", "Stack", "add_up_parser", "default_data_dir", "run_up"]
 
@@ -95,15 +96,25 @@ def port_accepts(host: str, port: int) -> bool:
         return False
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Raise if ``host:port`` cannot be bound (in use, or not an address of this host)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        # As daphne does: connections of a previous run in TIME_WAIT do not count.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ProgRockError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+def check_port_free(host: str, port: int) -> socket.socket:
+    """Raise if ``host:port`` cannot be bound (in use, or not an address of this
+    host); else the socket bound to it, for the caller to close."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # As daphne does: connections of a previous run in TIME_WAIT do not count.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ProgRockError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def _hold_free_port(held: contextlib.ExitStack, host: str = "127.0.0.1") -> int:
+    """A free port of ``host``, kept bound (so no other pick returns it) until ``held`` closes."""
+    sock = held.enter_context(socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET))
+    sock.bind((host, 0))
+    return int(sock.getsockname()[1])
 
 
 class Stack:
@@ -209,14 +220,21 @@ class Stack:
     def _start(self, deadline: float) -> None:
         sup = self.supervisor
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.ports = self._web_ports()
+        # Every port this stack picks is held until all are picked: a port
+        # given back by one pick could come out of the next (the backend on
+        # the web server's port, and the web server's readiness check then
+        # answered by the backend).
+        with contextlib.ExitStack() as held:
+            self.ports = self._web_ports(held)
+            backend_port = _hold_free_port(held) if self._start_backend else 0
+            redis_port = _hold_free_port(held) if self._start_redis else 0
         py = sys.executable
         names = ["redis", "backend", "migrate", "delay", *self.worker_names, *self.web_names]
         sup.set_width(names)
 
         # 1. Redis, and the backend (it needs nothing else).
         if self._start_redis:
-            redis = RedisServer(data_dir=self.data_dir / "redis", persist=True)
+            redis = RedisServer(redis_port, data_dir=self.data_dir / "redis", persist=True)
             redis.data_dir.mkdir(parents=True, exist_ok=True)
             self.redis_url = redis.url
             cwd = str(redis.data_dir)
@@ -224,9 +242,11 @@ class Stack:
             sup.spawn("redis")
         first: list[str] = []
         if self._start_backend:
-            port = free_port()
-            self.backend_url = f"http://127.0.0.1:{port}"
-            argv = [py, "-m", "progrock_backend", "--host", "127.0.0.1", "--port", str(port)]
+            self.backend_url = f"http://127.0.0.1:{backend_port}"
+            argv = [
+                *(py, "-m", "progrock_backend"),
+                *("--host", "127.0.0.1", "--port", str(backend_port)),
+            ]
             env = self._env(django=False)
             sup.add(
                 ChildSpec("backend", argv, env=env, cwd=str(self.data_dir), ready_line=_BACKEND)
@@ -261,7 +281,7 @@ class Stack:
         sup.wait_ready(last, self._remaining(deadline), self._abort)
         sup.supervise()
 
-    def _web_ports(self) -> list[int]:
+    def _web_ports(self, held: contextlib.ExitStack) -> list[int]:
         if self._requested_port:
             # Consecutive ports from the requested one: easy to put behind a proxy.
             ports = [self._requested_port + i for i in range(self.web_processes)]
@@ -270,9 +290,9 @@ class Stack:
                     f"{self.web_processes} web processes need ports {ports[0]}-{ports[-1]}"
                 )
             for port in ports:
-                check_port_free(self.host, port)
+                held.enter_context(check_port_free(self.host, port))
             return ports
-        return [free_port(self.host) for _ in range(self.web_processes)]
+        return [_hold_free_port(held, self.host) for _ in range(self.web_processes)]
 
     def _env(self, *, django: bool) -> dict[str, str]:
         env = dict(os.environ)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -142,9 +143,24 @@ def test_several_web_processes_listen_on_consecutive_ports() -> None:
     """`progrock up --port P --web 3` uses P, P+1 and P+2, and says which one is taken."""
     first = _consecutive_free_ports(3)
     stack = Stack(port=first, web_processes=3)
-    assert stack._web_ports() == [first, first + 1, first + 2]
-    with socket.socket() as taken:
+    with contextlib.ExitStack() as held:
+        assert stack._web_ports(held) == [first, first + 1, first + 2]
+    with socket.socket() as taken, contextlib.ExitStack() as held:
         taken.bind(("127.0.0.1", first + 2))
         taken.listen()
         with pytest.raises(ProgRockError, match=f"127.0.0.1:{first + 2}"):
-            stack._web_ports()
+            stack._web_ports(held)
+
+
+def test_ports_a_stack_picks_are_held_until_all_are_picked() -> None:
+    """No pick returns a port another pick of the same stack holds (the backend
+    once got the web server's port, and answered its readiness check)."""
+    from progrock.stack import _hold_free_port
+
+    with contextlib.ExitStack() as held:
+        ports = [_hold_free_port(held) for _ in range(50)]
+        assert len(set(ports)) == 50
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", ports[0]))  # still held
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", ports[0]))  # given back
