@@ -70,7 +70,8 @@ DEFAULTS: dict[str, Any] = {
     # second, counting each arriving start as its task's ticks), new tasks'
     # creates are timed to just before a point of this coarser grid, and
     # their ticks go on it: fewer, larger batches where their fixed cost
-    # dominates, at up to one step of start latency (progrock.phase). A
+    # dominates, at some start latency (usually under one step, at most one
+    # and a half; progrock.phase). A
     # multiple of TICK_GRID that divides POLL_INTERVAL, else TICK_GRID is
     # used; 0: TICK_GRID. LIGHT_LOAD 0 turns light-load handling off.
     "TICK_GRID_LIGHT": 0.1,

@@ -193,7 +193,7 @@ async def _start_batch(
     planned = now_ms()
     engine.prep_lead.record(planned, [planned - began])
     grid = engine.start_grid_ms(planned)
-    fine = float(progrock_settings.TICK_GRID) * 1000
+    fine = engine.tick_grid_ms
     wait = engine.create_wait_ms(planned, grid)
     # How far before its grid point a create sent in time is answered.
     slack = 0.0 if wait is None else engine.create_lead.lead_ms(planned)

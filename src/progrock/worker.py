@@ -123,6 +123,11 @@ class Engine:
     def interval_ms(self) -> float:
         return float(progrock_settings.POLL_INTERVAL) * 1000
 
+    @property
+    def tick_grid_ms(self) -> float:
+        """The tick grid, ``TICK_GRID``, in ms (0: none)."""
+        return float(progrock_settings.TICK_GRID) * 1000
+
     def next_due(self, due_ms: float, at_ms: float) -> float:
         """The tick after one due at ``due_ms`` and handled at ``at_ms``, on the tick grid.
 
@@ -139,7 +144,7 @@ class Engine:
         due = due_ms + interval
         if at_ms > due and interval > 0:
             due += interval * math.ceil((at_ms - due) / interval)
-        grid = float(progrock_settings.TICK_GRID) * 1000
+        grid = self.tick_grid_ms
         return due if grid <= 0 else math.ceil(due / grid) * grid
 
     def first_tick(self, due_ms: float, at_ms: float) -> float:
@@ -169,7 +174,7 @@ class Engine:
         ``TICK_GRID``, of which ``TICK_GRID_LIGHT`` is a multiple).
         """
         return grid_ms(
-            float(progrock_settings.TICK_GRID) * 1000,
+            self.tick_grid_ms,
             float(progrock_settings.TICK_GRID_LIGHT) * 1000,
             self.interval_ms,
             self.light_load(at_ms),
@@ -361,9 +366,11 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
             await asyncio.sleep(engine.gather_s(self.START_WINDOW))  # let a burst gather
             first = True
             while self._starts:
-                if not first and engine.light_load(now_ms()):
-                    # Those that came during the last batch: to the next grid point.
-                    await asyncio.sleep(engine.gather_s(0.0))
+                # Under light load, those that came during the last batch
+                # gather to the next grid point too (no wait otherwise).
+                wait = 0.0 if first else engine.gather_s(0.0)
+                if wait:
+                    await asyncio.sleep(wait)
                 first = False
                 batch = self._starts[: self.START_BATCH]
                 del self._starts[: self.START_BATCH]
