@@ -34,7 +34,6 @@ from progrock.protocol import (
     estimate,
     failure,
     progress_message,
-    started_message,
 )
 from progrock.rows import update_each
 from progrock.services.base import ServiceStatus
@@ -125,12 +124,8 @@ async def poll(engine: Engine, ticks: Sequence[Tick]) -> None:
                     tick = Tick(task_id, clock_ms + retry[0] * 1000)
                     bookkeeping.append((task_id, {**retry[1], "nd": tick.due_ms}))
                     next_ticks.append(tick)
-                elif fields.get("unann"):  # failed for good: announced, then ended
-                    changes.append(announce_start(task_id, fields, None))
                 continue
             if result is None:
-                if fields.get("unann"):
-                    changes.append(announce_start(task_id, fields, None))
                 endings.append(
                     tasks.Ending(
                         task_id,
@@ -142,8 +137,6 @@ async def poll(engine: Engine, ticks: Sequence[Tick]) -> None:
                 )
                 continue
             if result.state != "running":
-                if fields.get("unann"):
-                    changes.append(announce_start(task_id, fields, None))
                 endings.append(ending_from_backend(task_id, fields, result))
                 continue
             change, book = observe(task_id, fields, result, now)
@@ -192,39 +185,13 @@ async def run_endings(store: TaskStore, endings: list[tasks.Ending]) -> None:
         logger.exception("ending %d tasks failed; the sweep will try again", len(endings))
 
 
-def announce_start(task_id: str, fields: Mapping[str, str], progress: float | None) -> Change:
-    """The ``started`` announcement of a task whose first poll this is.
-
-    A start stores its task's running state quietly (see
-    :mod:`progrock.starts`) and leaves ``started`` to the poll at
-    the task's phase point, one interval before the first progress poll: so
-    ``started`` takes the path and the timing of every later update, and a
-    browser sees all of them on one cadence. ``progress`` is the backend's
-    (None: the stored progress). A task that ends at this poll is announced
-    first, so ``started`` is still its first message.
-    """
-    stored = float(fields.get("progress") or 0)
-    progress = stored if progress is None else max(stored, clamp_progress(progress))
-    message = started_message(task_id, fields.get("unann") or "")
-    return Change(task_id, message, Status.RUNNING, progress, {"unann": ""})
-
-
 def observe(
     task_id: str, fields: Mapping[str, str], result: ServiceStatus, now: float
 ) -> tuple[Change | None, dict[str, Any]]:
-    """What a running backend status changes: the announcement (if any) and bookkeeping.
-
-    The first poll of a task announces ``started`` (:func:`announce_start`)
-    with the backend's progress; its message, if any, follows with the next
-    update.
-    """
+    """What a running backend status changes: the announcement (if any) and bookkeeping."""
     book: dict[str, Any] = {}
     if fields.get("fails"):
         book.update(fails="", fail_since="")
-    if fields.get("unann"):
-        change = announce_start(task_id, fields, result.progress)
-        book.update(change.fields)
-        return Change(task_id, change.message, Status.RUNNING, change.progress, book), book
     old_progress = float(fields.get("progress") or 0)
     progress = max(old_progress, clamp_progress(result.progress))
     if progress == old_progress and (result.message or "") == fields.get("message", ""):

@@ -3,11 +3,8 @@
 A burst of starts (a page opened by many users at once) is handled as a
 batch: one Redis round trip claims them, one thread hop writes their rows and
 applies the owner limit, the backend creates them concurrently, one
-transaction marks them running and one Redis call stores their running state
-for all of them. ``started`` is announced by each task's first poll, at its
-phase point (:func:`progrock.polls.announce_start`), so that it reaches the
-browser on the cadence of the task's later updates. A batch of one behaves
-exactly like a single start.
+transaction marks them running and one Redis call announces ``started`` for
+all of them. A batch of one behaves exactly like a single start.
 
 Each start's watchdog (:mod:`progrock.start_watch`) is re-armed when the
 batch is taken and dropped once its task runs, has ended or was refused, so a
@@ -33,7 +30,7 @@ from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
 from progrock.phase import first_due
-from progrock.protocol import Status, backoff, failure
+from progrock.protocol import Status, backoff, failure, started_message
 from progrock.services.base import ServiceStatus
 from progrock.store import UNKNOWN, Change
 
@@ -296,32 +293,26 @@ async def _announce_started(
     for (r, status, due_ms), ok in zip(created, updated, strict=True):
         if ok is not True:
             continue
-        # The first progress poll is one interval after the backend created
-        # the task, in phase with a backend that steps on that interval
-        # (already due if this start took longer than that; skipped ahead
-        # only past two). The chain starts one interval earlier, at the
-        # task's phase point, with the poll that announces ``started``: so
-        # ``started`` takes the path of every later update and the browser
-        # sees them all on one cadence (see progrock.polls.announce_start).
-        tick = Tick(r.task_id, engine.first_tick(due_ms, clock_ms) - engine.interval_ms)
+        # The first poll is one interval after the backend created the task,
+        # in phase with a backend that steps on that interval (already due if
+        # this start took longer than that; skipped ahead only past two).
+        tick = Tick(r.task_id, engine.first_tick(due_ms, clock_ms))
         first.append(tick)
         changes.append(
             Change(
                 r.task_id,
-                {},
+                started_message(r.task_id, r.kind),
                 Status.RUNNING,
                 0,
                 {
                     "ref": status.ref,
                     "started_at": started.isoformat(),
-                    "unann": r.kind,
                     "rp": 0.0,
                     "rt": now,
                     "lp": now,
                     "dbt": now,
                     "nd": tick.due_ms,
                 },
-                quiet=True,
             )
         )
     replies = await engine.store.apply_many(changes)

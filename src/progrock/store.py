@@ -28,8 +28,6 @@ UNKNOWN: Final = -2  # no live state for the task (expired or flushed): rebuild 
 ALREADY_TERMINAL: Final = -1  # the task is over: nothing may follow
 STALE: Final = -3  # progress would go backwards, or nothing changed: dropped
 
-FLAG_QUIET: Final = "Q"  # an APPLY entry that stores state but announces nothing
-
 TERMINAL_TTL: Final = 24 * 3600  # live state of a finished task is kept this long
 
 APPLY_LUA: Final = """
@@ -39,8 +37,6 @@ APPLY_LUA: Final = """
 --   announce: [head, tail, flag, status, progress, ttl, message, [field, value, ...]]
 --             publishes head .. seq .. ',"progress":' .. progress .. tail
 --   bookkeeping: ['B', [field, value, ...]] set on an existing hash (never creates one)
--- An announce with flag 'Q' (quiet) is checked and stored like any other but
--- neither counts a seq nor publishes: it replies the seq the task already has.
 -- Every value is a string. Returns one reply per entry: the new seq, or
 -- -1/-2/-3 (see store.py), 0 for bookkeeping.
 local entries = cjson.decode(ARGV[1])
@@ -73,16 +69,13 @@ for e = 1, #entries do
         reply = -3  -- nothing changed (e.g. a tick delivered twice): announce nothing
       end
       if reply == 0 then
-        local seq = tonumber(now[4]) or 0
-        if A[3] ~= 'Q' then seq = seq + 1 end
+        local seq = (tonumber(now[4]) or 0) + 1
         local fields = {'status', A[4], 'progress', progress, 'seq', seq}
         for _, v in ipairs(A[8]) do fields[#fields + 1] = v end
         redis.call('HSET', key, unpack(fields))
         if tonumber(A[6]) > 0 then redis.call('EXPIRE', key, A[6]) end
-        if A[3] ~= 'Q' then
-          redis.call('PUBLISH', chan, seq .. ' ' .. A[3] .. ' ' .. A[1] .. seq
-                     .. ',"progress":' .. progress .. A[2])
-        end
+        redis.call('PUBLISH', chan, seq .. ' ' .. A[3] .. ' ' .. A[1] .. seq
+                   .. ',"progress":' .. progress .. A[2])
         reply = seq
       end
     end
@@ -107,7 +100,6 @@ POLL_FIELDS: Final = (
     "dbt",
     "fails",
     "fail_since",
-    "unann",  # the kind of a started task whose ``started`` is not announced yet
 )
 
 CLAIM_LUA: Final = (
@@ -310,7 +302,6 @@ class Change:
     status: Status
     progress: float
     fields: Mapping[str, Any]  # more hash fields to set
-    quiet: bool = False  # store the state only: no seq, nothing published
 
     def entry(self) -> list[Any]:
         """This change as one entry of :data:`APPLY_LUA`'s batch."""
@@ -318,12 +309,12 @@ class Change:
         # progress than this one): head + seq + ',"progress":' + p + tail.
         message = dict(self.message)
         message.pop("progress", None)
-        head, tail = ("", "") if self.quiet else frame_parts(message)
+        head, tail = frame_parts(message)
         ttl = TERMINAL_TTL if self.status.terminal else 0
         return [
             head,
             tail,
-            FLAG_QUIET if self.quiet else flag_for(self.message["type"]),
+            flag_for(self.message["type"]),
             self.status.value,
             repr(clamp_progress(self.progress)),  # an int or a finite float: JSON as is
             str(ttl),

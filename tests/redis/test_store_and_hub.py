@@ -75,33 +75,6 @@ async def test_apply_numbers_messages_and_publishes_them(store: TaskStore, redis
     await hub.aclose()
 
 
-async def test_a_quiet_change_stores_the_state_but_announces_nothing(
-    store: TaskStore, redis_url: str
-) -> None:
-    """A quiet change (a start's running state) counts no seq and publishes
-    nothing; the next change is seq 1, and nothing quiet follows an end."""
-    hub = Hub(redis_url, "progrock:")
-    listener = Recorder()
-    task_id = await new_task(store)
-    await hub.subscribe(task_id, listener)
-    quiet = Change(task_id, {}, Status.RUNNING, 0, {"ref": "b-1", "unann": "rock"}, quiet=True)
-    assert await store.apply_many([quiet]) == [0]
-    view = await store.view(task_id)
-    assert view is not None and view.status == Status.RUNNING and view.seq == 0
-    assert await store.redis.hget(f"progrock:t:{task_id}", "unann") == b"rock"
-    started = Change(task_id, started_message(task_id, "rock"), Status.RUNNING, 0, {"unann": ""})
-    assert await store.apply(started) == 1
-    await listener.wait_for(1)
-    assert [(m[1], m[2]) for m in listener.messages] == [(1, "S")]
-    done = Change(task_id, terminal_message(task_id, Status.CANCELLED), Status.CANCELLED, 0, {})
-    assert await store.apply(done) == 2
-    assert await store.apply(quiet) == ALREADY_TERMINAL
-    view = await store.view(task_id)
-    assert view is not None and view.status == Status.CANCELLED and view.seq == 2
-    await hub.unsubscribe(task_id, listener)
-    await hub.aclose()
-
-
 async def test_progress_never_goes_backwards(store: TaskStore) -> None:
     """A lower progress is refused as stale and changes nothing."""
     task_id = await new_task(store)

@@ -106,66 +106,10 @@ async def test_a_start_delivered_twice_starts_the_task_once(
     await asyncio.gather(engine.start(message), engine.start(dict(message)))
     task_id = str(message["task_id"])
     view = await engine.store.view(task_id)
-    # Running, ``started`` left to the first poll (nothing announced yet).
-    assert view is not None and view.status.value == "running" and view.seq == 0
+    assert view is not None and view.status.value == "running" and view.seq == 1
     assert backend_task_count(backend) == before + 1
     assert (await Task.objects.aget(pk=task_id)).status == "running"
     assert await pending_ticks(engine, task_id) == [await next_due(engine, task_id)]
-    await engine.poll([Tick(task_id, await next_due(engine, task_id))])
-    view = await engine.store.view(task_id)
-    assert view is not None and view.seq == 1  # announced once
-
-
-async def test_started_is_announced_by_the_first_poll_one_interval_early(
-    engine: Engine,
-) -> None:
-    """A start stores the running state quietly; its first tick is one interval
-    before the first progress poll, and that poll announces ``started`` (seq 1)
-    with the backend's progress, so ``started`` and the updates share a cadence."""
-    message = start_message(interval_ms=1000)
-    await engine.start(message)
-    task_id = str(message["task_id"])
-    phase = await next_due(engine, task_id)
-    view = await engine.store.view(task_id)
-    assert view is not None and view.status.value == "running" and view.seq == 0
-    fanout = engine.store.redis.pubsub()
-    await fanout.subscribe(f"progrock:u:{task_id}")
-    try:
-        await engine.poll([Tick(task_id, phase)])
-        async with asyncio.timeout(10):
-            while (got := await fanout.get_message(ignore_subscribe_messages=True)) is None:
-                await asyncio.sleep(0.01)
-    finally:
-        await fanout.aclose()  # type: ignore[no-untyped-call]
-    seq, flag, body = got["data"].decode().split(" ", 2)
-    assert (seq, flag) == ("1", "S")
-    assert json.loads(body) == {
-        "type": "started",
-        "task_id": task_id,
-        "seq": 1,
-        "progress": 0,
-        "kind": "rock",
-        "status": "running",
-    }
-    assert await next_due(engine, task_id) == phase + engine.interval_ms
-    assert await engine.store.redis.hget(f"progrock:t:{task_id}", "unann") == b""
-    await engine.poll([Tick(task_id, phase)])  # the same tick again: claimed once
-    view = await engine.store.view(task_id)
-    assert view is not None and view.seq == 1
-
-
-async def test_a_task_that_ends_before_its_first_poll_is_announced_first(
-    engine: Engine,
-) -> None:
-    """The backend already reports the end at the first poll: ``started`` still
-    comes first (seq 1), then the end (seq 2)."""
-    message = start_message(interval_ms=5)  # the whole task takes about 170 ms
-    await engine.start(message)
-    task_id = str(message["task_id"])
-    await asyncio.sleep(0.5)
-    await engine.poll([Tick(task_id, await next_due(engine, task_id))])
-    view = await engine.store.view(task_id)
-    assert view is not None and view.status.value == "succeeded" and view.seq == 2
 
 
 async def test_polls_drive_a_task_to_completion(engine: Engine) -> None:
@@ -322,7 +266,6 @@ async def test_the_sweep_announces_an_end_the_database_has_but_redis_lacks(
     message = start_message(interval_ms=1000)
     await engine.start(message)
     task_id = str(message["task_id"])
-    await engine.poll([Tick(task_id, await next_due(engine, task_id))])  # started
     await Task.objects.filter(pk=task_id).aupdate(
         status="succeeded", progress=100, result={"ok": 1}, finished_at=datetime.now(UTC)
     )
@@ -508,9 +451,8 @@ async def test_cancelling_a_queued_task_drops_its_start_watchdog(engine: Engine)
 
 async def test_creates_go_out_just_before_a_point_of_the_start_grid(engine: Engine) -> None:
     """Under light load the create is sent the lead before a point of the coarse
-    grid, and the first progress poll is one interval after that point: the
-    backend's first step is polled right after it happens. (The chain's first
-    tick, the one that announces ``started``, is at the point itself.)"""
+    grid, and the first tick is one interval after that point: the backend's
+    first step is polled right after it happens."""
     sent: list[float] = []
     create = engine.service.create
 
@@ -532,7 +474,4 @@ async def test_creates_go_out_just_before_a_point_of_the_start_grid(engine: Engi
         # Sent 150 ms before a point of the 500 ms grid (the event loop may wake late).
         assert (at + 150.0) % 500.0 < 100.0, at
         point = at + 150.0 - (at + 150.0) % 500.0
-        task_id = str(message["task_id"])
-        assert await next_due(engine, task_id) == point
-        await engine.poll([Tick(task_id, point)])
-        assert await next_due(engine, task_id) == point + 1000.0
+        assert await next_due(engine, str(message["task_id"])) == point + 1000.0
