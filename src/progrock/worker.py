@@ -321,13 +321,18 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     handled (or within ``START_WINDOW`` seconds of the first; under light
     load, until the next point of the start grid, see
     :meth:`Engine.gather_s`) are started together, up to ``START_BATCH`` at
-    a time, by at most ``START_RUNNERS`` concurrent batches (see
-    :mod:`progrock.starts`).
+    a time (see :mod:`progrock.starts`). One runner takes batch after batch;
+    a further one (up to ``START_RUNNERS``) begins only while every runner
+    has been on its batch for longer than ``START_PATIENCE`` seconds: then
+    the backend or the database is slow, and more batches in flight add
+    throughput. A worker that is merely busy gains nothing from them: they
+    crowd its event loop and delay the polls of running tasks.
     """
 
     LANES = {"poll": 32, "control": 16}
     START_BATCH = 100
     START_RUNNERS = 4
+    START_PATIENCE = 0.5
     START_WINDOW = 0.02
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -345,6 +350,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
 
     _starts: list[dict[str, Any]] | None = None
     _start_runners = 0
+    _batch_began = 0.0  # loop time the latest batch (or its gathering) began
 
     async def progrock_start(self, message: dict[str, Any]) -> None:
         if self._starts is None:
@@ -355,12 +361,17 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
         else:
             self._starts.append(message)
         get_engine().note_starts(len(batch) if isinstance(batch, list) else 1)
-        if self._start_runners < self.START_RUNNERS:
+        if self._start_runners < self.START_RUNNERS and (
+            self._start_runners == 0
+            or asyncio.get_running_loop().time() - self._batch_began > self.START_PATIENCE
+        ):
             self._start_runners += 1
+            self._batch_began = asyncio.get_running_loop().time()
             self._spawn("starts", self._run_starts(), message)
 
     async def _run_starts(self) -> None:
         assert self._starts is not None
+        loop = asyncio.get_running_loop()
         try:
             engine = get_engine()
             await asyncio.sleep(engine.gather_s(self.START_WINDOW))  # let a burst gather
@@ -369,6 +380,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
                 # Under light load, those that came during the last batch
                 # gather to the next grid point too (no wait otherwise).
                 wait = 0.0 if first else engine.gather_s(0.0)
+                self._batch_began = loop.time()
                 if wait:
                     await asyncio.sleep(wait)
                 first = False

@@ -1,0 +1,80 @@
+"""How many start runners a worker lets loose (WorkerConsumer.progrock_start)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from progrock import worker
+from progrock.worker import WorkerConsumer
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.noted = 0
+
+    def note_starts(self, count: int) -> None:
+        self.noted += count
+
+
+@pytest.fixture
+def consumer(monkeypatch: pytest.MonkeyPatch) -> tuple[WorkerConsumer, asyncio.Event, list[int]]:
+    """A worker whose runners only wait for ``release`` (no engine, no I/O)."""
+    monkeypatch.setattr(worker, "get_engine", _Engine)
+    release = asyncio.Event()
+    runs: list[int] = []
+    c = WorkerConsumer()
+
+    async def run_starts() -> None:
+        runs.append(len(c._starts or []))
+        try:
+            await release.wait()
+        finally:
+            c._start_runners -= 1
+
+    c._run_starts = run_starts  # type: ignore[method-assign]
+    return c, release, runs
+
+
+def start() -> dict[str, Any]:
+    return {"type": "progrock.start", "task_id": str(uuid.uuid4())}
+
+
+async def test_a_burst_of_starts_gets_one_runner(
+    consumer: tuple[WorkerConsumer, asyncio.Event, list[int]],
+) -> None:
+    """Starts arriving while a runner is on its batch queue for it: no second runner."""
+    c, release, runs = consumer
+    for _ in range(5):
+        await c.progrock_start(start())
+        await asyncio.sleep(0)
+    assert c._start_runners == 1 and len(runs) == 1 and len(c._starts or []) == 5
+    release.set()
+    while c._start_runners:
+        await asyncio.sleep(0)
+
+
+async def test_a_slow_batch_lets_another_runner_start(
+    consumer: tuple[WorkerConsumer, asyncio.Event, list[int]],
+) -> None:
+    """Once every runner has been on its batch for longer than START_PATIENCE
+    (a slow backend or database), a further start brings another runner, up to
+    START_RUNNERS."""
+    c, release, runs = consumer
+    c.START_PATIENCE = 0.05
+    c.START_RUNNERS = 2
+    await c.progrock_start(start())
+    await asyncio.sleep(0.08)  # the first runner is now slow
+    await c.progrock_start(start())
+    await asyncio.sleep(0)
+    assert c._start_runners == 2 and len(runs) == 2
+    await asyncio.sleep(0.08)
+    await c.progrock_start(start())  # at the limit
+    await asyncio.sleep(0)
+    assert c._start_runners == 2 and len(runs) == 2
+    release.set()
+    while c._start_runners:
+        await asyncio.sleep(0)
