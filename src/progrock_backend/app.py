@@ -167,31 +167,54 @@ def _faulty(route: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
-@_faulty("create")
-async def create_task(request: web.Request) -> web.StreamResponse:
-    body = await _body(request)
+def _create_one(store: TaskStore, body: object) -> tuple[int, dict[str, Any]]:
+    """One create request: ``(status, task state or {"error": reason})``."""
     if not isinstance(body, dict):
-        return _error(400, f"body must be an object, got {type(body).__name__}: {body!r}")
+        return 400, {"error": f"body must be an object, got {type(body).__name__}: {body!r:.200}"}
     unknown = sorted(set(body) - {"kind", "params", "idempotency_key"})
     if unknown:
-        return _error(
-            400, f"unknown fields {unknown}; expected 'kind', 'params' and 'idempotency_key'"
-        )
+        return 400, {
+            "error": f"unknown fields {unknown}; expected 'kind', 'params' and 'idempotency_key'"
+        }
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
-        return _error(400, f"idempotency_key must be a string of 1 to 200 characters, got {key!r}")
-    store = request.app[STORE]
+        return 400, {
+            "error": f"idempotency_key must be a string of 1 to 200 characters, got {key!r:.250}"
+        }
     if key is not None:
         existing = store.by_key(key)
         if existing is not None:  # a retried create: the same task again
-            return _json(existing, 200)
+            return 200, existing
     try:
-        task = store.create(body.get("kind"), body.get("params"), key=key)
+        return 201, store.create(body.get("kind"), body.get("params"), key=key)
     except ParamError as exc:
-        return _error(400, str(exc))
+        return 400, {"error": str(exc)}
     except StoreFull as exc:
-        return _error(503, str(exc))
-    return _json(task, 201)
+        return 503, {"error": str(exc)}
+
+
+@_faulty("create")
+async def create_task(request: web.Request) -> web.StreamResponse:
+    status, answer = _create_one(request.app[STORE], await _body(request))
+    return _json(answer, status)
+
+
+@_faulty("create")
+async def create_batch(request: web.Request) -> web.StreamResponse:
+    """Many creates in one exchange: each entry answered as ``POST /tasks`` would."""
+    body = await _body(request)
+    items = body.get("tasks") if isinstance(body, dict) else None
+    if not isinstance(items, list) or set(body) != {"tasks"}:
+        return _error(400, f"body must be {{'tasks': [create requests]}}, got {body!r:.200}")
+    if len(items) > MAX_BATCH:
+        return _error(400, f"at most {MAX_BATCH} tasks per call, got {len(items)}")
+    store = request.app[STORE]
+    answers = []
+    for item in items:
+        status, answer = _create_one(store, item)
+        entry = {"status": status, "task": answer} if status < 400 else {"status": status, **answer}
+        answers.append(entry)
+    return _json({"tasks": answers})
 
 
 @_faulty("get")
@@ -289,6 +312,7 @@ def make_app(
 
     app.cleanup_ctx.append(sweeper)
     app.router.add_post("/tasks", create_task)
+    app.router.add_post("/tasks/batch", create_batch)
     app.router.add_post("/tasks/status", batch_status)
     app.router.add_get("/tasks/{task_id}", get_task)
     app.router.add_delete("/tasks/{task_id}", cancel_task)

@@ -173,3 +173,33 @@ def test_bad_cli_argument_fails_to_start_with_stderr() -> None:
     """A bad flag makes start_backend raise with the process's stderr, and reaps it."""
     with pytest.raises(BackendStartError, match="--hash-workers must be >= 1, got 0"):
         start_backend(extra_args=["--hash-workers", "0"])
+
+
+async def test_batch_create_answers_each_entry_as_a_single_create(
+    backend: BackendProcess,
+) -> None:
+    """POST /tasks/batch: one entry per request, in order, with the status and the
+    task state (or the error) that POST /tasks would have answered."""
+    requests = [
+        {"kind": "rock", "params": {}, "idempotency_key": "k-1"},
+        {"kind": "nope"},
+        {"kind": "rock", "params": {}, "idempotency_key": "k-1"},  # the same task again
+        "junk",
+    ]
+    status, body = await call(backend, "POST", "/tasks/batch", {"tasks": requests})
+    assert status == 200
+    first, unknown, again, junk = body["tasks"]
+    assert first["status"] == 201 and first["task"]["state"] == "running"
+    assert unknown["status"] == 400 and "nope" in unknown["error"]
+    assert again == {"status": 200, "task": first["task"]}
+    assert junk["status"] == 400 and "body must be an object" in junk["error"]
+
+
+async def test_batch_create_limits(backend: BackendProcess) -> None:
+    """More than 1000 creates, or a body that is not {'tasks': [...]}, answer 400."""
+    too_many = {"tasks": [{"kind": "rock"}] * 1001}
+    status, body = await call(backend, "POST", "/tasks/batch", too_many)
+    assert status == 400 and "at most 1000 tasks per call, got 1001" in body["error"]
+    for bad in ([{"kind": "rock"}], {"tasks": "rock"}, {"tasks": [], "extra": 1}):
+        status, body = await call(backend, "POST", "/tasks/batch", bad)
+        assert status == 400 and "body must be {'tasks': [create requests]}" in body["error"]

@@ -110,3 +110,21 @@ async def test_closed_service_refuses_calls(backend: BackendProcess) -> None:
     await service.aclose()
     with pytest.raises(ServiceError, match="is closed"):
         await service.status_many(["x"])
+
+
+async def test_a_failed_batch_create_is_transient_for_every_entry(
+    backend: BackendProcess, service: HttpTaskService
+) -> None:
+    """A 503 to POST /tasks/batch gives each create a ServiceError (the worker
+    retries them), and a garbage answer likewise."""
+    backend.set_faults(status=503, routes=["create"], count=1)
+    answers = await service.create_many([("rock", {}, "k1"), ("rock", {}, "k2")])
+    assert len(answers) == 2
+    for answer in answers:
+        assert isinstance(answer, ServiceError)
+        assert "answered 503 to POST /tasks/batch" in str(answer)
+    backend.set_faults(garbage=True, routes=["create"], count=1)
+    answers = await service.create_many([("rock", {}, "k3")])
+    assert isinstance(answers[0], ServiceError) and "non-JSON" in str(answers[0])
+    answers = await service.create_many([("rock", {}, "k4")])  # healed
+    assert isinstance(answers[0], ServiceStatus)

@@ -242,3 +242,58 @@ async def test_a_retried_create_with_the_same_key_returns_the_same_task(
     other = await service.create("rock", {"interval_ms": 1000}, key="task-xyz")
     assert again.ref == first.ref
     assert other.ref != first.ref
+
+
+async def test_create_many_answers_each_create_in_order(service: HttpTaskService) -> None:
+    """create_many: one POST /tasks/batch; per entry a status, or the ServiceRejected
+    that create would have raised; the same key gives the same task."""
+    answers = await service.create_many(
+        [
+            ("rock", {"interval_ms": 1000}, "key-a"),
+            ("rock", {"step": "many"}, "key-b"),
+            ("rock", {"interval_ms": 1000}, "key-a"),
+            ("rock", {"interval_ms": 1000}, None),
+        ]
+    )
+    first, bad, again, keyless = answers
+    assert isinstance(first, ServiceStatus) and first.state == "running"
+    assert isinstance(bad, ServiceRejected) and bad.status == 400 and "step" in bad.detail
+    assert isinstance(again, ServiceStatus) and again.ref == first.ref
+    assert isinstance(keyless, ServiceStatus) and keyless.ref != first.ref
+
+
+async def test_create_many_falls_back_to_single_creates_without_the_batch_route() -> None:
+    """A backend that has only POST /tasks (its 404 not even JSON) gets one create
+    per task, and is not asked for the batch route again."""
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def create(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(request.path)
+        task = {"id": f"t-{body['idempotency_key']}", "state": "running", "progress": 0}
+        return web.json_response(task, status=201)
+
+    async def missing(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(status=404, text="<html>not here</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/tasks", create)
+    app.router.add_post("/tasks/batch", missing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    service = HttpTaskService(f"http://127.0.0.1:{port}")
+    try:
+        first = await service.create_many([("rock", {}, "a"), ("rock", {}, "b")])
+        second = await service.create_many([("rock", {}, "c")])
+    finally:
+        await service.aclose()
+        await runner.cleanup()
+    assert [s.ref for s in first if isinstance(s, ServiceStatus)] == ["t-a", "t-b"]
+    assert [s.ref for s in second if isinstance(s, ServiceStatus)] == ["t-c"]
+    assert seen == ["/tasks/batch", "/tasks", "/tasks", "/tasks"]

@@ -38,6 +38,10 @@ class ServiceStatus:
         return self.state in TERMINAL_STATES
 
 
+CreateRequest = tuple[str, Mapping[str, Any], str | None]
+"""One create of a batch: ``(kind, params, key)``, as :meth:`TaskService.create` takes them."""
+
+
 @runtime_checkable
 class TaskService(Protocol):
     """What the worker needs from a backend task service.

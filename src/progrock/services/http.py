@@ -2,7 +2,8 @@
 
 One shared ``aiohttp.ClientSession`` (created lazily inside the running event
 loop, so connections are pooled across polls); status polls use the batch
-endpoint ``POST /tasks/status`` in chunks of ``batch_size`` sent concurrently.
+endpoint ``POST /tasks/status`` in chunks of ``batch_size`` sent concurrently, and
+so do creates (``POST /tasks/batch``, where the backend has it).
 Connection errors, timeouts, 5xx and non-JSON answers raise
 :class:`~progrock.exceptions.ServiceError`; a 4xx on create raises
 :class:`~progrock.exceptions.ServiceRejected`.
@@ -21,7 +22,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from progrock.exceptions import ImproperlyConfigured, ServiceError, ServiceRejected
-from progrock.services.base import ServiceStatus, parse_status
+from progrock.services.base import CreateRequest, ServiceStatus, parse_status
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class HttpTaskService:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._batch_create = True  # until the backend shows it has no POST /tasks/batch
 
     def __repr__(self) -> str:
         return (
@@ -87,10 +89,14 @@ class HttpTaskService:
             self._loop = loop
         return self._session
 
-    async def _call(self, method: str, path: str, body: object = None) -> tuple[int, Any, str]:
+    async def _call(
+        self, method: str, path: str, body: object = None, *, absent_ok: bool = False
+    ) -> tuple[int, Any, str]:
         """One exchange: return (status, decoded JSON, "METHOD /path") or raise ServiceError.
 
         5xx and non-JSON bodies raise; 2xx-4xx come back for the caller to judge.
+        ``absent_ok``: a 404 or 405 comes back (with None) whatever its body,
+        for a route the backend may not have.
         """
         what = f"{method} {path}"
         session = self._get_session()
@@ -108,6 +114,8 @@ class HttpTaskService:
             raise ServiceError(
                 f"backend {self.url} unreachable on {what}: {type(exc).__name__}: {exc}"
             ) from exc
+        if absent_ok and status in (404, 405):
+            return status, None, what
         text = raw[:300].decode(errors="replace")
         if status >= 500:
             raise ServiceError(f"backend {self.url} answered {status} to {what}: {text!r}")
@@ -151,6 +159,89 @@ class HttpTaskService:
         if status != 201 and status != 200:
             raise ServiceError(self._detail(status, data, what))
         return self._parse(data, what)
+
+    async def create_many(
+        self, requests: Sequence[CreateRequest]
+    ) -> list[ServiceStatus | ServiceError | ServiceRejected]:
+        """Create many tasks with ``POST /tasks/batch`` (chunks of ``batch_size``).
+
+        One entry per request, in order, as :meth:`create` would return or
+        raise it. A backend without the batch route (404 or 405) gets one
+        ``POST /tasks`` per task instead, from then on.
+        """
+        if not requests:
+            return []
+        if self._batch_create:
+            step = self.batch_size
+            chunks = [requests[i : i + step] for i in range(0, len(requests), step)]
+            answers = await asyncio.gather(
+                *(self._create_chunk(chunk) for chunk in chunks), return_exceptions=True
+            )
+            out: list[ServiceStatus | ServiceError | ServiceRejected] = []
+            for chunk, answer in zip(chunks, answers, strict=True):
+                if isinstance(answer, ServiceError):
+                    out.extend(answer for _ in chunk)
+                elif isinstance(answer, BaseException):
+                    raise answer
+                else:
+                    out.extend(answer)
+            if self._batch_create:
+                return out
+        singles = await asyncio.gather(
+            *(self.create(kind, params, key=key) for kind, params, key in requests),
+            return_exceptions=True,
+        )
+        results: list[ServiceStatus | ServiceError | ServiceRejected] = []
+        for single in singles:
+            if isinstance(single, (ServiceStatus, ServiceError, ServiceRejected)):
+                results.append(single)
+            else:
+                raise single
+        return results
+
+    async def _create_chunk(
+        self, requests: Sequence[CreateRequest]
+    ) -> list[ServiceStatus | ServiceError | ServiceRejected]:
+        body = {
+            "tasks": [
+                {"kind": kind, "params": params}
+                if key is None
+                else {"kind": kind, "params": params, "idempotency_key": key}
+                for kind, params, key in requests
+            ]
+        }
+        status, data, what = await self._call("POST", "/tasks/batch", body, absent_ok=True)
+        if status in (404, 405):
+            logger.info("backend %s has no %s; creating tasks one by one", self.url, what)
+            self._batch_create = False
+            return []
+        if status != 200:
+            raise ServiceError(self._detail(status, data, what))
+        entries = data.get("tasks") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or len(entries) != len(requests):
+            raise ServiceError(
+                f"backend {self.url} answered {what} without a 'tasks' list of "
+                f"{len(requests)} entries: {json.dumps(data)[:300]}"
+            )
+        return [self._create_entry(entry, what) for entry in entries]
+
+    def _create_entry(
+        self, entry: Any, what: str
+    ) -> ServiceStatus | ServiceError | ServiceRejected:
+        code = entry.get("status") if isinstance(entry, dict) else None
+        if isinstance(code, bool) or not isinstance(code, int):
+            return ServiceError(
+                f"backend {self.url} sent a batch entry without an integer 'status' to "
+                f"{what}: {json.dumps(entry)[:300]}"
+            )
+        if 400 <= code < 500:
+            return self._rejected(code, entry, what)
+        if code not in (200, 201):
+            return ServiceError(self._detail(code, entry, what))
+        try:
+            return self._parse(entry.get("task"), what)
+        except ServiceError as exc:
+            return exc
 
     async def status_many(
         self, refs: Sequence[str]
