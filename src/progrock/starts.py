@@ -2,7 +2,8 @@
 
 A burst of starts (a page opened by many users at once) is handled as a
 batch: one Redis round trip claims them, one thread hop writes their rows and
-applies the owner limit, the backend creates them concurrently, one
+applies the owner limit, the backend creates them in one call (the service's
+``create_many``, where it has one; else concurrent ``create`` calls), one
 transaction marks them running and one Redis call announces ``started`` for
 all of them. A batch of one behaves exactly like a single start.
 
@@ -202,7 +203,8 @@ async def _start_batch(
         await asyncio.sleep(wait / 1000)
     results = await _create(engine, [r for r, _ in queued])
     answered = now_ms()  # the backend's own clock for the tasks had started by then
-    engine.create_lead.record(answered, [answered - planned])
+    if any(isinstance(result, ServiceStatus) for result in results):
+        engine.create_lead.record(answered, [answered - planned])  # not a failed call's time
     due = first_due(answered, engine.interval_ms, grid, fine, slack)
     created: list[tuple[StartRequest, ServiceStatus, float]] = []
     endings: list[tasks.Ending] = []
@@ -271,12 +273,21 @@ async def _create(
     if create_many is not None:
         try:
             answers = await create_many([(r.kind, r.params, r.task_id) for r in batch])
-        except ServiceError as exc:
+        except ServiceError as exc:  # the whole call failed, transiently: retried
             return [exc] * len(batch)
-        if len(answers) != len(batch):
-            error = ServiceError(f"create_many answered {len(answers)} of {len(batch)} creates")
-            return [error] * len(batch)
-        return list(answers)
+        except Exception:
+            # A bug in the service's create_many must not fail every start of
+            # the batch: each one goes through create, which keeps it to its own.
+            logger.exception("create_many of %d tasks failed; creating them one by one", len(batch))
+        else:
+            if len(answers) == len(batch):
+                return list(answers)
+            logger.error(
+                "create_many answered %d entries for %d creates; creating them one by one",
+                len(answers),
+                len(batch),
+            )
+    # The task ids are the idempotency keys: a create the failed call made is found again.
     return await asyncio.gather(
         *(engine.service.create(r.kind, r.params, key=r.task_id) for r in batch),
         return_exceptions=True,

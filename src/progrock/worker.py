@@ -310,6 +310,9 @@ def get_engine() -> Engine:
     return engine
 
 
+_START: Mapping[str, Any] = {"type": "progrock.start"}  # what a runner's log lines name
+
+
 class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     """The ``prog-rocker`` channel's consumer: a thin adapter over :class:`Engine`.
 
@@ -361,12 +364,17 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
         else:
             self._starts.append(message)
         get_engine().note_starts(len(batch) if isinstance(batch, list) else 1)
-        if self._start_runners < self.START_RUNNERS and (
-            self._start_runners == 0
-            or asyncio.get_running_loop().time() - self._batch_began > self.START_PATIENCE
-        ):
+        self._add_runner(message)
+
+    def _add_runner(self, message: Mapping[str, Any] = _START) -> None:
+        """Start a runner if none runs, or another if every runner has been on its
+        batch for ``START_PATIENCE`` seconds (up to ``START_RUNNERS``)."""
+        if not self._starts or self._start_runners >= self.START_RUNNERS:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._start_runners == 0 or now - self._batch_began >= self.START_PATIENCE:
             self._start_runners += 1
-            self._batch_began = asyncio.get_running_loop().time()
+            self._batch_began = now
             self._spawn("starts", self._run_starts(), message)
 
     async def _run_starts(self) -> None:
@@ -386,6 +394,8 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
                 first = False
                 batch = self._starts[: self.START_BATCH]
                 del self._starts[: self.START_BATCH]
+                if self._starts:  # more wait: if this batch is slow, another runner helps
+                    loop.call_later(self.START_PATIENCE, self._add_runner)
                 try:
                     await get_engine().start_many(batch)
                 except Exception:

@@ -32,7 +32,8 @@ class Faults:
     ``delay_s`` delays the answer, then ``status`` replaces it with that HTTP
     status, or ``garbage`` replaces it with a 200 that is not JSON. ``count``
     faults only that many requests, then everything is cleared. ``routes``
-    limits the faults to some of ``create``, ``get``, ``cancel``, ``status``.
+    limits the faults to some of ``create`` (``POST /tasks`` and
+    ``POST /tasks/batch``), ``get``, ``cancel``, ``status``.
     """
 
     status: int | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from progrock.exceptions import ServiceError
+from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.redis_server import free_port
 from progrock.services.base import ServiceStatus
 from progrock.services.http import HttpTaskService
@@ -128,3 +128,17 @@ async def test_a_failed_batch_create_is_transient_for_every_entry(
     assert isinstance(answers[0], ServiceError) and "non-JSON" in str(answers[0])
     answers = await service.create_many([("rock", {}, "k4")])  # healed
     assert isinstance(answers[0], ServiceStatus)
+
+
+async def test_a_batch_refused_as_a_whole_is_created_one_by_one(
+    backend: BackendProcess, service: HttpTaskService
+) -> None:
+    """A 4xx to POST /tasks/batch itself (a proxy's body limit, say) is no verdict
+    on the tasks: they are created one POST /tasks each, and each keeps its own
+    answer."""
+    backend.set_faults(status=413, routes=["create"], count=1)
+    answers = await service.create_many([("rock", {}, "k5"), ("nope", {}, "k6")])
+    assert isinstance(answers[0], ServiceStatus) and answers[0].state == "running"
+    assert isinstance(answers[1], ServiceRejected) and "nope" in answers[1].detail
+    again = await service.create_many([("rock", {}, "k5")])  # the batch route is still used
+    assert isinstance(again[0], ServiceStatus) and again[0].ref == answers[0].ref

@@ -291,9 +291,12 @@ async def test_create_many_falls_back_to_single_creates_without_the_batch_route(
     try:
         first = await service.create_many([("rock", {}, "a"), ("rock", {}, "b")])
         second = await service.create_many([("rock", {}, "c")])
+        service._no_batch_until = time.monotonic() - 1  # BATCH_RETRY_S later: asked again
+        third = await service.create_many([("rock", {}, "d")])
     finally:
         await service.aclose()
         await runner.cleanup()
     assert [s.ref for s in first if isinstance(s, ServiceStatus)] == ["t-a", "t-b"]
     assert [s.ref for s in second if isinstance(s, ServiceStatus)] == ["t-c"]
-    assert seen == ["/tasks/batch", "/tasks", "/tasks", "/tasks"]
+    assert [s.ref for s in third if isinstance(s, ServiceStatus)] == ["t-d"]
+    assert seen == ["/tasks/batch", "/tasks", "/tasks", "/tasks", "/tasks/batch", "/tasks"]

@@ -78,3 +78,42 @@ async def test_a_slow_batch_lets_another_runner_start(
     release.set()
     while c._start_runners:
         await asyncio.sleep(0)
+
+
+class _SlowEngine(_Engine):
+    """Batches that take until ``release``: a slow backend or database."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.batches: list[int] = []
+
+    def gather_s(self, window: float) -> float:
+        return 0.0
+
+    async def start_many(self, batch: list[dict[str, Any]]) -> None:
+        self.batches.append(len(batch))
+        await self.release.wait()
+
+
+async def test_a_slow_batch_brings_another_runner_without_new_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starts still wait behind a batch that takes longer than START_PATIENCE:
+    another runner takes them even if no further start arrives."""
+    engine = _SlowEngine()
+    monkeypatch.setattr(worker, "get_engine", lambda: engine)
+    c = WorkerConsumer()
+    c.START_BATCH = 2
+    c.START_PATIENCE = 0.05
+    await c.progrock_start({"type": "progrock.start", "starts": [start() for _ in range(5)]})
+    await asyncio.sleep(0.02)
+    assert c._start_runners == 1 and engine.batches == [2]
+    async with asyncio.timeout(5):
+        while len(engine.batches) < 3:  # a second runner, then a third, each after the patience
+            await asyncio.sleep(0.01)
+    assert c._start_runners == 3 and engine.batches == [2, 2, 1] and not c._starts
+    engine.release.set()
+    async with asyncio.timeout(5):
+        while c._start_runners:
+            await asyncio.sleep(0.01)

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -27,7 +28,12 @@ from progrock.services.base import CreateRequest, ServiceStatus, parse_status
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
-"""Most ids the reference backend accepts in one ``POST /tasks/status``."""
+"""Most ids (tasks) the reference backend accepts in one ``POST /tasks/status``
+(``POST /tasks/batch``)."""
+
+BATCH_RETRY_S = 300
+"""Seconds creates go one by one after the backend answered 404 or 405 to
+``POST /tasks/batch`` (a backend without the route); then it is tried again."""
 
 
 class HttpTaskService:
@@ -35,7 +41,8 @@ class HttpTaskService:
 
     ``url``: the backend's base URL (``http://127.0.0.1:8001``); ``timeout``:
     seconds allowed for one whole HTTP exchange; ``batch_size``: most refs
-    per ``POST /tasks/status`` (1..1000).
+    per ``POST /tasks/status``, and most creates per ``POST /tasks/batch``
+    (1..1000).
     """
 
     def __init__(self, url: str, timeout: float = 5.0, batch_size: int = 500) -> None:
@@ -67,7 +74,7 @@ class HttpTaskService:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._batch_create = True  # until the backend shows it has no POST /tasks/batch
+        self._no_batch_until = 0.0  # monotonic time until which creates go one by one
 
     def __repr__(self) -> str:
         return (
@@ -166,42 +173,60 @@ class HttpTaskService:
         """Create many tasks with ``POST /tasks/batch`` (chunks of ``batch_size``).
 
         One entry per request, in order, as :meth:`create` would return or
-        raise it. A backend without the batch route (404 or 405) gets one
-        ``POST /tasks`` per task instead, from then on.
+        raise it; a chunk whose whole call failed gives each of its entries
+        that ServiceError. A chunk the backend refuses as a whole (a 4xx: a
+        body limit, or no such route) is created one ``POST /tasks`` per
+        task instead (the idempotency keys make that safe); after a 404 or
+        405 every create goes that way for the next :data:`BATCH_RETRY_S`
+        seconds, then the batch route is tried again.
         """
         if not requests:
             return []
-        if self._batch_create:
-            step = self.batch_size
-            chunks = [requests[i : i + step] for i in range(0, len(requests), step)]
-            answers = await asyncio.gather(
-                *(self._create_chunk(chunk) for chunk in chunks), return_exceptions=True
+        step = self.batch_size
+        chunks = [requests[i : i + step] for i in range(0, len(requests), step)]
+        if time.monotonic() < self._no_batch_until:
+            answers: list[object] = [None] * len(chunks)
+        else:
+            answers = list(
+                await asyncio.gather(
+                    *(self._create_chunk(chunk) for chunk in chunks), return_exceptions=True
+                )
             )
-            out: list[ServiceStatus | ServiceError | ServiceRejected] = []
-            for chunk, answer in zip(chunks, answers, strict=True):
-                if isinstance(answer, ServiceError):
-                    out.extend(answer for _ in chunk)
-                elif isinstance(answer, BaseException):
-                    raise answer
-                else:
-                    out.extend(answer)
-            if self._batch_create:
-                return out
+        singles = [i for i, answer in enumerate(answers) if answer is None]
+        if singles:
+            each = await asyncio.gather(*(self._create_each(chunks[i]) for i in singles))
+            for i, created in zip(singles, each, strict=True):
+                answers[i] = created
+        out: list[ServiceStatus | ServiceError | ServiceRejected] = []
+        for chunk, outcome in zip(chunks, answers, strict=True):
+            if isinstance(outcome, ServiceError):
+                out.extend(outcome for _ in chunk)
+            elif isinstance(outcome, list):
+                out.extend(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return out
+
+    async def _create_each(
+        self, requests: Sequence[CreateRequest]
+    ) -> list[ServiceStatus | ServiceError | ServiceRejected]:
+        """One ``POST /tasks`` per request, concurrently."""
         singles = await asyncio.gather(
             *(self.create(kind, params, key=key) for kind, params, key in requests),
             return_exceptions=True,
         )
-        results: list[ServiceStatus | ServiceError | ServiceRejected] = []
+        out: list[ServiceStatus | ServiceError | ServiceRejected] = []
         for single in singles:
             if isinstance(single, (ServiceStatus, ServiceError, ServiceRejected)):
-                results.append(single)
+                out.append(single)
             else:
                 raise single
-        return results
+        return out
 
     async def _create_chunk(
         self, requests: Sequence[CreateRequest]
-    ) -> list[ServiceStatus | ServiceError | ServiceRejected]:
+    ) -> list[ServiceStatus | ServiceError | ServiceRejected] | None:
+        """One ``POST /tasks/batch``; None if the backend refused it as a whole (a 4xx)."""
         body = {
             "tasks": [
                 {"kind": kind, "params": params}
@@ -212,9 +237,19 @@ class HttpTaskService:
         }
         status, data, what = await self._call("POST", "/tasks/batch", body, absent_ok=True)
         if status in (404, 405):
-            logger.info("backend %s has no %s; creating tasks one by one", self.url, what)
-            self._batch_create = False
-            return []
+            if time.monotonic() >= self._no_batch_until:
+                logger.warning(
+                    "backend %s answered %d to %s; creating tasks one by one for %d s",
+                    self.url,
+                    status,
+                    what,
+                    BATCH_RETRY_S,
+                )
+            self._no_batch_until = time.monotonic() + BATCH_RETRY_S
+            return None
+        if 400 <= status < 500:
+            logger.warning("%s; creating those tasks one by one", self._detail(status, data, what))
+            return None
         if status != 200:
             raise ServiceError(self._detail(status, data, what))
         entries = data.get("tasks") if isinstance(data, dict) else None
