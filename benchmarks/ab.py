@@ -12,6 +12,7 @@ median of each side.
 
     .venv/bin/python benchmarks/ab.py --old cbfe690 --tasks 2000 --rounds 3
     .venv/bin/python benchmarks/ab.py --old cbfe690 --lifecycle 1000 --rounds 3
+    .venv/bin/python benchmarks/ab.py --old cbfe690 --lifecycle 2000 --starts-only
 
 Run it on a quiet machine: runs of the same code at 2,000 tasks spread by
 100 ms or more in p99 gap, more than most changes move it.
@@ -39,15 +40,19 @@ def run_side(src: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     if args.lifecycle:
         command = [sys.executable, str(HERE / "lifecycle_cost.py"), str(args.lifecycle)]
+        if args.starts_only:
+            command.append("--starts-only")
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-        stack = re.search(r"stack\s+([\d.]+) ms/task", done.stdout)
-        burst = re.search(r"burst handled in ([\d.]+)s, (\d+)/(\d+) complete", done.stdout)
+        stack = re.search(r"stack\s+([\d.]+) (ms/task|ms/start)", done.stdout)
+        burst = re.search(
+            r"burst handled in ([\d.]+)s, (\d+)/(\d+) (complete|started)", done.stdout
+        )
         if stack is None or burst is None:
             raise RuntimeError(f"unexpected lifecycle_cost output:\n{done.stdout}{done.stderr}")
         return {
-            "stack ms/task": float(stack.group(1)),
+            f"stack {stack.group(2)}": float(stack.group(1)),
             "burst s": float(burst.group(1)),
-            "complete": f"{burst.group(2)}/{burst.group(3)}",
+            burst.group(4): f"{burst.group(2)}/{burst.group(3)}",
         }
     command = [
         sys.executable,
@@ -81,6 +86,11 @@ def main() -> int:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--tasks", type=int, default=2000, help="run.py with N tasks (default)")
     what.add_argument("--lifecycle", type=int, metavar="N", help="lifecycle_cost.py N instead")
+    parser.add_argument(
+        "--starts-only",
+        action="store_true",
+        help="with --lifecycle: lifecycle_cost.py --starts-only",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.rounds < 1:
