@@ -354,6 +354,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     _starts: list[dict[str, Any]] | None = None
     _start_runners = 0
     _batch_began = 0.0  # loop time the latest batch (or its gathering) began
+    _recheck_pending = False  # a look at the runners is scheduled
 
     async def progrock_start(self, message: dict[str, Any]) -> None:
         if self._starts is None:
@@ -368,14 +369,23 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
 
     def _add_runner(self, message: Mapping[str, Any] = _START) -> None:
         """Start a runner if none runs, or another if every runner has been on its
-        batch for ``START_PATIENCE`` seconds (up to ``START_RUNNERS``)."""
+        batch for ``START_PATIENCE`` seconds (up to ``START_RUNNERS``); while
+        starts wait for that, look again once the patience is over."""
         if not self._starts or self._start_runners >= self.START_RUNNERS:
             return
-        now = asyncio.get_running_loop().time()
-        if self._start_runners == 0 or now - self._batch_began >= self.START_PATIENCE:
+        loop = asyncio.get_running_loop()
+        waited = loop.time() - self._batch_began
+        if self._start_runners == 0 or waited >= self.START_PATIENCE:
             self._start_runners += 1
-            self._batch_began = now
+            self._batch_began = loop.time()
             self._spawn("starts", self._run_starts(), message)
+        elif not self._recheck_pending:
+            self._recheck_pending = True
+            loop.call_later(self.START_PATIENCE - waited, self._recheck_runners)
+
+    def _recheck_runners(self) -> None:
+        self._recheck_pending = False
+        self._add_runner()
 
     async def _run_starts(self) -> None:
         assert self._starts is not None
@@ -395,7 +405,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
                 batch = self._starts[: self.START_BATCH]
                 del self._starts[: self.START_BATCH]
                 if self._starts:  # more wait: if this batch is slow, another runner helps
-                    loop.call_later(self.START_PATIENCE, self._add_runner)
+                    self._add_runner()
                 try:
                     await get_engine().start_many(batch)
                 except Exception:

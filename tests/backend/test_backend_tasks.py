@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from progrock.exceptions import ServiceRejected
+from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.services.base import ServiceStatus
 from progrock.services.http import HttpTaskService
 from progrock_backend.kinds import generate_stream
@@ -262,12 +263,11 @@ async def test_create_many_answers_each_create_in_order(service: HttpTaskService
     assert isinstance(keyless, ServiceStatus) and keyless.ref != first.ref
 
 
-async def test_create_many_falls_back_to_single_creates_without_the_batch_route() -> None:
-    """A backend that has only POST /tasks (its 404 not even JSON) gets one create
-    per task, and is not asked for the batch route again."""
+@contextlib.asynccontextmanager
+async def batch_refusing_backend(status: int, seen: list[str]) -> AsyncIterator[HttpTaskService]:
+    """A backend whose POST /tasks works and whose POST /tasks/batch answers
+    ``status`` with an HTML page (what a proxy or a framework's default sends)."""
     from aiohttp import web
-
-    seen: list[str] = []
 
     async def create(request: web.Request) -> web.Response:
         body = await request.json()
@@ -275,13 +275,13 @@ async def test_create_many_falls_back_to_single_creates_without_the_batch_route(
         task = {"id": f"t-{body['idempotency_key']}", "state": "running", "progress": 0}
         return web.json_response(task, status=201)
 
-    async def missing(request: web.Request) -> web.Response:
+    async def refuse(request: web.Request) -> web.Response:
         seen.append(request.path)
-        return web.Response(status=404, text="<html>not here</html>", content_type="text/html")
+        return web.Response(status=status, text="<html>no</html>", content_type="text/html")
 
     app = web.Application()
     app.router.add_post("/tasks", create)
-    app.router.add_post("/tasks/batch", missing)
+    app.router.add_post("/tasks/batch", refuse)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -289,14 +289,38 @@ async def test_create_many_falls_back_to_single_creates_without_the_batch_route(
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     service = HttpTaskService(f"http://127.0.0.1:{port}")
     try:
+        yield service
+    finally:
+        await service.aclose()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("status", [404, 405, 413])
+async def test_create_many_falls_back_to_single_creates_when_the_batch_is_refused(
+    status: int,
+) -> None:
+    """No batch route (404, 405), or the batch refused as a whole (a proxy's 413),
+    even as HTML: one create per task, and no batch call for BATCH_RETRY_S."""
+    seen: list[str] = []
+    async with batch_refusing_backend(status, seen) as service:
         first = await service.create_many([("rock", {}, "a"), ("rock", {}, "b")])
         second = await service.create_many([("rock", {}, "c")])
         service._no_batch_until = time.monotonic() - 1  # BATCH_RETRY_S later: asked again
         third = await service.create_many([("rock", {}, "d")])
-    finally:
-        await service.aclose()
-        await runner.cleanup()
     assert [s.ref for s in first if isinstance(s, ServiceStatus)] == ["t-a", "t-b"]
     assert [s.ref for s in second if isinstance(s, ServiceStatus)] == ["t-c"]
     assert [s.ref for s in third if isinstance(s, ServiceStatus)] == ["t-d"]
     assert seen == ["/tasks/batch", "/tasks", "/tasks", "/tasks", "/tasks/batch", "/tasks"]
+
+
+@pytest.mark.parametrize("status", [408, 429])
+async def test_a_busy_answer_to_a_batch_is_transient_for_each_create(status: int) -> None:
+    """A 408 or 429 says nothing about the route or the tasks: each create gets
+    a ServiceError (the worker retries), no single creates are sent, and the
+    batch route stays in use."""
+    seen: list[str] = []
+    async with batch_refusing_backend(status, seen) as service:
+        answers = await service.create_many([("rock", {}, "a"), ("rock", {}, "b")])
+        assert service._no_batch_until == 0.0
+    assert all(isinstance(a, ServiceError) and f"answered {status}" in str(a) for a in answers)
+    assert seen == ["/tasks/batch"]

@@ -117,3 +117,29 @@ async def test_a_slow_batch_brings_another_runner_without_new_starts(
     async with asyncio.timeout(5):
         while c._start_runners:
             await asyncio.sleep(0.01)
+
+
+async def test_a_start_arriving_during_a_slow_batch_gets_a_runner_once_patience_runs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch took every waiting start; one more arrives early in that slow
+    batch, then nothing: it is taken once START_PATIENCE has passed, not after
+    the slow batch."""
+    engine = _SlowEngine()
+    monkeypatch.setattr(worker, "get_engine", lambda: engine)
+    c = WorkerConsumer()
+    c.START_PATIENCE = 0.1
+    await c.progrock_start(start())
+    await asyncio.sleep(0.02)
+    assert engine.batches == [1]
+    await c.progrock_start(start())  # too early for a second runner
+    await asyncio.sleep(0)
+    assert c._start_runners == 1 and len(c._starts or []) == 1
+    async with asyncio.timeout(5):
+        while len(engine.batches) < 2:
+            await asyncio.sleep(0.01)
+    assert c._start_runners == 2 and engine.batches == [1, 1] and not c._starts
+    engine.release.set()
+    async with asyncio.timeout(5):
+        while c._start_runners:
+            await asyncio.sleep(0.01)

@@ -32,8 +32,9 @@ MAX_BATCH = 1000
 (``POST /tasks/batch``)."""
 
 BATCH_RETRY_S = 300
-"""Seconds creates go one by one after the backend answered 404 or 405 to
-``POST /tasks/batch`` (a backend without the route); then it is tried again."""
+"""Seconds creates go one by one after the backend refused ``POST /tasks/batch``
+with a 4xx other than 408 and 429 (a backend without the route, a proxy's
+body limit); then it is tried again."""
 
 
 class HttpTaskService:
@@ -102,8 +103,8 @@ class HttpTaskService:
         """One exchange: return (status, decoded JSON, "METHOD /path") or raise ServiceError.
 
         5xx and non-JSON bodies raise; 2xx-4xx come back for the caller to judge.
-        ``absent_ok``: a 404 or 405 comes back (with None) whatever its body,
-        for a route the backend may not have.
+        ``absent_ok``: a 4xx comes back (with None) whatever its body, for a
+        route the backend may not have or may refuse (a proxy's HTML page).
         """
         what = f"{method} {path}"
         session = self._get_session()
@@ -121,7 +122,7 @@ class HttpTaskService:
             raise ServiceError(
                 f"backend {self.url} unreachable on {what}: {type(exc).__name__}: {exc}"
             ) from exc
-        if absent_ok and status in (404, 405):
+        if absent_ok and 400 <= status < 500:
             return status, None, what
         text = raw[:300].decode(errors="replace")
         if status >= 500:
@@ -173,12 +174,13 @@ class HttpTaskService:
         """Create many tasks with ``POST /tasks/batch`` (chunks of ``batch_size``).
 
         One entry per request, in order, as :meth:`create` would return or
-        raise it; a chunk whose whole call failed gives each of its entries
-        that ServiceError. A chunk the backend refuses as a whole (a 4xx: a
-        body limit, or no such route) is created one ``POST /tasks`` per
-        task instead (the idempotency keys make that safe); after a 404 or
-        405 every create goes that way for the next :data:`BATCH_RETRY_S`
-        seconds, then the batch route is tried again.
+        raise it; a chunk whose whole call failed (a 5xx, a 408 or 429, no
+        answer) gives each of its entries that ServiceError. A chunk the
+        backend refuses as a whole with another 4xx (no such route, a
+        proxy's body limit, whatever the body) is created one ``POST /tasks``
+        per task instead (the idempotency keys make that safe), and so is
+        every create for the next :data:`BATCH_RETRY_S` seconds; then the
+        batch route is tried again.
         """
         if not requests:
             return []
@@ -236,7 +238,11 @@ class HttpTaskService:
             ]
         }
         status, data, what = await self._call("POST", "/tasks/batch", body, absent_ok=True)
-        if status in (404, 405):
+        if status in (408, 429):  # busy, not a verdict on the route: retried later
+            raise ServiceError(f"backend {self.url} answered {status} to {what}")
+        if 400 <= status < 500:
+            # No such route (404, 405), or a refusal of the batch as a whole
+            # (a proxy's body limit, ...): no verdict on the tasks themselves.
             if time.monotonic() >= self._no_batch_until:
                 logger.warning(
                     "backend %s answered %d to %s; creating tasks one by one for %d s",
@@ -246,9 +252,6 @@ class HttpTaskService:
                     BATCH_RETRY_S,
                 )
             self._no_batch_until = time.monotonic() + BATCH_RETRY_S
-            return None
-        if 400 <= status < 500:
-            logger.warning("%s; creating those tasks one by one", self._detail(status, data, what))
             return None
         if status != 200:
             raise ServiceError(self._detail(status, data, what))
