@@ -95,6 +95,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.starts_only and not args.lifecycle:
+        parser.error("--starts-only goes with --lifecycle N")
     results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="progrock-ab-") as tmp:
         trees: dict[str, Path] = {}

@@ -8,9 +8,11 @@
 than ``--over`` ms among all gaps ending in that bucket: a p99 set by a burst
 (the start second, the end second) shows as a few crowded buckets, a steady
 problem as a spread. ``lateness`` splits each task's lateness (as
-``_stats.py`` defines it) into the task's *offset* (its median: a constant
-the task carries all its life, from its phase) and *jitter* (the rest), and
-lists the offsets in the order the tasks started.
+``_stats.py`` defines it, leaving out the first update, whose lateness is 0
+by definition) into the task's *offset* (its median: a constant the task
+carries all its life, from its phase) and *jitter* (the rest), and lists the
+offsets in the order the tasks were started. The cadence is the run's
+(``meta.cadence_s``); the step is the seed's 3 %, as in ``_stats.py``.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def gaps_by_time(
 def lateness_split(
     tasks: Sequence[dict[str, Any]], cadence_s: float = 0.2
 ) -> list[tuple[float, float, list[float]]]:
-    """Per task with two updates or more, in start order: (first update, offset, jitters)."""
-    out: list[tuple[float, float, list[float]]] = []
+    """Per task with two updates or more, in the order they were started (the
+    click, ``t_start``, else the first update): (first update, offset, jitters)."""
+    rows: list[tuple[float, float, float, list[float]]] = []
     for task in tasks:
         s = advances(task)
         if len(s) < 2:
@@ -76,9 +79,11 @@ def lateness_split(
         t0, k0 = s[0]
         late = [t - (t0 + (k - k0) * cadence_s) for t, k in s[1:]]
         offset = statistics.median(late)
-        out.append((t0, offset, [x - offset for x in late]))
-    out.sort(key=lambda row: row[0])
-    return out
+        started = task.get("t_start")
+        order = t0 if started is None else float(started)
+        rows.append((order, t0, offset, [x - offset for x in late]))
+    rows.sort(key=lambda row: row[0])
+    return [(t0, offset, jitter) for _, t0, offset, jitter in rows]
 
 
 def _ms(value: float | None) -> str:
@@ -111,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if big:
                     print(f"  {index * args.bucket:6.2f} s  {big:5d} of {total:5d}")
         else:
-            rows = lateness_split(tasks)
+            rows = lateness_split(tasks, float(data.get("meta", {}).get("cadence_s", 0.2)))
             offsets = [offset for _, offset, _ in rows]
             jitter = [x for _, _, js in rows for x in js]
             print(
@@ -123,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             start = rows[0][0] if rows else 0.0
             for t0, offset, _ in rows:
-                print(f"  task started {(t0 - start) * 1000:8.1f} ms in: offset {_ms(offset)} ms")
+                print(f"  first update {(t0 - start) * 1000:8.1f} ms in: offset {_ms(offset)} ms")
     return 0
 
 

@@ -12,8 +12,10 @@ burst of starts or ends is absorbed.
 
 ``--starts-only`` measures the start alone: the tasks are long (one step per
 100 s), the burst is over once every socket has its ``started`` message, and
-the CPU of the polls of the tasks started meanwhile is counted too (about
-one poll per task). The sockets stay open until the report is printed.
+the CPU of the polls of the tasks started meanwhile is counted too (a few
+per task: one every 200 ms from its start to the end of the burst; they
+change nothing, so they announce nothing). The sockets stay open until the
+report is printed.
 """
 
 from __future__ import annotations

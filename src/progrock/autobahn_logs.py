@@ -4,9 +4,9 @@ Autobahn, under Daphne, logs a debug line for every WebSocket frame it sends
 or receives, and builds that line's arguments whether debug logging is on or
 not: ``hltype(method)`` (the method's qualified name) and ``hlval(value)``,
 each styled with ANSI colours by ``click`` when ``click`` is installed (uvicorn
-brings it in). That costs about 3 microseconds per frame, a tenth of a web
-process's CPU per progress update (``benchmarks/cpu_breakdown.py 1500 --step
-1``: web 43-44 -> 39 us per update).
+brings it in). That cost 4-5 microseconds per progress update sent, a tenth
+of a web process's CPU per update (``benchmarks/cpu_breakdown.py 1500
+--step 1``: web 43-44 -> 39 us per update).
 
 :func:`install` makes those two helpers, as the WebSocket modules of Autobahn
 see them, return their argument unchanged. The log lines are not dropped:
