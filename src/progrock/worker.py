@@ -407,7 +407,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
                 if self._starts:  # more wait: if this batch is slow, another runner helps
                     self._add_runner()
                 try:
-                    await get_engine().start_many(batch)
+                    await engine.start_many(batch)
                 except Exception:
                     # The sweep fails tasks whose start never completed.
                     logger.exception("starting a batch of %d tasks failed", len(batch))
