@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,6 +42,13 @@ def consumer(monkeypatch: pytest.MonkeyPatch) -> tuple[WorkerConsumer, asyncio.E
 
 def start() -> dict[str, Any]:
     return {"type": "progrock.start", "task_id": str(uuid.uuid4())}
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the event loop run until ``condition()`` holds (at most 5 s)."""
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.001)
 
 
 async def test_a_burst_of_starts_gets_one_runner(
@@ -105,9 +113,9 @@ async def test_a_slow_batch_brings_another_runner_without_new_starts(
     monkeypatch.setattr(worker, "get_engine", lambda: engine)
     c = WorkerConsumer()
     c.START_BATCH = 2
-    c.START_PATIENCE = 0.05
+    c.START_PATIENCE = 0.5  # long beside the loop's turns: "not yet" cannot be a stall
     await c.progrock_start({"type": "progrock.start", "starts": [start() for _ in range(5)]})
-    await asyncio.sleep(0.02)
+    await until(lambda: bool(engine.batches))
     assert c._start_runners == 1 and engine.batches == [2]
     async with asyncio.timeout(5):
         while len(engine.batches) < 3:  # a second runner, then a third, each after the patience
@@ -128,9 +136,9 @@ async def test_a_start_arriving_during_a_slow_batch_gets_a_runner_once_patience_
     engine = _SlowEngine()
     monkeypatch.setattr(worker, "get_engine", lambda: engine)
     c = WorkerConsumer()
-    c.START_PATIENCE = 0.1
+    c.START_PATIENCE = 0.5  # long beside the loop's turns: "too early" cannot be a stall
     await c.progrock_start(start())
-    await asyncio.sleep(0.02)
+    await until(lambda: bool(engine.batches))
     assert engine.batches == [1]
     await c.progrock_start(start())  # too early for a second runner
     await asyncio.sleep(0)
