@@ -12,6 +12,7 @@ CPU and memory count, and which the caller must ``stop()``.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import sys
@@ -189,7 +190,7 @@ def start_progrock(
         stack.url = stack.urls[0]
         data_dir = workdir / "data"
         progrock = str(Path(PYTHON).with_name("progrock"))
-        env = {"REDIS_URL": stack.redis.url, "PROGROCK_LOG_LEVEL": "WARNING"}
+        env = {"REDIS_URL": stack.redis.url, "PROGROCK_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
         argv = [progrock, "up", "--port", str(port), "--workers", str(workers), "--web", str(web)]
         argv += ["--data-dir", str(data_dir)]
         stack.children.append(spawn("progrock", argv, workdir / "logs", env=env))

@@ -39,6 +39,12 @@ INITIAL_LEAD_MS = 10.0
 SCALE = 1.25
 #: Then this is added, in ms.
 MARGIN_MS = 1.0
+#: A lone first measurement (a warm-up round trip, or a first batch that also
+#: opened the connections) is scaled by this instead, and this many ms are
+#: added, until a second replaces it: one sample says little of the next, and
+#: a warm-up round trip carries none of a batch's work.
+PROVISIONAL_SCALE = 2.0
+PROVISIONAL_EXTRA_MS = 2.0
 #: How many recent batches the lead covers...
 HISTORY = 64
 #: ...if they are no older than this, in ms (one slow batch, a reconnect, is
@@ -58,6 +64,11 @@ class Lead:
     """How long something takes (a batch's creates, a batch's preparation), learnt.
 
     :attr:`lead_ms` is a little more than the slowest of the recent batches.
+    The first measurement is provisional: it replaces the initial guess (at
+    :data:`PROVISIONAL_SCALE`, plus :data:`PROVISIONAL_EXTRA_MS`) until the
+    second one arrives, and is then
+    dropped, because it also paid for opening the connections (or, from
+    :meth:`progrock.worker.Engine.warm_up`, timed a lighter call than a batch).
     """
 
     def __init__(
@@ -74,26 +85,32 @@ class Lead:
         self.margin_ms = margin_ms
         self.max_age_ms = max_age_ms
         self._seen = 0  # batches recorded
+        self._provisional: float | None = None  # the first one, until a second comes
         self._slowest: deque[tuple[float, float]] = deque(maxlen=history)  # (at_ms, ms)
 
     def lead_ms(self, now_ms: float) -> float:
         """A little more than the slowest recent batch (the initial guess before any)."""
         while len(self._slowest) > 1 and now_ms - self._slowest[0][0] > self.max_age_ms:
             self._slowest.popleft()
+        if not self._slowest and self._provisional is not None:
+            return self._provisional * PROVISIONAL_SCALE + PROVISIONAL_EXTRA_MS + self.margin_ms
         slowest = max((ms for _, ms in self._slowest), default=self.initial_ms)
         return slowest * SCALE + self.margin_ms
 
     def record(self, now_ms: float, times_ms: Sequence[float]) -> None:
         """Note how long one batch's calls took.
 
-        The first batch is left out: its creates also paid for opening the
-        connections.
+        The first measurement only stands in until the second (see the class).
         """
         if not times_ms:
             return
         self._seen += 1
-        if self._seen > 1:
-            self._slowest.append((now_ms, max(0.0, max(times_ms))))
+        took = max(0.0, max(times_ms))
+        if self._seen == 1:
+            self._provisional = took
+            return
+        self._provisional = None
+        self._slowest.append((now_ms, took))
 
     def wait_ms(
         self, now_ms: float, grid_ms: float, before_ms: float = 0.0, at_most_ms: float | None = None

@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from progrock.exceptions import ServiceError, ServiceRejected
+from progrock.redis_server import free_port
 from progrock.services.base import ServiceStatus
 from progrock.services.http import HttpTaskService
 from progrock_backend.kinds import generate_stream
-from progrock_backend.testing import start_backend
+from progrock_backend.testing import BackendProcess, start_backend
 
 DEADLINE = 20.0
 
@@ -324,3 +325,35 @@ async def test_a_busy_answer_to_a_batch_is_transient_for_each_create(status: int
         assert service._no_batch_until == 0.0
     assert all(isinstance(a, ServiceError) and f"answered {status}" in str(a) for a in answers)
     assert seen == ["/tasks/batch"]
+
+
+async def test_warm_up_opens_a_connection_to_the_backend(service: HttpTaskService) -> None:
+    """warm_up: one GET /health, on a connection the next calls reuse."""
+    await service.warm_up()
+    session = service._session
+    assert session is not None and not session.closed
+    connector = session.connector
+    assert connector is not None
+    idle = sum(len(v) for v in connector._conns.values())  # type: ignore[attr-defined]
+    assert idle == 1  # kept open for the creates that follow
+
+
+async def test_warm_up_accepts_a_service_without_the_health_route(
+    backend: BackendProcess,
+) -> None:
+    """A 4xx (a service of your own with no /health) still answered on the connection."""
+    svc = HttpTaskService(backend.url + "/no-such-prefix")
+    try:
+        await svc.warm_up()  # 404: no error
+    finally:
+        await svc.aclose()
+
+
+async def test_warm_up_of_an_unreachable_backend_raises_service_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    svc = HttpTaskService(url, timeout=2.0)
+    try:
+        with pytest.raises(ServiceError, match=f"backend {url} unreachable on GET /health"):
+            await svc.warm_up()
+    finally:
+        await svc.aclose()

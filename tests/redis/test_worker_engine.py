@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import urllib.request
 import uuid
@@ -17,13 +18,21 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.test import override_settings
 
-from progrock import start_watch
+from progrock import start_watch, worker
 from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceRejected
 from progrock.models import Task
-from progrock.phase import Lead
+from progrock.phase import (
+    INITIAL_LEAD_MS,
+    MARGIN_MS,
+    PROVISIONAL_EXTRA_MS,
+    PROVISIONAL_SCALE,
+    SCALE,
+    Lead,
+)
 from progrock.polls import Tick, parse_ticks
+from progrock.redis_server import free_port
 from progrock.services.http import HttpTaskService
 from progrock.store import TaskStore
 from progrock.worker import Engine
@@ -477,3 +486,78 @@ async def test_creates_go_out_just_before_a_point_of_the_start_grid(engine: Engi
         assert (at + 150.0) % 500.0 < 100.0, at
         point = at + 150.0 - (at + 150.0) % 500.0
         assert await next_due(engine, str(message["task_id"])) == point + 1000.0
+
+
+def provisional_lead(took_ms: float) -> float:
+    return took_ms * PROVISIONAL_SCALE + PROVISIONAL_EXTRA_MS + MARGIN_MS
+
+
+async def test_warm_up_times_a_round_trip_on_an_open_connection(engine: Engine) -> None:
+    """The first call opens the connection; the second one's time stands in for the create lead."""
+    service: Any = engine.service
+    real, took = service.warm_up, []
+
+    async def timed() -> None:
+        began = now_ms()
+        await real()
+        took.append(now_ms() - began)
+
+    service.warm_up = timed
+    guess = engine.create_lead.lead_ms(now_ms())
+    assert guess == INITIAL_LEAD_MS * SCALE + MARGIN_MS
+    await engine.warm_up()
+    assert len(took) == 2
+    # Timed around the second call only (the engine's clock wraps it by microseconds).
+    assert engine.create_lead.lead_ms(now_ms()) == pytest.approx(provisional_lead(took[1]), abs=0.2)
+
+
+async def test_a_failed_warm_up_leaves_the_initial_guess(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = HttpTaskService(f"http://127.0.0.1:{free_port()}", timeout=2.0)
+    cold = Engine(dead, engine.store, engine.delay)
+    try:
+        with caplog.at_level(logging.INFO, logger="progrock.worker"):
+            await cold.warm_up()
+    finally:
+        await dead.aclose()
+    assert cold.create_lead.lead_ms(now_ms()) == INITIAL_LEAD_MS * SCALE + MARGIN_MS
+    assert "backend warm-up failed" in caplog.text
+    assert "unreachable on GET /health" in caplog.text
+
+
+async def test_a_service_without_warm_up_is_left_alone(engine: Engine) -> None:
+    class Bare:  # an adapter of the TaskService protocol only
+        async def create(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("not called")
+
+    cold = Engine(Bare(), engine.store, engine.delay)  # type: ignore[arg-type]
+    await cold.warm_up()
+    assert cold.create_lead.lead_ms(now_ms()) == INITIAL_LEAD_MS * SCALE + MARGIN_MS
+
+
+async def test_a_new_worker_engine_warms_up_in_the_background(
+    redis_url: str, backend: BackendProcess
+) -> None:
+    """get_engine(), on a worker's first message, starts the warm-up without waiting for it."""
+    conf = {
+        "REDIS_URL": redis_url,
+        "SERVICE": {
+            "BACKEND": "progrock.services.http.HttpTaskService",
+            "OPTIONS": {"url": backend.url},
+        },
+    }
+    loop = asyncio.get_running_loop()
+    with override_settings(PROGROCK=conf):
+        engine = worker.get_engine()
+        try:
+            assert worker.get_engine() is engine
+            await worker._warming[loop]
+            lead = engine.create_lead.lead_ms(now_ms())
+            assert lead != INITIAL_LEAD_MS * SCALE + MARGIN_MS
+            assert lead >= provisional_lead(0.0)
+        finally:
+            del worker._engines[loop]
+            await engine.service.aclose()
+            await engine.store.redis.aclose()
+            await engine.delay.aclose()

@@ -11,19 +11,38 @@ from django.test import override_settings
 from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ImproperlyConfigured
-from progrock.phase import SCALE, Lead, LoadMeter, first_due, grid_ms, is_multiple
+from progrock.phase import (
+    PROVISIONAL_EXTRA_MS,
+    PROVISIONAL_SCALE,
+    SCALE,
+    Lead,
+    LoadMeter,
+    first_due,
+    grid_ms,
+    is_multiple,
+)
 from progrock.worker import Engine
 
 
-def test_the_lead_starts_from_the_initial_guess_and_skips_the_first_batch() -> None:
+def test_the_first_measurement_stands_in_for_the_guess_until_the_second() -> None:
     lead = Lead(initial_ms=10.0, margin_ms=1.0)
     assert lead.lead_ms(0.0) == 10.0 * SCALE + 1.0
-    lead.record(0.0, [40.0])  # the first batch also opened the connections
-    assert lead.lead_ms(0.0) == 10.0 * SCALE + 1.0
+    lead.record(0.0, [4.0])  # a warm-up round trip, or a first batch that opened connections
+    assert lead.lead_ms(0.0) == 4.0 * PROVISIONAL_SCALE + PROVISIONAL_EXTRA_MS + 1.0
     lead.record(1.0, [2.0, 3.0])
-    assert lead.lead_ms(1.0) == 3.0 * SCALE + 1.0  # the guess is gone too
+    assert lead.lead_ms(1.0) == 3.0 * SCALE + 1.0  # the first one is gone
     lead.record(2.0, [])  # nothing created: nothing learnt
     assert lead.lead_ms(2.0) == 3.0 * SCALE + 1.0
+    lead.record(3.0, [1.0])
+    assert lead.lead_ms(3.0) == 3.0 * SCALE + 1.0  # the slowest since the first
+
+
+def test_a_slow_first_measurement_is_not_kept() -> None:
+    lead = Lead(initial_ms=10.0, margin_ms=0.0)
+    lead.record(0.0, [40.0])  # opening the connections took long
+    assert lead.lead_ms(0.0) == 40.0 * PROVISIONAL_SCALE + PROVISIONAL_EXTRA_MS
+    lead.record(1.0, [2.0])
+    assert lead.lead_ms(1.0) == 2.0 * SCALE
 
 
 def test_the_lead_covers_the_slowest_recent_batch_only() -> None:

@@ -337,6 +337,14 @@ class HttpTaskService:
             raise ServiceError(self._detail(status, data, what))
         return self._parse(data, what, expected_ref=ref)
 
+    async def warm_up(self) -> None:
+        """Open a connection to the backend with one light request (``GET /health``).
+
+        Any 4xx will do (a service without that route still answers on the
+        connection); a 5xx or no answer raises ServiceError.
+        """
+        await self._call("GET", "/health", absent_ok=True)
+
     async def aclose(self) -> None:
         self._closed = True
         session, self._session = self._session, None
