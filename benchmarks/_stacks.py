@@ -190,7 +190,9 @@ def start_progrock(
         stack.url = stack.urls[0]
         data_dir = workdir / "data"
         progrock = str(Path(PYTHON).with_name("progrock"))
-        env = {"REDIS_URL": stack.redis.url, "PROGROCK_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
+        # BENCH_LOG_LEVEL=DEBUG (with --keep-logs) logs each poll and start batch's timings.
+        level = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
+        env = {"REDIS_URL": stack.redis.url, "PROGROCK_LOG_LEVEL": level}
         argv = [progrock, "up", "--port", str(port), "--workers", str(workers), "--web", str(web)]
         argv += ["--data-dir", str(data_dir)]
         stack.children.append(spawn("progrock", argv, workdir / "logs", env=env))

@@ -13,8 +13,9 @@ batch can be prepared and its create calls sent ``lead`` milliseconds before
 a grid point, ``lead`` being a little more than the slowest create of recent
 batches. The answers then arrive just before the grid point, and the first
 poll (one interval later, on the grid) comes right after the backend's
-first step. A create answered after its grid point goes on the next point
-of the fine grid (``TICK_GRID``) instead.
+first step. A create answered after its grid point (or sent without
+aiming, its batch's preparation having overrun) keeps its exact time
+instead: its batch's tasks get a phase of their own.
 
 Light load also gets a coarser grid (:func:`grid_ms`, ``TICK_GRID_LIGHT``):
 fewer, larger poll batches where each batch's fixed cost dominates. Both
@@ -171,9 +172,8 @@ def grid_ms(fine_ms: float, light_ms: float, interval_ms: float, light: bool) ->
     pass, a channel hop, a backend request, a publish) dominates: a coarser
     grid makes fewer, larger batches. Under heavy load batches are full on
     the fine grid already. ``light_ms`` is used only when it is a multiple of
-    ``fine_ms`` (so a task on the light grid is on the fine one too, and its
-    later ticks, rounded to the fine grid, keep its phase) and divides the
-    poll interval (so those later ticks stay on the light grid).
+    ``fine_ms`` (so a task on the light grid is on the fine one too) and
+    divides the poll interval (so its later ticks stay on the light grid).
     """
     if (
         not light
@@ -192,15 +192,23 @@ def first_due(
     """A new task's first tick: one interval after its create was answered, on a grid.
 
     Rounded up to ``grid_ms`` when that adds at most ``slack_ms`` (a create
-    sent in time, answered at most the lead before its grid point), otherwise
-    up to the finer ``fine_ms``: a create answered after its point, or sent
-    without waiting for one, costs at most one fine step.
+    sent in time, answered at most the lead before its grid point).
+    Otherwise, on the light grid (``grid_ms`` coarser than ``fine_ms``: a
+    create answered after its point, or sent without aiming because its
+    batch's preparation overran), the exact time: the batch's tasks are
+    polled right after the backend's steps, in a phase of their own, rather
+    than up to a fine step later for their whole life
+    (:meth:`progrock.worker.Engine.next_due` keeps any phase). Under light
+    load the fine grid's other points hold no batch to share anyway. On the
+    fine grid (heavy load), up to ``fine_ms``, where other batches are polled.
     """
     due = answered_ms + interval_ms
     if grid_ms > 0:
         up = math.ceil(due / grid_ms) * grid_ms
         if up - due <= slack_ms or fine_ms <= 0:
             return up
+        if grid_ms > fine_ms:
+            return due
     if fine_ms > 0:
         return math.ceil(due / fine_ms) * fine_ms
     return due

@@ -121,7 +121,7 @@ async def poll(engine: Engine, ticks: Sequence[Tick]) -> None:
             if isinstance(result, ServiceError):
                 retry = backend_trouble(task_id, fields, result, now, endings)
                 if retry is not None:
-                    tick = Tick(task_id, clock_ms + retry[0] * 1000)
+                    tick = Tick(task_id, engine.on_grid(clock_ms + retry[0] * 1000))
                     bookkeeping.append((task_id, {**retry[1], "nd": tick.due_ms}))
                     next_ticks.append(tick)
                 continue

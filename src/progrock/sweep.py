@@ -68,8 +68,9 @@ async def sweep(engine: Engine) -> int:
                     # Rebuilt from the row; 'nd' (if any) stays, and is what
                     # the re-arm must find.
                     await tasks.arebuild(task_id, engine.store)
-                if await engine.store.rearm(task_id, expected, now_ms):
-                    rearm.append(Tick(task_id, now_ms))
+                due = engine.on_grid(now_ms)
+                if await engine.store.rearm(task_id, expected, due):
+                    rearm.append(Tick(task_id, due))
             except Exception:
                 # One task must not stop the repair of the others.
                 logger.exception("sweep could not repair the poll chain of %s", task_id)

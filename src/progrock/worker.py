@@ -129,23 +129,31 @@ class Engine:
         return float(progrock_settings.TICK_GRID) * 1000
 
     def next_due(self, due_ms: float, at_ms: float) -> float:
-        """The tick after one due at ``due_ms`` and handled at ``at_ms``, on the tick grid.
+        """The tick after one due at ``due_ms`` and handled at ``at_ms``, in its phase.
 
         One interval after the last one was due (not after now), so the cadence
         does not drift under load. A poll handled more than an interval late
         skips ahead by whole intervals instead of starting a new rhythm: the
         task keeps its phase against the backend's own steps, which a shifted
         rhythm could straddle (polls that alternately see no step and two).
-        The grid makes tasks share due times, so the delay server merges their
-        ticks into one message and one backend call. (A task's first tick may
-        be on a coarser grid, :meth:`start_grid_ms`.)
+
+        Ticks are put on the tick grid where a task's rhythm begins (its first
+        tick, :func:`progrock.phase.first_due`; a retry after backend trouble,
+        a chain the sweep re-arms: :meth:`on_grid`), so that tasks share due
+        times and the delay server merges their ticks into one message and one
+        backend call; this keeps whatever phase that gave (a start batch
+        answered after its grid point keeps an exact one).
         """
         interval = self.interval_ms
         due = due_ms + interval
         if at_ms > due and interval > 0:
             due += interval * math.ceil((at_ms - due) / interval)
+        return due
+
+    def on_grid(self, due_ms: float) -> float:
+        """``due_ms`` rounded up to the tick grid (unchanged without one)."""
         grid = self.tick_grid_ms
-        return due if grid <= 0 else math.ceil(due / grid) * grid
+        return due_ms if grid <= 0 else math.ceil(due_ms / grid) * grid
 
     def first_tick(self, due_ms: float, at_ms: float) -> float:
         """A new task's first tick, ``due_ms`` (:func:`progrock.phase.first_due`), at ``at_ms``.
@@ -170,8 +178,7 @@ class Engine:
     def start_grid_ms(self, at_ms: float) -> float:
         """The grid new tasks' first ticks go on: ``TICK_GRID_LIGHT`` under light load.
 
-        Later ticks keep their task's phase (:meth:`next_due` rounds to
-        ``TICK_GRID``, of which ``TICK_GRID_LIGHT`` is a multiple).
+        Later ticks keep their task's phase (:meth:`next_due`).
         """
         return grid_ms(
             self.tick_grid_ms,

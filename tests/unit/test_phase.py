@@ -131,13 +131,11 @@ def test_the_start_grid_follows_the_load(
     [
         (1096.0, 5.0, 1300.0),  # answered 4 ms before a point of the 100 ms grid
         (1100.0, 5.0, 1300.0),  # right on it
-        (1094.0, 5.0, 1300.0),  # 6 ms before: more than the slack, but on the fine grid too
-        (1093.0, 5.0, 1300.0),  # 7 ms before: the fine grid's point is the same
-        (1079.0, 5.0, 1280.0),  # 21 ms before: the fine grid's own point
-        (1101.0, 5.0, 1320.0),  # just after it: the next fine point, not 1400
-        (1150.0, 5.0, 1360.0),
-        (1096.0, 0.0, 1300.0),  # not aimed (slack 0): the fine grid
-        (1061.0, 0.0, 1280.0),
+        (1101.0, 5.0, 1301.0),  # aimed, answered just after it: exact, not 1320 nor 1400
+        (1150.0, 5.0, 1350.0),
+        (1094.0, 5.0, 1294.0),  # more than the slack before it (the lead was too short)
+        (1096.0, 0.0, 1296.0),  # not aimed (slack 0, preparation overran): exact too
+        (1061.0, 0.0, 1261.0),
     ],
 )
 def test_a_first_tick_is_one_interval_after_the_answer_on_a_grid(
@@ -146,6 +144,14 @@ def test_a_first_tick_is_one_interval_after_the_answer_on_a_grid(
     due = first_due(answered, 200.0, 100.0, 20.0, slack)
     assert due == expected
     assert due >= answered + 200.0  # never before the backend's first step
+
+
+@pytest.mark.parametrize(("answered", "expected"), [(1061.0, 1280.0), (1100.0, 1300.0)])
+def test_under_heavy_load_a_first_tick_goes_on_the_fine_grid(
+    answered: float, expected: float
+) -> None:
+    """No light grid (start_grid_ms gave the fine one), no aim: shared fine-grid phases."""
+    assert first_due(answered, 200.0, 20.0, 20.0, 0.0) == expected
 
 
 def test_a_first_tick_without_grids_is_exact() -> None:

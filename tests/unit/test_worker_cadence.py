@@ -32,9 +32,17 @@ def test_the_next_tick_keeps_the_cadence_and_its_phase(
         assert engine.next_due(due, at) == expected
 
 
-def test_ticks_fall_on_the_grid(engine: Engine) -> None:
-    """A first tick is rounded up to the grid, so tasks share due times and batches."""
+def test_on_grid_rounds_up_to_the_tick_grid(engine: Engine) -> None:
+    """Where a rhythm begins (a retry, a re-armed chain), ticks go on the grid to share batches."""
     with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_GRID": 0.02}):
-        assert engine.next_due(1003.0, 1003.0) == 1220.0
+        assert engine.on_grid(1003.0) == 1020.0
+        assert engine.on_grid(1020.0) == 1020.0
     with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_GRID": 0}):
-        assert engine.next_due(1003.0, 1003.0) == 1203.0
+        assert engine.on_grid(1003.0) == 1003.0
+
+
+def test_the_next_tick_keeps_a_phase_off_the_grid(engine: Engine) -> None:
+    """A start batch answered after its grid point keeps its exact phase (see first_due)."""
+    with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_GRID": 0.02}):
+        assert engine.next_due(1003.0, 1004.0) == 1203.0
+        assert engine.next_due(1003.0, 1250.0) == 1403.0  # skipped ahead, same phase
