@@ -561,3 +561,18 @@ async def test_a_new_worker_engine_warms_up_in_the_background(
             await engine.service.aclose()
             await engine.store.redis.aclose()
             await engine.delay.aclose()
+
+
+async def test_creates_that_created_nothing_teach_the_lead_nothing(
+    engine: Engine, backend: BackendProcess
+) -> None:
+    """A batch whose create call failed says nothing of how long creates take."""
+    guess = engine.create_lead.lead_ms(now_ms())
+    backend.set_faults(status=503, routes=["create"])
+    try:
+        await engine.start(start_message(interval_ms=1000))
+    finally:
+        backend.clear_faults()
+    assert engine.create_lead.lead_ms(now_ms()) == guess
+    await engine.start(start_message(interval_ms=1000))  # created: timed
+    assert engine.create_lead.lead_ms(now_ms()) != guess
