@@ -64,14 +64,17 @@ DEFAULTS: dict[str, Any] = {
     # (bounds the extra lateness; 0 delivers every message on its own pass).
     "DELAY_BATCH_WINDOW": 0.004,
     # Poll ticks are due on a grid of this many seconds, so that tasks share
-    # due times and are polled together (POLL_INTERVAL should be a multiple).
+    # due times and are polled together: where a task's rhythm begins (its
+    # first tick, a retry, a re-armed chain); later ticks keep its phase
+    # (POLL_INTERVAL should be a multiple; if not, every tick is rounded).
     "TICK_GRID": 0.02,
     # Under light load (a worker handling fewer than LIGHT_LOAD poll ticks a
     # second, counting each arriving start as its task's ticks), new tasks'
     # creates are timed to just before a point of this coarser grid, and
-    # their ticks go on it: fewer, larger batches where their fixed cost
-    # dominates, at some start latency (usually under one step, at most one
-    # and a half; progrock.phase). A
+    # their ticks go on it (a batch answered after that point goes on a grid
+    # four times finer than TICK_GRID): fewer, larger batches where their
+    # fixed cost dominates, at some start latency (usually under one step, at
+    # most one and a half; progrock.phase). A
     # multiple of TICK_GRID that divides POLL_INTERVAL, else TICK_GRID is
     # used; 0: TICK_GRID. LIGHT_LOAD 0 turns light-load handling off.
     "TICK_GRID_LIGHT": 0.1,

@@ -2,10 +2,10 @@
 
 A task's first poll is due one ``POLL_INTERVAL`` after the backend answered
 its create call, rounded up to the tick grid so that tasks share due times
-and are polled together. The rounding delays every poll of the task by the
-same 0 to one grid step against the backend's own steps: a task created 1 ms
-after a point of a 20 ms grid is polled 19 ms after each of its steps, for
-its whole life.
+and are polled together (later polls keep that phase). The rounding delays
+every poll of the task by the same 0 to one grid step against the backend's
+own steps: a task created 1 ms after a point of a 20 ms grid is polled 19
+ms after each of its steps, for its whole life.
 
 Under light load a worker removes that offset by choosing when the creates
 go out (:class:`Lead`, :func:`first_due`): it lets starts gather until a
@@ -14,8 +14,10 @@ a grid point, ``lead`` being a little more than the slowest create of recent
 batches. The answers then arrive just before the grid point, and the first
 poll (one interval later, on the grid) comes right after the backend's
 first step. A create answered after its grid point (or sent without
-aiming, its batch's preparation having overrun) keeps its exact time
-instead: its batch's tasks get a phase of their own.
+aiming, its batch's preparation having overrun) goes up to the next quarter
+of a fine grid step (:data:`MISS_STEPS`) instead: its batch's tasks are
+polled at most 5 ms (by default) after the backend's steps rather than up
+to a whole fine step (20 ms) later, for their whole life.
 
 Light load also gets a coarser grid (:func:`grid_ms`, ``TICK_GRID_LIGHT``):
 fewer, larger poll batches where each batch's fixed cost dominates. Both
@@ -40,12 +42,14 @@ INITIAL_LEAD_MS = 10.0
 SCALE = 1.25
 #: Then this is added, in ms.
 MARGIN_MS = 1.0
-#: A lone first measurement (a warm-up round trip, or a first batch that also
-#: opened the connections) is scaled by this instead, and this many ms are
-#: added, until a second replaces it: one sample says little of the next, and
-#: a warm-up round trip carries none of a batch's work.
-PROVISIONAL_SCALE = 2.0
-PROVISIONAL_EXTRA_MS = 2.0
+#: A warm-up round trip (:meth:`Lead.seed`) stands in for the lead until a
+#: batch is timed, scaled by this, plus this many ms: it carries none of a
+#: batch's work.
+SEED_SCALE = 2.0
+SEED_EXTRA_MS = 2.0
+#: A create answered after its grid point, or sent without aiming, goes up to
+#: the next point of a grid this many times finer than the fine tick grid.
+MISS_STEPS = 4
 #: How many recent batches the lead covers...
 HISTORY = 64
 #: ...if they are no older than this, in ms (one slow batch, a reconnect, is
@@ -65,11 +69,9 @@ class Lead:
     """How long something takes (a batch's creates, a batch's preparation), learnt.
 
     :attr:`lead_ms` is a little more than the slowest of the recent batches.
-    The first measurement is provisional: it replaces the initial guess (at
-    :data:`PROVISIONAL_SCALE`, plus :data:`PROVISIONAL_EXTRA_MS`) until the
-    second one arrives, and is then
-    dropped, because it also paid for opening the connections (or, from
-    :meth:`progrock.worker.Engine.warm_up`, timed a lighter call than a batch).
+    Before the first batch, it comes from the initial guess, or from a
+    :meth:`seed`. The first batch stands in only until the second: it also
+    paid for opening connections.
     """
 
     def __init__(
@@ -86,31 +88,41 @@ class Lead:
         self.margin_ms = margin_ms
         self.max_age_ms = max_age_ms
         self._seen = 0  # batches recorded
-        self._provisional: float | None = None  # the first one, until a second comes
+        self._seed: float | None = None  # a warm-up round trip, until a batch is timed
+        self._first: float | None = None  # the first batch, until a second is timed
         self._slowest: deque[tuple[float, float]] = deque(maxlen=history)  # (at_ms, ms)
 
     def lead_ms(self, now_ms: float) -> float:
         """A little more than the slowest recent batch (the initial guess before any)."""
         while len(self._slowest) > 1 and now_ms - self._slowest[0][0] > self.max_age_ms:
             self._slowest.popleft()
-        if not self._slowest and self._provisional is not None:
-            return self._provisional * PROVISIONAL_SCALE + PROVISIONAL_EXTRA_MS + self.margin_ms
-        slowest = max((ms for _, ms in self._slowest), default=self.initial_ms)
+        if self._slowest:
+            slowest = max(ms for _, ms in self._slowest)
+        elif self._first is not None:
+            slowest = self._first
+        elif self._seed is not None:
+            return self._seed * SEED_SCALE + SEED_EXTRA_MS + self.margin_ms
+        else:
+            slowest = self.initial_ms
         return slowest * SCALE + self.margin_ms
 
-    def record(self, now_ms: float, times_ms: Sequence[float]) -> None:
-        """Note how long one batch's calls took.
+    def seed(self, took_ms: float) -> None:
+        """Stand in for the initial guess with a lighter call's time (a warm-up
+        round trip, at :data:`SEED_SCALE` plus :data:`SEED_EXTRA_MS`); ignored
+        once a batch was timed."""
+        if self._seen == 0:
+            self._seed = max(0.0, took_ms)
 
-        The first measurement only stands in until the second (see the class).
-        """
+    def record(self, now_ms: float, times_ms: Sequence[float]) -> None:
+        """Note how long one batch's calls took (the first only until the second)."""
         if not times_ms:
             return
         self._seen += 1
         took = max(0.0, max(times_ms))
         if self._seen == 1:
-            self._provisional = took
+            self._first = took
             return
-        self._provisional = None
+        self._first = None
         self._slowest.append((now_ms, took))
 
     def wait_ms(
@@ -195,12 +207,13 @@ def first_due(
     sent in time, answered at most the lead before its grid point).
     Otherwise, on the light grid (``grid_ms`` coarser than ``fine_ms``: a
     create answered after its point, or sent without aiming because its
-    batch's preparation overran), the exact time: the batch's tasks are
-    polled right after the backend's steps, in a phase of their own, rather
-    than up to a fine step later for their whole life
-    (:meth:`progrock.worker.Engine.next_due` keeps any phase). Under light
-    load the fine grid's other points hold no batch to share anyway. On the
-    fine grid (heavy load), up to ``fine_ms``, where other batches are polled.
+    batch's preparation overran), up to a grid :data:`MISS_STEPS` times finer
+    than ``fine_ms``: the batch's tasks are polled at most that step after
+    the backend's steps, rather than up to a whole fine step later, for their
+    whole life (:meth:`progrock.worker.Engine.next_due` keeps the phase), at
+    the price of polls of their own (at most ``MISS_STEPS`` phases per fine
+    step). On the fine grid (heavy load), up to ``fine_ms``, where the
+    batches sent at once are polled together.
     """
     due = answered_ms + interval_ms
     if grid_ms > 0:
@@ -208,7 +221,8 @@ def first_due(
         if up - due <= slack_ms or fine_ms <= 0:
             return up
         if grid_ms > fine_ms:
-            return due
+            step = fine_ms / MISS_STEPS
+            return math.ceil(due / step) * step
     if fine_ms > 0:
         return math.ceil(due / fine_ms) * fine_ms
     return due

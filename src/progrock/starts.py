@@ -207,14 +207,21 @@ async def _start_batch(
         # (A call that created nothing tells nothing of how long creates take.)
         engine.create_lead.record(answered, [answered - planned])
     due = first_due(answered, engine.interval_ms, grid, fine, slack)
-    logger.debug(
-        "start batch of %d: prepared in %.1f ms, created in %.1f ms, answered %.1f ms "
-        "before its first tick's phase",
-        len(queued),
-        planned - (wait or 0.0) - began,
-        answered - planned,
-        due - engine.interval_ms - answered,
-    )
+    if logger.isEnabledFor(logging.DEBUG):
+        aimed = (
+            "not aimed"
+            if wait is None
+            else f"answered {planned + slack - answered:.1f} ms before the point it aimed at"
+        )
+        logger.debug(
+            "start batch of %d: prepared in %.1f ms, created in %.1f ms, %s; "
+            "first tick %.1f ms after the answer",
+            len(queued),
+            planned - (wait or 0.0) - began,
+            answered - planned,
+            aimed,
+            due - answered,
+        )
     created: list[tuple[StartRequest, ServiceStatus, float]] = []
     endings: list[tasks.Ending] = []
     retries: list[dict[str, Any]] = []

@@ -32,7 +32,7 @@ from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
-from progrock.phase import Lead, LoadMeter, grid_ms
+from progrock.phase import Lead, LoadMeter, grid_ms, is_multiple
 from progrock.polls import (
     POLL,
     ProgressCopy,
@@ -142,12 +142,18 @@ class Engine:
         a chain the sweep re-arms: :meth:`on_grid`), so that tasks share due
         times and the delay server merges their ticks into one message and one
         backend call; this keeps whatever phase that gave (a start batch
-        answered after its grid point keeps an exact one).
+        answered after its grid point keeps a finer one,
+        :func:`progrock.phase.first_due`). With a ``POLL_INTERVAL`` that is not
+        a multiple of ``TICK_GRID``, every tick is rounded up to the grid.
         """
         interval = self.interval_ms
         due = due_ms + interval
         if at_ms > due and interval > 0:
             due += interval * math.ceil((at_ms - due) / interval)
+        if not is_multiple(interval, self.tick_grid_ms):
+            # An interval off the grid would spread tasks over ever more due
+            # times: each tick goes back on the grid (stretching the interval).
+            return self.on_grid(due)
         return due
 
     def on_grid(self, due_ms: float) -> float:
@@ -234,11 +240,10 @@ class Engine:
 
         Calls the service's optional ``warm_up()`` (the HTTP service: ``GET
         /health``) twice: the first call opens the connection, the second
-        one's round trip stands in for the create lead until the first batch
-        is timed (see :class:`progrock.phase.Lead`). The first creates of a
-        fresh worker are then aimed at the tick grid with that rather than with
-        the initial guess, and, their connection being open, are timed as any
-        later batch. A failure only leaves the guess in place.
+        one's round trip seeds the create lead (:meth:`progrock.phase.Lead.seed`,
+        unless a batch was timed meanwhile), so that the first creates of a
+        fresh worker are aimed at the tick grid with it rather than with the
+        initial guess. A failure only leaves the guess in place.
         """
         warm = getattr(self.service, "warm_up", None)
         if warm is None:
@@ -253,9 +258,9 @@ class Engine:
         except Exception:
             logger.exception("backend warm-up failed; creates are timed from the first batch")
             return
-        done = now_ms()
-        logger.debug("backend warm-up took %.1f ms", done - began)
-        self.create_lead.record(done, [done - began])
+        took = now_ms() - began
+        logger.debug("backend warm-up took %.1f ms", took)
+        self.create_lead.seed(took)
 
     async def drain(self) -> None:
         """Wait for the background database write, if one is under way (for tests)."""
@@ -346,7 +351,10 @@ def get_engine() -> Engine:
     if engine is None:
         engine = Engine(load_service(), TaskStore.from_settings(), DelayStore.from_settings())
         _engines[loop] = engine
-        _warming[loop] = loop.create_task(engine.warm_up(), name="progrock-warm-up")
+        warming = loop.create_task(engine.warm_up(), name="progrock-warm-up")
+        _warming[loop] = warming
+        # (Dropped when done: the task refers to its loop, the dictionary's key.)
+        warming.add_done_callback(lambda _: _warming.pop(loop, None))
     return engine
 
 

@@ -26,9 +26,9 @@ from progrock.models import Task
 from progrock.phase import (
     INITIAL_LEAD_MS,
     MARGIN_MS,
-    PROVISIONAL_EXTRA_MS,
-    PROVISIONAL_SCALE,
     SCALE,
+    SEED_EXTRA_MS,
+    SEED_SCALE,
     Lead,
 )
 from progrock.polls import Tick, parse_ticks
@@ -488,8 +488,8 @@ async def test_creates_go_out_just_before_a_point_of_the_start_grid(engine: Engi
         assert await next_due(engine, str(message["task_id"])) == point + 1000.0
 
 
-def provisional_lead(took_ms: float) -> float:
-    return took_ms * PROVISIONAL_SCALE + PROVISIONAL_EXTRA_MS + MARGIN_MS
+def seeded_lead(took_ms: float) -> float:
+    return took_ms * SEED_SCALE + SEED_EXTRA_MS + MARGIN_MS
 
 
 async def test_warm_up_times_a_round_trip_on_an_open_connection(engine: Engine) -> None:
@@ -507,8 +507,9 @@ async def test_warm_up_times_a_round_trip_on_an_open_connection(engine: Engine) 
     assert guess == INITIAL_LEAD_MS * SCALE + MARGIN_MS
     await engine.warm_up()
     assert len(took) == 2
-    # Timed around the second call only (the engine's clock wraps it by microseconds).
-    assert engine.create_lead.lead_ms(now_ms()) == pytest.approx(provisional_lead(took[1]), abs=0.2)
+    # Timed around the second call only (the engine's clock wraps it closely; the
+    # tolerance is for a pause between the two clocks on a busy machine).
+    assert engine.create_lead.lead_ms(now_ms()) == pytest.approx(seeded_lead(took[1]), abs=1.0)
 
 
 async def test_a_failed_warm_up_leaves_the_initial_guess(
@@ -551,11 +552,13 @@ async def test_a_new_worker_engine_warms_up_in_the_background(
     with override_settings(PROGROCK=conf):
         engine = worker.get_engine()
         try:
+            warming = worker._warming[loop]
+            assert not warming.done()  # get_engine() did not wait for it
             assert worker.get_engine() is engine
-            await worker._warming[loop]
-            lead = engine.create_lead.lead_ms(now_ms())
-            assert lead != INITIAL_LEAD_MS * SCALE + MARGIN_MS
-            assert lead >= provisional_lead(0.0)
+            await warming
+            await asyncio.sleep(0)  # its done callback
+            assert loop not in worker._warming  # nothing keeps the loop alive
+            assert engine.create_lead.lead_ms(now_ms()) != INITIAL_LEAD_MS * SCALE + MARGIN_MS
         finally:
             del worker._engines[loop]
             await engine.service.aclose()

@@ -12,9 +12,9 @@ from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ImproperlyConfigured
 from progrock.phase import (
-    PROVISIONAL_EXTRA_MS,
-    PROVISIONAL_SCALE,
     SCALE,
+    SEED_EXTRA_MS,
+    SEED_SCALE,
     Lead,
     LoadMeter,
     first_due,
@@ -24,11 +24,11 @@ from progrock.phase import (
 from progrock.worker import Engine
 
 
-def test_the_first_measurement_stands_in_for_the_guess_until_the_second() -> None:
+def test_the_lead_starts_from_the_initial_guess_and_the_first_batch_stands_in() -> None:
     lead = Lead(initial_ms=10.0, margin_ms=1.0)
     assert lead.lead_ms(0.0) == 10.0 * SCALE + 1.0
-    lead.record(0.0, [4.0])  # a warm-up round trip, or a first batch that opened connections
-    assert lead.lead_ms(0.0) == 4.0 * PROVISIONAL_SCALE + PROVISIONAL_EXTRA_MS + 1.0
+    lead.record(0.0, [4.0])  # the first batch (it also opened connections)
+    assert lead.lead_ms(0.0) == 4.0 * SCALE + 1.0
     lead.record(1.0, [2.0, 3.0])
     assert lead.lead_ms(1.0) == 3.0 * SCALE + 1.0  # the first one is gone
     lead.record(2.0, [])  # nothing created: nothing learnt
@@ -37,12 +37,22 @@ def test_the_first_measurement_stands_in_for_the_guess_until_the_second() -> Non
     assert lead.lead_ms(3.0) == 3.0 * SCALE + 1.0  # the slowest since the first
 
 
-def test_a_slow_first_measurement_is_not_kept() -> None:
+def test_a_slow_first_batch_is_not_kept() -> None:
     lead = Lead(initial_ms=10.0, margin_ms=0.0)
     lead.record(0.0, [40.0])  # opening the connections took long
-    assert lead.lead_ms(0.0) == 40.0 * PROVISIONAL_SCALE + PROVISIONAL_EXTRA_MS
+    assert lead.lead_ms(0.0) == 40.0 * SCALE
     lead.record(1.0, [2.0])
     assert lead.lead_ms(1.0) == 2.0 * SCALE
+
+
+def test_a_seed_stands_in_until_a_batch_is_timed() -> None:
+    lead = Lead(initial_ms=10.0, margin_ms=1.0)
+    lead.seed(0.5)  # a warm-up round trip: lighter than a batch
+    assert lead.lead_ms(0.0) == 0.5 * SEED_SCALE + SEED_EXTRA_MS + 1.0
+    lead.record(1.0, [3.0])
+    assert lead.lead_ms(1.0) == 3.0 * SCALE + 1.0
+    lead.seed(0.1)  # too late: a batch was timed
+    assert lead.lead_ms(1.0) == 3.0 * SCALE + 1.0
 
 
 def test_the_lead_covers_the_slowest_recent_batch_only() -> None:
@@ -131,11 +141,12 @@ def test_the_start_grid_follows_the_load(
     [
         (1096.0, 5.0, 1300.0),  # answered 4 ms before a point of the 100 ms grid
         (1100.0, 5.0, 1300.0),  # right on it
-        (1101.0, 5.0, 1301.0),  # aimed, answered just after it: exact, not 1320 nor 1400
+        (1101.0, 5.0, 1305.0),  # aimed, answered just after it: the 5 ms grid, not 1320
         (1150.0, 5.0, 1350.0),
-        (1094.0, 5.0, 1294.0),  # more than the slack before it (the lead was too short)
-        (1096.0, 0.0, 1296.0),  # not aimed (slack 0, preparation overran): exact too
-        (1061.0, 0.0, 1261.0),
+        (1152.5, 5.0, 1355.0),
+        (1098.0, 0.0, 1300.0),  # not aimed (preparation overran), just before: the point
+        (1096.0, 0.0, 1300.0),
+        (1061.0, 0.0, 1265.0),  # not aimed, well before it: the 5 ms grid too
     ],
 )
 def test_a_first_tick_is_one_interval_after_the_answer_on_a_grid(

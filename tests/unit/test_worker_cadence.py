@@ -42,7 +42,14 @@ def test_on_grid_rounds_up_to_the_tick_grid(engine: Engine) -> None:
 
 
 def test_the_next_tick_keeps_a_phase_off_the_grid(engine: Engine) -> None:
-    """A start batch answered after its grid point keeps its exact phase (see first_due)."""
+    """A start batch answered after its grid point keeps its finer phase (see first_due)."""
     with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_GRID": 0.02}):
-        assert engine.next_due(1003.0, 1004.0) == 1203.0
-        assert engine.next_due(1003.0, 1250.0) == 1403.0  # skipped ahead, same phase
+        assert engine.next_due(1005.0, 1006.0) == 1205.0
+        assert engine.next_due(1005.0, 1250.0) == 1405.0  # skipped ahead, same phase
+
+
+def test_an_interval_off_the_grid_puts_every_tick_back_on_it(engine: Engine) -> None:
+    """Else tasks started on different grid points would drift into ever more due times."""
+    with override_settings(PROGROCK={"POLL_INTERVAL": 0.25, "TICK_GRID": 0.02}):
+        assert engine.next_due(1000.0, 1001.0) == 1260.0
+        assert engine.next_due(1260.0, 1261.0) == 1520.0

@@ -98,13 +98,20 @@ class HttpTaskService:
         return self._session
 
     async def _call(
-        self, method: str, path: str, body: object = None, *, absent_ok: bool = False
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        absent_ok: bool = False,
+        decode: bool = True,
     ) -> tuple[int, Any, str]:
         """One exchange: return (status, decoded JSON, "METHOD /path") or raise ServiceError.
 
         5xx and non-JSON bodies raise; 2xx-4xx come back for the caller to judge.
         ``absent_ok``: a 4xx comes back (with None) whatever its body, for a
         route the backend may not have or may refuse (a proxy's HTML page).
+        ``decode=False``: any body is accepted, and None comes back for it.
         """
         what = f"{method} {path}"
         session = self._get_session()
@@ -127,6 +134,8 @@ class HttpTaskService:
         text = raw[:300].decode(errors="replace")
         if status >= 500:
             raise ServiceError(f"backend {self.url} answered {status} to {what}: {text!r}")
+        if not decode:
+            return status, None, what
         try:
             data = json.loads(raw)
         except ValueError:
@@ -340,10 +349,11 @@ class HttpTaskService:
     async def warm_up(self) -> None:
         """Open a connection to the backend with one light request (``GET /health``).
 
-        Any 4xx will do (a service without that route still answers on the
-        connection); a 5xx or no answer raises ServiceError.
+        Any answer below 500 will do, whatever its body (a service without that
+        route still answers on the connection); a 5xx or no answer raises
+        ServiceError.
         """
-        await self._call("GET", "/health", absent_ok=True)
+        await self._call("GET", "/health", decode=False)
 
     async def aclose(self) -> None:
         self._closed = True
