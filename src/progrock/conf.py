@@ -71,8 +71,9 @@ DEFAULTS: dict[str, Any] = {
     # Under light load (a worker handling fewer than LIGHT_LOAD poll ticks a
     # second, counting each arriving start as its task's ticks), new tasks'
     # creates are timed to just before a point of this coarser grid, and
-    # their ticks go on it (a batch answered after that point goes on a grid
-    # four times finer than TICK_GRID): fewer, larger batches where their
+    # their ticks go on it (a batch answered after that point, or sent
+    # without aiming when its preparation overran, goes on a grid four times
+    # finer than TICK_GRID): fewer, larger batches where their
     # fixed cost dominates, at some start latency (usually under one step, at
     # most one and a half; progrock.phase). A
     # multiple of TICK_GRID that divides POLL_INTERVAL, else TICK_GRID is

@@ -93,7 +93,7 @@ class Lead:
         self._slowest: deque[tuple[float, float]] = deque(maxlen=history)  # (at_ms, ms)
 
     def lead_ms(self, now_ms: float) -> float:
-        """A little more than the slowest recent batch (the initial guess before any)."""
+        """A little more than the slowest recent batch (before any: the seed, else the guess)."""
         while len(self._slowest) > 1 and now_ms - self._slowest[0][0] > self.max_age_ms:
             self._slowest.popleft()
         if self._slowest:
@@ -222,7 +222,8 @@ def first_due(
             return up
         if grid_ms > fine_ms:
             step = fine_ms / MISS_STEPS
-            return math.ceil(due / step) * step
+            finer = math.ceil(due / step) * step
+            return finer if finer >= due else finer + step  # never before the step
     if fine_ms > 0:
         return math.ceil(due / fine_ms) * fine_ms
     return due

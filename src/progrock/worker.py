@@ -144,13 +144,15 @@ class Engine:
         backend call; this keeps whatever phase that gave (a start batch
         answered after its grid point keeps a finer one,
         :func:`progrock.phase.first_due`). With a ``POLL_INTERVAL`` that is not
-        a multiple of ``TICK_GRID``, every tick is rounded up to the grid.
+        a multiple of ``TICK_GRID``, every tick is rounded up to the grid, which
+        stretches the interval (0.25 s on a 20 ms grid: 260 ms).
         """
         interval = self.interval_ms
         due = due_ms + interval
         if at_ms > due and interval > 0:
             due += interval * math.ceil((at_ms - due) / interval)
-        if not is_multiple(interval, self.tick_grid_ms):
+        grid = self.tick_grid_ms
+        if grid > 0 and not is_multiple(interval, grid):
             # An interval off the grid would spread tasks over ever more due
             # times: each tick goes back on the grid (stretching the interval).
             return self.on_grid(due)
@@ -354,8 +356,13 @@ def get_engine() -> Engine:
         warming = loop.create_task(engine.warm_up(), name="progrock-warm-up")
         _warming[loop] = warming
         # (Dropped when done: the task refers to its loop, the dictionary's key.)
-        warming.add_done_callback(lambda _: _warming.pop(loop, None))
+        warming.add_done_callback(lambda task: _forget_warm_up(loop, task))
     return engine
+
+
+def _forget_warm_up(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    if _warming.get(loop) is task:  # not a later engine's, on the same loop
+        del _warming[loop]
 
 
 _START: Mapping[str, Any] = {"type": "progrock.start"}  # what a runner's log lines name

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from aiohttp import web
 
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.redis_server import free_port
@@ -327,14 +328,51 @@ async def test_a_busy_answer_to_a_batch_is_transient_for_each_create(status: int
     assert seen == ["/tasks/batch"]
 
 
-async def test_warm_up_opens_a_connection_to_the_backend(service: HttpTaskService) -> None:
-    """warm_up: one GET /health on the session the next calls use."""
-    assert service._session is None
-    await service.warm_up()
-    session = service._session
-    assert session is not None and not session.closed
-    await service.create("rock", {})  # on the same session
-    assert service._session is session
+@contextlib.asynccontextmanager
+async def stub_backend(*answers: tuple[int, str]) -> AsyncIterator[tuple[str, list[object]]]:
+    """A tiny HTTP server answering GET /health with ``answers`` in turn (status, text
+    body); yields its URL and the client address of each request."""
+    peers: list[object] = []
+    queue = list(answers)
+
+    async def health(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        status, text = queue.pop(0)
+        return web.Response(status=status, text=text)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", peers
+    finally:
+        await runner.cleanup()
+
+
+async def test_warm_up_opens_a_connection_the_next_calls_reuse() -> None:
+    """Any answer below 500 will do, whatever its body (here plain text), on one connection."""
+    async with stub_backend((200, "ok"), (200, "ok")) as (url, peers):
+        svc = HttpTaskService(url)
+        try:
+            await svc.warm_up()
+            await svc.warm_up()
+        finally:
+            await svc.aclose()
+    assert len(peers) == 2 and peers[0] == peers[1]  # the same client port: one connection
+
+
+async def test_warm_up_of_a_failing_backend_raises_service_error() -> None:
+    async with stub_backend((503, "busy")) as (url, _):
+        svc = HttpTaskService(url)
+        try:
+            with pytest.raises(ServiceError, match="answered 503 to GET /health"):
+                await svc.warm_up()
+        finally:
+            await svc.aclose()
 
 
 async def test_warm_up_accepts_a_service_without_the_health_route(

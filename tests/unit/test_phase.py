@@ -144,7 +144,7 @@ def test_the_start_grid_follows_the_load(
         (1101.0, 5.0, 1305.0),  # aimed, answered just after it: the 5 ms grid, not 1320
         (1150.0, 5.0, 1350.0),
         (1152.5, 5.0, 1355.0),
-        (1098.0, 0.0, 1300.0),  # not aimed (preparation overran), just before: the point
+        (1098.0, 0.0, 1300.0),  # not aimed (preparation overran): 5 ms grid (here the point)
         (1096.0, 0.0, 1300.0),
         (1061.0, 0.0, 1265.0),  # not aimed, well before it: the 5 ms grid too
     ],
@@ -163,6 +163,15 @@ def test_under_heavy_load_a_first_tick_goes_on_the_fine_grid(
 ) -> None:
     """No light grid (start_grid_ms gave the fine one), no aim: shared fine-grid phases."""
     assert first_due(answered, 200.0, 20.0, 20.0, 0.0) == expected
+
+
+def test_a_missed_batch_is_never_polled_before_the_backend_s_step() -> None:
+    """Whatever the grids' floating-point steps (here 12.3 / 4 ms), never before the step."""
+    for i in range(2000):
+        answered = 1_795_577_704_000.0 + i * 0.7379
+        due = first_due(answered, 200.0, 49.2, 12.3, 0.0)
+        assert due >= answered + 200.0
+        assert due - (answered + 200.0) <= 12.3 / 4 + 1e-3
 
 
 def test_a_first_tick_without_grids_is_exact() -> None:

@@ -48,6 +48,11 @@ def test_the_next_tick_keeps_a_phase_off_the_grid(engine: Engine) -> None:
         assert engine.next_due(1005.0, 1250.0) == 1405.0  # skipped ahead, same phase
 
 
+def test_without_a_grid_any_interval_keeps_its_phase(engine: Engine) -> None:
+    with override_settings(PROGROCK={"POLL_INTERVAL": 0.25, "TICK_GRID": 0}):
+        assert engine.next_due(1003.0, 1004.0) == 1253.0
+
+
 def test_an_interval_off_the_grid_puts_every_tick_back_on_it(engine: Engine) -> None:
     """Else tasks started on different grid points would drift into ever more due times."""
     with override_settings(PROGROCK={"POLL_INTERVAL": 0.25, "TICK_GRID": 0.02}):
