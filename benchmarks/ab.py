@@ -13,6 +13,7 @@ median of each side.
     .venv/bin/python benchmarks/ab.py --old cbfe690 --tasks 2000 --rounds 3
     .venv/bin/python benchmarks/ab.py --old cbfe690 --lifecycle 1000 --rounds 3
     .venv/bin/python benchmarks/ab.py --old cbfe690 --lifecycle 2000 --starts-only
+    .venv/bin/python benchmarks/ab.py --old cbfe690 --tasks 100 --start-window 10
 
 Run it on a quiet machine: runs of the same code at 2,000 tasks spread by
 100 ms or more in p99 gap, more than most changes move it.
@@ -64,6 +65,8 @@ def run_side(src: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "--out",
         str(out),
     ]
+    if args.start_window is not None:
+        command += ["--start-window", str(args.start_window)]
     subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     summary = json.loads(out.read_text())["runs"][0]["summary"]
     steady = summary.get("steady") or {}
@@ -92,11 +95,18 @@ def main() -> int:
         help="with --lifecycle: lifecycle_cost.py --starts-only",
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--start-window",
+        type=float,
+        help="with --tasks: run.py --start-window (seconds over which the tasks start)",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.starts_only and not args.lifecycle:
         parser.error("--starts-only goes with --lifecycle N")
+    if args.start_window is not None and (args.lifecycle or args.start_window <= 0):
+        parser.error("--start-window goes with --tasks, and must be positive")
     results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="progrock-ab-") as tmp:
         trees: dict[str, Path] = {}
