@@ -57,6 +57,13 @@ HISTORY = 64
 MAX_AGE_MS = 60_000.0
 
 
+def ceil_to(value: float, step: float) -> float:
+    """The first multiple of ``step`` (> 0) at or after ``value``: never before it, even
+    where floating point rounds the quotient down by a hair."""
+    up = math.ceil(value / step) * step
+    return up if up >= value else up + step
+
+
 def is_multiple(value: float, of: float) -> bool:
     """Whether ``value`` is a whole multiple of ``of`` (> 0), to a microsecond's tolerance."""
     if of <= 0:
@@ -140,7 +147,7 @@ class Lead:
         lead = self.lead_ms(now_ms) + before_ms
         if grid_ms <= 0 or lead > grid_ms / 2:
             return None
-        point = math.ceil((now_ms + lead) / grid_ms) * grid_ms
+        point = ceil_to(now_ms + lead, grid_ms)
         wait = max(0.0, point - lead - now_ms)
         if at_most_ms is not None and wait > at_most_ms:
             return None
@@ -217,13 +224,11 @@ def first_due(
     """
     due = answered_ms + interval_ms
     if grid_ms > 0:
-        up = math.ceil(due / grid_ms) * grid_ms
+        up = ceil_to(due, grid_ms)
         if up - due <= slack_ms or fine_ms <= 0:
             return up
         if grid_ms > fine_ms:
-            step = fine_ms / MISS_STEPS
-            finer = math.ceil(due / step) * step
-            return finer if finer >= due else finer + step  # never before the step
+            return ceil_to(due, fine_ms / MISS_STEPS)
     if fine_ms > 0:
-        return math.ceil(due / fine_ms) * fine_ms
+        return ceil_to(due, fine_ms)
     return due

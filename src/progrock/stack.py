@@ -96,10 +96,14 @@ def port_accepts(host: str, port: int) -> bool:
         return False
 
 
+def _tcp_socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+
+
 def check_port_free(host: str, port: int) -> socket.socket:
     """Raise if ``host:port`` cannot be bound (in use, or not an address of this
     host); else the socket bound to it, for the caller to close."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock = _tcp_socket(host)
     # As daphne does: connections of a previous run in TIME_WAIT do not count.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -112,7 +116,7 @@ def check_port_free(host: str, port: int) -> socket.socket:
 
 def _hold_free_port(held: contextlib.ExitStack, host: str = "127.0.0.1") -> int:
     """A free port of ``host``, kept bound (so no other pick returns it) until ``held`` closes."""
-    sock = held.enter_context(socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET))
+    sock = held.enter_context(_tcp_socket(host))
     sock.bind((host, 0))
     return int(sock.getsockname()[1])
 

@@ -192,7 +192,8 @@ async def _start_batch(
     # few phases. The latencies count from the planned send time, so that
     # they include how late the event loop wakes up.
     planned = now_ms()
-    engine.prep_lead.record(planned, [planned - began])
+    prepared = planned - began
+    engine.prep_lead.record(planned, [prepared])
     grid = engine.start_grid_ms(planned)
     fine = engine.tick_grid_ms
     wait = engine.create_wait_ms(planned, grid)
@@ -217,7 +218,7 @@ async def _start_batch(
             "start batch of %d: prepared in %.1f ms, created in %.1f ms, %s; "
             "first tick %.1f ms after the answer",
             len(queued),
-            planned - (wait or 0.0) - began,
+            prepared,
             answered - planned,
             aimed,
             due - answered,

@@ -61,6 +61,7 @@ async def sweep(engine: Engine) -> int:
     from progrock.polls import Tick
 
     rearm: list[Tick] = []
+    due = engine.on_grid(now_ms)  # every re-armed chain's new tick
     try:
         for task_id, expected in [*missing.items(), *stalled.items()]:
             try:
@@ -68,7 +69,6 @@ async def sweep(engine: Engine) -> int:
                     # Rebuilt from the row; 'nd' (if any) stays, and is what
                     # the re-arm must find.
                     await tasks.arebuild(task_id, engine.store)
-                due = engine.on_grid(now_ms)
                 if await engine.store.rearm(task_id, expected, due):
                     rearm.append(Tick(task_id, due))
             except Exception:

@@ -32,7 +32,7 @@ from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
-from progrock.phase import Lead, LoadMeter, grid_ms, is_multiple
+from progrock.phase import Lead, LoadMeter, ceil_to, grid_ms, is_multiple
 from progrock.polls import (
     POLL,
     ProgressCopy,
@@ -69,6 +69,9 @@ class Engine:
         # How long a start batch takes from being taken to its creates.
         self.prep_lead = Lead()
         self.load = LoadMeter()
+        # The warm-up while it runs (see get_engine; held so that it is not
+        # collected, and dropped when done: the task refers to its loop).
+        self.warming: asyncio.Task[None] | None = None
 
     # -- scheduling ---------------------------------------------------------
 
@@ -155,13 +158,13 @@ class Engine:
         if grid > 0 and not is_multiple(interval, grid):
             # An interval off the grid would spread tasks over ever more due
             # times: each tick goes back on the grid (stretching the interval).
-            return self.on_grid(due)
+            return ceil_to(due, grid)
         return due
 
     def on_grid(self, due_ms: float) -> float:
         """``due_ms`` rounded up to the tick grid (unchanged without one)."""
         grid = self.tick_grid_ms
-        return due_ms if grid <= 0 else math.ceil(due_ms / grid) * grid
+        return due_ms if grid <= 0 else ceil_to(due_ms, grid)
 
     def first_tick(self, due_ms: float, at_ms: float) -> float:
         """A new task's first tick, ``due_ms`` (:func:`progrock.phase.first_due`), at ``at_ms``.
@@ -341,10 +344,6 @@ class Engine:
 
 
 _engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Engine] = weakref.WeakKeyDictionary()
-# Each engine's warm-up (held so that the task is not collected while it runs).
-_warming: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def get_engine() -> Engine:
@@ -353,16 +352,9 @@ def get_engine() -> Engine:
     if engine is None:
         engine = Engine(load_service(), TaskStore.from_settings(), DelayStore.from_settings())
         _engines[loop] = engine
-        warming = loop.create_task(engine.warm_up(), name="progrock-warm-up")
-        _warming[loop] = warming
-        # (Dropped when done: the task refers to its loop, the dictionary's key.)
-        warming.add_done_callback(lambda task: _forget_warm_up(loop, task))
+        engine.warming = loop.create_task(engine.warm_up(), name="progrock-warm-up")
+        engine.warming.add_done_callback(lambda _: setattr(engine, "warming", None))
     return engine
-
-
-def _forget_warm_up(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
-    if _warming.get(loop) is task:  # not a later engine's, on the same loop
-        del _warming[loop]
 
 
 _START: Mapping[str, Any] = {"type": "progrock.start"}  # what a runner's log lines name

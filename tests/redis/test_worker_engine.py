@@ -554,12 +554,12 @@ async def test_a_new_worker_engine_warms_up_in_the_background(
     with override_settings(PROGROCK=conf):
         engine = worker.get_engine()
         try:
-            warming = worker._warming[loop]
-            assert not warming.done()  # get_engine() did not wait for it
+            warming = engine.warming
+            assert warming is not None and not warming.done()  # get_engine() did not wait
             assert worker.get_engine() is engine
             await warming
             await asyncio.sleep(0)  # its done callback
-            assert loop not in worker._warming  # nothing keeps the loop alive
+            assert engine.warming is None  # nothing keeps the loop alive
             assert engine.create_lead.lead_ms(now_ms()) != INITIAL_LEAD_MS * SCALE + MARGIN_MS
         finally:
             del worker._engines[loop]

@@ -17,6 +17,7 @@ from progrock.phase import (
     SEED_SCALE,
     Lead,
     LoadMeter,
+    ceil_to,
     first_due,
     grid_ms,
     is_multiple,
@@ -163,6 +164,14 @@ def test_under_heavy_load_a_first_tick_goes_on_the_fine_grid(
 ) -> None:
     """No light grid (start_grid_ms gave the fine one), no aim: shared fine-grid phases."""
     assert first_due(answered, 200.0, 20.0, 20.0, 0.0) == expected
+
+
+def test_ceil_to_is_the_first_multiple_at_or_after_the_value() -> None:
+    assert ceil_to(1003.0, 20.0) == 1020.0
+    assert ceil_to(1020.0, 20.0) == 1020.0
+    for k in range(583_928_000_000, 583_928_002_000):  # a step floats cannot hold exactly
+        value = math.nextafter(k * 3.075, math.inf)  # a hair past a multiple
+        assert value <= ceil_to(value, 3.075) < value + 3.075 + 1e-3
 
 
 def test_a_missed_batch_is_never_polled_before_the_backend_s_step() -> None:
