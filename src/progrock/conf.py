@@ -68,6 +68,13 @@ DEFAULTS: dict[str, Any] = {
     # first tick, a retry, a re-armed chain); later ticks keep its phase
     # (POLL_INTERVAL should be a multiple; if not, every tick is rounded).
     "TICK_GRID": 0.02,
+    # Seconds before its due time that a poll tick is delivered: the worker
+    # claims the batch's tasks meanwhile, then waits for the due time and asks
+    # the backend then, rather than that long after it (never before: the
+    # backend's step may not have come). The wait is capped at this lead, so
+    # clocks that differ between machines cannot hold a poll longer. Less
+    # than POLL_INTERVAL; 0: ticks are delivered at their due time.
+    "TICK_LEAD": 0.005,
     # Under light load (a worker handling fewer than LIGHT_LOAD poll ticks a
     # second, counting each arriving start as its task's ticks), new tasks'
     # creates are timed to just before a point of this coarser grid, and
@@ -123,12 +130,17 @@ class Settings:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a positive number of seconds, got {value!r}"
                 )
-        for name in ("DELAY_BATCH_WINDOW", "TICK_GRID", "TICK_GRID_LIGHT"):
+        for name in ("DELAY_BATCH_WINDOW", "TICK_GRID", "TICK_GRID_LIGHT", "TICK_LEAD"):
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a number of seconds >= 0, got {value!r}"
                 )
+        if merged["TICK_LEAD"] >= merged["POLL_INTERVAL"]:
+            raise ImproperlyConfigured(
+                "PROGROCK['TICK_LEAD'] must be less than POLL_INTERVAL "
+                f"({merged['POLL_INTERVAL']!r}), got {merged['TICK_LEAD']!r}"
+            )
         light, fine = merged["TICK_GRID_LIGHT"], merged["TICK_GRID"]
         if light and fine and not (light >= fine and is_multiple(light, fine)):
             raise ImproperlyConfigured(

@@ -75,8 +75,31 @@ def parse_ticks(raw: object) -> list[Tick]:
     return ticks
 
 
-async def poll(engine: Engine, ticks: Sequence[Tick]) -> None:
+async def until_due(due_ms: float) -> None:
+    """Wait for ``due_ms`` before asking the backend: a tick is delivered up to
+    ``TICK_LEAD`` early (:meth:`progrock.worker.Engine.schedule_ticks`), and
+    the backend's step may not have come before its due time. The wait is
+    capped at that lead: a clock that differs between the delay server's
+    machine and this one cannot hold a poll for longer. (Looped: uvloop rounds
+    a timer to whole milliseconds, and may wake up to one early.)"""
+    now = now_ms()
+    until = min(due_ms, now + float(progrock_settings.TICK_LEAD) * 1000)
+    while now < until:
+        await asyncio.sleep((until - now) / 1000)
+        now = now_ms()
+
+
+@dataclass(slots=True)
+class PollTimes:
+    """When a poll asked the backend and announced what changed (ms, for the debug log)."""
+
+    asked_ms: float | None = None
+    announced_ms: float | None = None
+
+
+async def poll(engine: Engine, ticks: Sequence[Tick], times: PollTimes | None = None) -> None:
     """Poll the backend for a batch of due ticks and announce what changed."""
+    times = times if times is not None else PollTimes()
     clock_ms = now_ms()
     engine.load.add(clock_ms, len(ticks))
     claims = [(t.task_id, t.due_ms, engine.next_due(t.due_ms, clock_ms)) for t in ticks]
@@ -102,6 +125,8 @@ async def poll(engine: Engine, ticks: Sequence[Tick]) -> None:
     if not running:
         return
     refs = {fields["ref"]: task_id for task_id, fields in running.items()}
+    await until_due(max(t.due_ms for t in ticks if t.task_id in running))
+    times.asked_ms = now_ms()
     try:
         statuses: Mapping[
             str, ServiceStatus | ServiceError | None
@@ -153,6 +178,7 @@ async def poll(engine: Engine, ticks: Sequence[Tick]) -> None:
         next_ticks.append(Tick(task_id, following[task_id]))
     try:
         replies = await engine.store.apply_many(changes, bookkeeping)
+        times.announced_ms = now_ms()
     finally:
         # Whatever happened above, every running task keeps its poll chain
         # and every end found in this batch is still recorded.

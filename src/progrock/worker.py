@@ -35,6 +35,7 @@ from progrock.models import Task
 from progrock.phase import Lead, LoadMeter, ceil_to, grid_ms, is_multiple
 from progrock.polls import (
     POLL,
+    PollTimes,
     ProgressCopy,
     Tick,
     ending_from_backend,
@@ -88,7 +89,9 @@ class Engine:
         for t in ticks:
             groups.setdefault(t.due_ms, []).append([t.task_id, t.due_ms])
         batch = max(1, int(progrock_settings.TICK_BATCH))
-        now = now_ms()
+        # Delivered TICK_LEAD early: the worker claims meanwhile and waits for
+        # the due time before asking the backend (polls.poll).
+        now = now_ms() + float(progrock_settings.TICK_LEAD) * 1000
         await self.delay.schedule_many(
             [
                 {
@@ -229,15 +232,21 @@ class Engine:
 
     async def poll(self, ticks: Sequence[Tick]) -> None:
         """Poll a batch of due ticks (see :mod:`progrock.polls`)."""
-        started = time.perf_counter()
-        try:
+        if not logger.isEnabledFor(logging.DEBUG):
             await poll(self, ticks)
+            return
+        started, times = time.perf_counter(), PollTimes()
+        try:
+            await poll(self, ticks, times)
         finally:
+            due = min((t.due_ms for t in ticks), default=now_ms())
             logger.debug(
-                "polled %d ticks in %.1f ms, %.1f ms late",
+                "polled %d ticks in %.1f ms, %.1f ms late; asked the backend %s, announced %s",
                 len(ticks),
                 (time.perf_counter() - started) * 1000,
-                now_ms() - min((t.due_ms for t in ticks), default=now_ms()),
+                now_ms() - due,
+                "never" if times.asked_ms is None else f"{times.asked_ms - due:+.1f} ms",
+                "nothing" if times.announced_ms is None else f"{times.announced_ms - due:+.1f} ms",
             )
 
     async def warm_up(self) -> None:

@@ -581,3 +581,79 @@ async def test_creates_that_created_nothing_teach_the_lead_nothing(
     assert engine.create_lead.lead_ms(now_ms()) == guess
     await engine.start(start_message(interval_ms=1000))  # created: timed
     assert engine.create_lead.lead_ms(now_ms()) != guess
+
+
+async def pending_ticks_with_scores(engine: Engine, task_id: str) -> list[tuple[float, float]]:
+    """(tick due time, when the delay server delivers it) of each pending tick of ``task_id``."""
+    client = engine.delay.client
+    out = []
+    for member, score in await client.zrange("progrock:delay:pending", 0, -1, withscores=True):
+        raw = await client.hget("progrock:delay:payload", member)
+        for tid, due in json.loads(raw)["content"].get("ticks", []):
+            if tid == task_id:
+                out.append((due, score))
+    return out
+
+
+def record_status_calls(engine: Engine) -> list[float]:
+    """Make the engine's service note when each status request goes out."""
+    calls: list[float] = []
+    status_many = engine.service.status_many
+
+    async def noting(refs: list[str]) -> Any:
+        calls.append(now_ms())
+        return await status_many(refs)
+
+    engine.service.status_many = noting  # type: ignore[method-assign]
+    return calls
+
+
+async def test_ticks_are_delivered_tick_lead_before_they_are_due(
+    engine: Engine, redis_url: str
+) -> None:
+    """The delay server hands a tick over TICK_LEAD early; it still carries its due time."""
+    with override_settings(PROGROCK={"REDIS_URL": redis_url, "TICK_LEAD": 0.05}):
+        message = start_message(interval_ms=1000)
+        await engine.start(message)
+        task_id = str(message["task_id"])
+        [(due, delivered)] = await pending_ticks_with_scores(engine, task_id)
+        assert due == await next_due(engine, task_id)
+        assert due - 50 <= delivered < due - 40
+
+
+async def test_a_tick_delivered_early_asks_the_backend_at_its_due_time(
+    engine: Engine, redis_url: str
+) -> None:
+    """The worker claims an early tick at once but waits for its due time to ask the backend:
+    the backend's step may not have come before it."""
+    with override_settings(PROGROCK={"REDIS_URL": redis_url, "TICK_LEAD": 0.05}):
+        message = start_message(interval_ms=200)  # a step as each poll is due
+        await engine.start(message)
+        task_id = str(message["task_id"])
+        due = await next_due(engine, task_id)
+        calls = record_status_calls(engine)
+        await asyncio.sleep(max(0.0, (due - 45 - now_ms()) / 1000))
+        await engine.poll([Tick(task_id, due)])
+        [asked] = calls
+        assert due <= asked < due + 45
+        view = await engine.store.view(task_id)
+        assert view is not None and view.progress > 0  # the step was there to be seen
+        assert await next_due(engine, task_id) == due + 200  # POLL_INTERVAL
+
+
+async def test_the_wait_for_a_due_time_is_capped_at_the_lead(
+    engine: Engine, redis_url: str
+) -> None:
+    """A tick due far ahead of this machine's clock (another machine's clock runs ahead)
+    waits for TICK_LEAD at most."""
+    with override_settings(PROGROCK={"REDIS_URL": redis_url, "TICK_LEAD": 0.05}):
+        message = start_message(interval_ms=1000)
+        await engine.start(message)
+        task_id = str(message["task_id"])
+        ahead = now_ms() + 10_000
+        await engine.store.redis.hset(f"progrock:t:{task_id}", "nd", repr(ahead))
+        calls = record_status_calls(engine)
+        began = now_ms()
+        await asyncio.wait_for(engine.poll([Tick(task_id, ahead)]), timeout=5)
+        [asked] = calls
+        assert began + 45 <= asked < began + 1000

@@ -220,6 +220,15 @@ def test_light_load_must_be_a_rate(bad: object) -> None:
         progrock_settings.LIGHT_LOAD  # noqa: B018
 
 
+@pytest.mark.parametrize(("lead", "match"), [(-0.001, ">= 0"), ("5", ">= 0"), (0.2, "less than")])
+def test_a_tick_lead_must_be_shorter_than_the_interval(lead: object, match: str) -> None:
+    with (
+        override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_LEAD": lead}),
+        pytest.raises(ImproperlyConfigured, match=f"TICK_LEAD.*{match}"),
+    ):
+        progrock_settings.TICK_LEAD  # noqa: B018
+
+
 # -- the engine's use of it (no connections touched) ------------------------
 
 
