@@ -169,12 +169,13 @@ return out
 """
 
 STATUS_DIFFERS_LUA: Final = """
--- Indexes (1-based) of the keys whose 'status' is not ARGV[1]'s entry (a JSON
--- list), or that have no live state.
+-- {index (1-based), 1 if it has live state else 0} of the keys whose 'status'
+-- is not ARGV[1]'s entry (a JSON list), or that have no live state.
 local want = cjson.decode(ARGV[1])
 local out = {}
 for i = 1, #KEYS do
-  if redis.call('HGET', KEYS[i], 'status') ~= want[i] then out[#out + 1] = i end
+  local st = redis.call('HGET', KEYS[i], 'status')
+  if st ~= want[i] then out[#out + 1] = {i, st and 1 or 0} end
 end
 return out
 """
@@ -417,10 +418,11 @@ class TaskStore:
 
     async def status_differs(
         self, statuses: Sequence[tuple[str, str]], chunk: int = 1000
-    ) -> list[str]:
+    ) -> dict[str, bool]:
         """Of ``(task_id, status)`` pairs, the tasks whose live status is another
-        (or that have no live state), checked in Redis."""
-        out: list[str] = []
+        (or that have no live state), checked in Redis; each with whether it
+        has live state at all."""
+        out: dict[str, bool] = {}
         for i in range(0, len(statuses), chunk):
             part = statuses[i : i + chunk]
             replies = await self._run(
@@ -428,7 +430,8 @@ class TaskStore:
                 [state_key(task_id) for task_id, _ in part],
                 [json.dumps([status for _, status in part])],
             )
-            out.extend(part[int(index) - 1][0] for index in replies)
+            for index, has_state in replies:
+                out[part[int(index) - 1][0]] = bool(int(has_state))
         return out
 
     async def claim(

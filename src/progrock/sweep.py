@@ -143,17 +143,18 @@ async def _sweep_unannounced(engine: Engine, now: float) -> None:
     """Announce recent ends that the database has but live state lacks (a crash
     between the two); APPLY refuses anything a second time."""
     finished = [t async for t in recently_finished(now - 600)]
-    differ = set(await engine.store.status_differs([(str(t.pk), t.status) for t in finished]))
+    # Per task whose live status is not its row's: whether it has live state at all.
+    differ = await engine.store.status_differs([(str(t.pk), t.status) for t in finished])
     for task in finished:
-        if str(task.pk) not in differ:
+        has_state = differ.get(str(task.pk))
+        if has_state is None:
             continue
-        fields = await engine.store.load_fields([str(task.pk)], ("status",))
         view = task.view()
         message = view.terminal()
         if message is None:  # pragma: no cover - filtered on terminal statuses
             continue
         message.pop("seq", None)
-        if fields[str(task.pk)] is None:
+        if not has_state:
             before = tasks.live_fields(task, rebuilt=True)
             before["status"] = Status.RUNNING.value
             if not await engine.store.init_if_absent(str(task.pk), before):

@@ -361,8 +361,11 @@ async def test_status_differs_names_tasks_whose_live_status_is_another(store: Ta
     await store.init("t-other", {"status": "running"})
     pairs = [("t-same", "succeeded"), ("t-other", "succeeded"), ("t-absent", "failed")]
     for chunk in (1000, 1):
-        assert await store.status_differs(pairs, chunk=chunk) == ["t-other", "t-absent"]
-    assert await store.status_differs([]) == []
+        assert await store.status_differs(pairs, chunk=chunk) == {
+            "t-other": True,
+            "t-absent": False,
+        }
+    assert await store.status_differs([]) == {}
 
 
 async def test_after_a_reconnect_listeners_resync_only_once_subscribed_again(

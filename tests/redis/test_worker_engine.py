@@ -287,6 +287,29 @@ async def test_the_sweep_announces_an_end_the_database_has_but_redis_lacks(
     assert view is not None and view.seq == 2
 
 
+async def test_the_sweep_announces_an_end_whose_live_state_is_gone(engine: Engine) -> None:
+    """An end the database has, for a task whose live state vanished (Redis flushed),
+    is rebuilt and announced by the sweep."""
+    message = start_message(interval_ms=1000)
+    await engine.start(message)
+    task_id = str(message["task_id"])
+    await Task.objects.filter(pk=task_id).aupdate(
+        status="failed",
+        progress=6,
+        error={"code": "lost", "detail": "x"},
+        finished_at=datetime.now(UTC),
+    )
+    await engine.store.redis.delete(f"progrock:t:{task_id}")
+    await engine.sweep()
+    view = await engine.store.view(task_id)
+    assert view is not None and view.status.value == "failed" and view.progress == 6
+    assert view.error == {"code": "lost", "detail": "x"}
+    seq = view.seq
+    await engine.sweep()
+    view = await engine.store.view(task_id)
+    assert view is not None and view.seq == seq  # announced once
+
+
 async def test_concurrent_starts_respect_the_owner_limit(engine: Engine, redis_url: str) -> None:
     """Five simultaneous starts of one owner with a limit of 2 leave exactly 2 tasks."""
     layers = {
