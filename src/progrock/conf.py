@@ -6,6 +6,7 @@ Read lazily (``progrock_settings.NAME``) and reset when Django's
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -126,13 +127,23 @@ class Settings:
             "START_TIMEOUT",
         ):
             value = merged[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a positive number of seconds, got {value!r}"
                 )
         for name in ("DELAY_BATCH_WINDOW", "TICK_GRID", "TICK_GRID_LIGHT", "TICK_LEAD"):
             value = merged[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a number of seconds >= 0, got {value!r}"
                 )

@@ -231,7 +231,23 @@ class Engine:
     # -- poll ---------------------------------------------------------------
 
     async def poll(self, ticks: Sequence[Tick]) -> None:
-        """Poll a batch of due ticks (see :mod:`progrock.polls`)."""
+        """Poll a batch of due ticks (see :mod:`progrock.polls`).
+
+        A message may merge ticks of several due times (a delay server that
+        fell behind merges whatever was delivered). Those already due are
+        polled at once, each later due time on its own: ticks arrive up to
+        ``TICK_LEAD`` early, and a poll waits for its latest due time.
+        """
+        now = now_ms()
+        groups: dict[float, list[Tick]] = {}
+        for t in ticks:
+            groups.setdefault(t.due_ms if t.due_ms > now else 0.0, []).append(t)
+        if len(groups) > 1:
+            await asyncio.gather(*(self._poll(group) for group in groups.values()))
+        else:
+            await self._poll(ticks)
+
+    async def _poll(self, ticks: Sequence[Tick]) -> None:
         if not logger.isEnabledFor(logging.DEBUG):
             await poll(self, ticks)
             return
@@ -239,7 +255,7 @@ class Engine:
         try:
             await poll(self, ticks, times)
         finally:
-            due = min((t.due_ms for t in ticks), default=now_ms())
+            due = max((t.due_ms for t in ticks), default=now_ms())
             logger.debug(
                 "polled %d ticks in %.1f ms, %.1f ms late; asked the backend %s, announced %s",
                 len(ticks),

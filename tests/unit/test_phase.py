@@ -220,13 +220,28 @@ def test_light_load_must_be_a_rate(bad: object) -> None:
         progrock_settings.LIGHT_LOAD  # noqa: B018
 
 
-@pytest.mark.parametrize(("lead", "match"), [(-0.001, ">= 0"), ("5", ">= 0"), (0.2, "less than")])
+@pytest.mark.parametrize(
+    ("lead", "match"),
+    [
+        (-0.001, ">= 0"),
+        ("5", ">= 0"),
+        (float("nan"), ">= 0"),
+        (float("inf"), ">= 0"),
+        (0.2, "less than"),
+    ],
+)
 def test_a_tick_lead_must_be_shorter_than_the_interval(lead: object, match: str) -> None:
     with (
         override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_LEAD": lead}),
         pytest.raises(ImproperlyConfigured, match=f"TICK_LEAD.*{match}"),
     ):
         progrock_settings.TICK_LEAD  # noqa: B018
+
+
+@pytest.mark.parametrize("lead", [0, 0.005, 0.199])
+def test_tick_leads_shorter_than_the_interval_are_accepted(lead: float) -> None:
+    with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_LEAD": lead}):
+        assert lead == progrock_settings.TICK_LEAD
 
 
 # -- the engine's use of it (no connections touched) ------------------------
