@@ -94,6 +94,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def _is_seconds(value: object) -> bool:
+    """A finite int or float (not a bool): a duration setting's type."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class Settings:
     """Lazy view of ``settings.PROGROCK`` merged over :data:`DEFAULTS`."""
 
@@ -127,23 +132,13 @@ class Settings:
             "START_TIMEOUT",
         ):
             value = merged[name]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value <= 0
-            ):
+            if not _is_seconds(value) or value <= 0:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a positive number of seconds, got {value!r}"
                 )
         for name in ("DELAY_BATCH_WINDOW", "TICK_GRID", "TICK_GRID_LIGHT", "TICK_LEAD"):
             value = merged[name]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value < 0
-            ):
+            if not _is_seconds(value) or value < 0:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a number of seconds >= 0, got {value!r}"
                 )

@@ -90,14 +90,14 @@ class Engine:
             groups.setdefault(t.due_ms, []).append([t.task_id, t.due_ms])
         batch = max(1, int(progrock_settings.TICK_BATCH))
         # Delivered TICK_LEAD early: the worker claims meanwhile and waits for
-        # the due time before asking the backend (polls.poll).
-        now = now_ms() + float(progrock_settings.TICK_LEAD) * 1000
+        # the due time before asking the backend (polls.until_due).
+        early = now_ms() + float(progrock_settings.TICK_LEAD) * 1000
         await self.delay.schedule_many(
             [
                 {
                     "channel": progrock_settings.WORKER_CHANNEL,
                     "content": {"type": POLL, "ticks": items[i : i + batch]},
-                    "delay": max(0.0, due - now),
+                    "delay": max(0.0, due - early),
                     "merge": True,
                 }
                 for due, items in groups.items()
