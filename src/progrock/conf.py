@@ -88,6 +88,14 @@ DEFAULTS: dict[str, Any] = {
     # used; 0: TICK_GRID. LIGHT_LOAD 0 turns light-load handling off.
     "TICK_GRID_LIGHT": 0.1,
     "LIGHT_LOAD": 500,
+    # Under light load, a start batch's first tick is due one POLL_INTERVAL
+    # after its creates were answered, rounded up to this many seconds: its
+    # polls come at most this long after the backend's steps, for the task's
+    # whole life, at the price of more, smaller poll batches (a phase per
+    # start batch, near the points of TICK_GRID_LIGHT). 0: up to the
+    # TICK_GRID_LIGHT point the batch aimed at (fewer batches; polls up to the
+    # create lead's margin, a few ms, after the steps). At most TICK_GRID.
+    "TICK_ALIGN": 0.001,
     # Garbage-collector thresholds for busy processes (progrock.runtime.tune_gc);
     # None leaves Python's defaults.
     "GC_THRESHOLDS": (50_000, 50, 100),
@@ -136,7 +144,13 @@ class Settings:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a positive number of seconds, got {value!r}"
                 )
-        for name in ("DELAY_BATCH_WINDOW", "TICK_GRID", "TICK_GRID_LIGHT", "TICK_LEAD"):
+        for name in (
+            "DELAY_BATCH_WINDOW",
+            "TICK_GRID",
+            "TICK_GRID_LIGHT",
+            "TICK_LEAD",
+            "TICK_ALIGN",
+        ):
             value = merged[name]
             if not _is_seconds(value) or value < 0:
                 raise ImproperlyConfigured(
@@ -146,6 +160,11 @@ class Settings:
             raise ImproperlyConfigured(
                 "PROGROCK['TICK_LEAD'] must be less than POLL_INTERVAL "
                 f"({merged['POLL_INTERVAL']!r}), got {merged['TICK_LEAD']!r}"
+            )
+        if merged["TICK_GRID"] and merged["TICK_ALIGN"] > merged["TICK_GRID"]:
+            raise ImproperlyConfigured(
+                "PROGROCK['TICK_ALIGN'] must be at most TICK_GRID "
+                f"({merged['TICK_GRID']!r}), got {merged['TICK_ALIGN']!r}"
             )
         light, fine = merged["TICK_GRID_LIGHT"], merged["TICK_GRID"]
         if light and fine and not (light >= fine and is_multiple(light, fine)):

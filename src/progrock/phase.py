@@ -19,6 +19,14 @@ of a fine grid step (:data:`MISS_STEPS`) instead: its batch's tasks are
 polled at most 5 ms (by default) after the backend's steps rather than up
 to a whole fine step (20 ms) later, for their whole life.
 
+Aiming is not exact: the lead carries a margin, so answers come up to a few
+milliseconds before the point, and a poll on the point comes that long after
+the backend's step. With ``TICK_ALIGN`` (1 ms by default) a light-load
+batch's first tick is instead one interval after its own answer, rounded up
+to that step: the polls follow the steps within a millisecond, and a batch
+gets a phase of its own unless another's rounds to the same point (more,
+smaller poll batches; the aiming still crowds them near the grid's points).
+
 Light load also gets a coarser grid (:func:`grid_ms`, ``TICK_GRID_LIGHT``):
 fewer, larger poll batches where each batch's fixed cost dominates. Both
 cost start latency: a start waits for the next point of that grid (usually
@@ -206,11 +214,24 @@ def grid_ms(fine_ms: float, light_ms: float, interval_ms: float, light: bool) ->
 
 
 def first_due(
-    answered_ms: float, interval_ms: float, grid_ms: float, fine_ms: float, slack_ms: float
+    answered_ms: float,
+    interval_ms: float,
+    grid_ms: float,
+    fine_ms: float,
+    slack_ms: float,
+    align_ms: float = 0.0,
 ) -> float:
     """A new task's first tick: one interval after its create was answered, on a grid.
 
-    Rounded up to ``grid_ms`` when that adds at most ``slack_ms`` (a create
+    On the light grid (``grid_ms`` coarser than ``fine_ms``) with an
+    ``align_ms`` (``TICK_ALIGN``), rounded up to that step, wherever the
+    answer fell: the batch's polls come at most ``align_ms`` after the
+    backend's steps, in a phase of their own unless another batch's rounds
+    to the same point. (Creates are still aimed at the light grid, so these
+    phases crowd near its points, and batches started a whole number of
+    intervals apart share them.)
+
+    Otherwise rounded up to ``grid_ms`` when that adds at most ``slack_ms`` (a create
     sent in time, answered at most the lead before its grid point).
     Otherwise, on the light grid (``grid_ms`` coarser than ``fine_ms``: a
     create answered after its point, or sent without aiming because its
@@ -223,6 +244,8 @@ def first_due(
     batches sent at once are polled together.
     """
     due = answered_ms + interval_ms
+    if align_ms > 0 and grid_ms > fine_ms:
+        return ceil_to(due, align_ms)
     if grid_ms > 0:
         up = ceil_to(due, grid_ms)
         if up - due <= slack_ms or fine_ms <= 0:

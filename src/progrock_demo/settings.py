@@ -144,6 +144,8 @@ if os.environ.get("PROGROCK_MAX_RUNNING_PER_OWNER"):
 if os.environ.get("PROGROCK_SWEEP_INTERVAL"):
     PROGROCK["SWEEP_INTERVAL"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])
     PROGROCK["STALL_AFTER"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])
+if os.environ.get("PROGROCK_TICK_ALIGN"):  # for benchmarks: the setting at another value
+    PROGROCK["TICK_ALIGN"] = float(os.environ["PROGROCK_TICK_ALIGN"])
 if os.environ.get("PROGROCK_TICK_LEAD"):  # for benchmarks: the setting at another value
     PROGROCK["TICK_LEAD"] = float(os.environ["PROGROCK_TICK_LEAD"])
 

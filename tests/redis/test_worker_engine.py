@@ -30,6 +30,8 @@ from progrock.phase import (
     SEED_EXTRA_MS,
     SEED_SCALE,
     Lead,
+    ceil_to,
+    is_multiple,
 )
 from progrock.polls import Tick, parse_ticks
 from progrock.redis_server import free_port
@@ -498,7 +500,7 @@ async def test_creates_go_out_just_before_a_point_of_the_start_grid(engine: Engi
     engine.create_lead = Lead(initial_ms=120.0, margin_ms=0.0)  # creates: 150 ms
     engine.prep_lead = Lead(initial_ms=80.0, margin_ms=0.0)  # preparation: 100 ms
     assert engine.create_lead.lead_ms(now_ms()) == 150.0
-    grids = {"POLL_INTERVAL": 1.0, "TICK_GRID": 0.1, "TICK_GRID_LIGHT": 0.5}
+    grids = {"POLL_INTERVAL": 1.0, "TICK_GRID": 0.1, "TICK_GRID_LIGHT": 0.5, "TICK_ALIGN": 0}
     with override_settings(PROGROCK={**settings.PROGROCK, **grids}):
         message = start_message(interval_ms=1000)
         # As the worker's start runner does: gather, then start the batch.
@@ -509,6 +511,40 @@ async def test_creates_go_out_just_before_a_point_of_the_start_grid(engine: Engi
         assert (at + 150.0) % 500.0 < 100.0, at
         point = at + 150.0 - (at + 150.0) % 500.0
         assert await next_due(engine, str(message["task_id"])) == point + 1000.0
+
+
+async def test_with_tick_align_the_first_tick_follows_the_answer_not_the_point(
+    engine: Engine,
+) -> None:
+    """TICK_ALIGN (the default): the create is still aimed at the coarse grid, but
+    the first tick is one interval after the answer, rounded up to the align step,
+    not up to the point the create aimed at: no slack before the backend's step."""
+    answered: list[float] = []
+    create_many = engine.service.create_many  # type: ignore[attr-defined]
+
+    async def timed_create_many(*args: Any, **kwargs: Any) -> Any:
+        result = await create_many(*args, **kwargs)
+        answered.append(now_ms())  # at or before the engine's own reading
+        return result
+
+    engine.service.create_many = timed_create_many  # type: ignore[attr-defined]
+    engine.create_lead = Lead(initial_ms=120.0, margin_ms=0.0)  # 150 ms before the point
+    engine.prep_lead = Lead(initial_ms=8.0, margin_ms=0.0)
+    grids = {"POLL_INTERVAL": 1.0, "TICK_GRID": 0.1, "TICK_GRID_LIGHT": 0.5, "TICK_ALIGN": 0.004}
+    with override_settings(PROGROCK={**settings.PROGROCK, **grids}):
+        message = start_message(interval_ms=1000)
+        await asyncio.sleep(engine.gather_s(0.02))
+        await engine.start(message)
+        after = now_ms()
+    [at] = answered
+    due = await next_due(engine, str(message["task_id"]))
+    assert at + 1000.0 <= due <= after + 1000.0 + 4.0
+    assert is_multiple(due, 4.0)
+    # The answer came about 150 ms before the 500 ms point it aimed at (less
+    # if the event loop woke late); the tick did not wait for that point.
+    point = ceil_to(at, 500.0)
+    assert point - at > 20.0, (at, point)
+    assert due < point + 1000.0 - 15.0
 
 
 def seeded_lead(took_ms: float) -> float:

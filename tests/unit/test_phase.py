@@ -183,6 +183,21 @@ def test_a_missed_batch_is_never_polled_before_the_backend_s_step() -> None:
         assert due - (answered + 200.0) <= 12.3 / 4 + 1e-3
 
 
+@pytest.mark.parametrize("answered", [1061.0, 1096.0, 1096.25, 1100.0, 1100.5, 1152.5])
+def test_with_an_align_step_a_light_first_tick_follows_the_answer(answered: float) -> None:
+    """TICK_ALIGN: on the light grid, up to the align step after the answer's
+    interval, whether or not the create was aimed (no slack before a point)."""
+    for slack in (0.0, 5.0):
+        due = first_due(answered, 200.0, 100.0, 20.0, slack, 1.0)
+        assert answered + 200.0 <= due < answered + 201.0
+        assert is_multiple(due, 1.0)
+
+
+def test_an_align_step_leaves_the_heavy_load_grid_alone() -> None:
+    """Under heavy load (the fine grid) batches share fine-grid phases as before."""
+    assert first_due(1061.0, 200.0, 20.0, 20.0, 0.0, 1.0) == 1280.0
+
+
 def test_a_first_tick_without_grids_is_exact() -> None:
     assert first_due(1003.5, 200.0, 0.0, 0.0, 0.0) == 1203.5
     assert first_due(1041.0, 200.0, 0.0, 20.0, 0.0) == 1260.0
@@ -242,6 +257,30 @@ def test_a_tick_lead_must_be_shorter_than_the_interval(lead: object, match: str)
 def test_tick_leads_shorter_than_the_interval_are_accepted(lead: float) -> None:
     with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_LEAD": lead}):
         assert lead == progrock_settings.TICK_LEAD
+
+
+@pytest.mark.parametrize(
+    ("align", "match"),
+    [
+        (-0.001, ">= 0"),
+        ("0.001", ">= 0"),
+        (float("nan"), ">= 0"),
+        (float("inf"), ">= 0"),
+        (0.03, "at most TICK_GRID"),
+    ],
+)
+def test_a_tick_align_must_be_a_duration_within_the_tick_grid(align: object, match: str) -> None:
+    with (
+        override_settings(PROGROCK={"TICK_GRID": 0.02, "TICK_ALIGN": align}),
+        pytest.raises(ImproperlyConfigured, match=f"TICK_ALIGN.*{match}"),
+    ):
+        progrock_settings.TICK_ALIGN  # noqa: B018
+
+
+@pytest.mark.parametrize(("grid", "align"), [(0.02, 0), (0.02, 0.001), (0.02, 0.02), (0, 0.05)])
+def test_tick_aligns_within_the_tick_grid_are_accepted(grid: float, align: float) -> None:
+    with override_settings(PROGROCK={"TICK_GRID": grid, "TICK_ALIGN": align}):
+        assert align == progrock_settings.TICK_ALIGN
 
 
 # -- the engine's use of it (no connections touched) ------------------------
