@@ -94,6 +94,7 @@ class PollTimes:
     """When a poll asked the backend and announced what changed (ms, for the debug log)."""
 
     asked_ms: float | None = None
+    answered_ms: float | None = None
     announced_ms: float | None = None
 
 
@@ -134,6 +135,7 @@ async def poll(engine: Engine, ticks: Sequence[Tick], times: PollTimes | None = 
     except ServiceError as exc:
         statuses = {ref: exc for ref in refs}
     now, clock_ms = time.time(), now_ms()
+    times.answered_ms = clock_ms
     changes: list[Change] = []
     bookkeeping: list[tuple[str, dict[str, Any]]] = []
     next_ticks: list[Tick] = []
