@@ -66,8 +66,9 @@ DEFAULTS: dict[str, Any] = {
     "DELAY_BATCH_WINDOW": 0.004,
     # Poll ticks are due on a grid of this many seconds, so that tasks share
     # due times and are polled together: where a task's rhythm begins (its
-    # first tick, a retry, a re-armed chain); later ticks keep its phase
-    # (POLL_INTERVAL should be a multiple; if not, every tick is rounded).
+    # first tick under heavy load, a retry, a re-armed chain; light-load first
+    # ticks: TICK_ALIGN); later ticks keep its phase (POLL_INTERVAL should be a
+    # multiple; if not, every tick is rounded).
     "TICK_GRID": 0.02,
     # Seconds before its due time that a poll tick is delivered: the worker
     # claims the batch's tasks meanwhile, then waits for the due time and asks
@@ -79,9 +80,10 @@ DEFAULTS: dict[str, Any] = {
     # Under light load (a worker handling fewer than LIGHT_LOAD poll ticks a
     # second, counting each arriving start as its task's ticks), new tasks'
     # creates are timed to just before a point of this coarser grid, and
-    # their ticks go on it (a batch answered after that point, or sent
-    # without aiming when its preparation overran, goes on a grid four times
-    # finer than TICK_GRID): fewer, larger batches where their
+    # their first ticks follow the answer (TICK_ALIGN; with TICK_ALIGN 0 they
+    # go on the point, and a batch answered after it, or sent without aiming
+    # when its preparation overran, on a grid four times finer than
+    # TICK_GRID): polls crowd near the grid's points where a poll batch's
     # fixed cost dominates, at some start latency (usually under one step, at
     # most one and a half; progrock.phase). A
     # multiple of TICK_GRID that divides POLL_INTERVAL, else TICK_GRID is
@@ -94,7 +96,8 @@ DEFAULTS: dict[str, Any] = {
     # whole life, at the price of more, smaller poll batches (a phase per
     # start batch, near the points of TICK_GRID_LIGHT). 0: up to the
     # TICK_GRID_LIGHT point the batch aimed at (fewer batches; polls up to the
-    # create lead's margin, a few ms, after the steps). At most TICK_GRID.
+    # create lead's margin, a few ms, after the steps). At most TICK_GRID;
+    # unused when the light grid is (LIGHT_LOAD 0, TICK_GRID_LIGHT 0 or unusable).
     "TICK_ALIGN": 0.001,
     # Garbage-collector thresholds for busy processes (progrock.runtime.tune_gc);
     # None leaves Python's defaults.

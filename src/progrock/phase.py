@@ -11,21 +11,23 @@ Under light load a worker removes that offset by choosing when the creates
 go out (:class:`Lead`, :func:`first_due`): it lets starts gather until a
 batch can be prepared and its create calls sent ``lead`` milliseconds before
 a grid point, ``lead`` being a little more than the slowest create of recent
-batches. The answers then arrive just before the grid point, and the first
-poll (one interval later, on the grid) comes right after the backend's
-first step. A create answered after its grid point (or sent without
-aiming, its batch's preparation having overrun) goes up to the next quarter
-of a fine grid step (:data:`MISS_STEPS`) instead: its batch's tasks are
-polled at most 5 ms (by default) after the backend's steps rather than up
-to a whole fine step (20 ms) later, for their whole life.
+batches. The answers then arrive just before the grid point.
 
 Aiming is not exact: the lead carries a margin, so answers come up to a few
-milliseconds before the point, and a poll on the point comes that long after
-the backend's step. With ``TICK_ALIGN`` (1 ms by default) a light-load
-batch's first tick is instead one interval after its own answer, rounded up
-to that step: the polls follow the steps within a millisecond, and a batch
-gets a phase of its own unless another's rounds to the same point (more,
-smaller poll batches; the aiming still crowds them near the grid's points).
+milliseconds before the point. With ``TICK_ALIGN`` (1 ms by default) a
+light-load batch's first tick is one interval after its own answer, rounded
+up to that step: the polls follow the backend's steps within a millisecond,
+and a batch gets a phase of its own unless another's rounds to the same
+point (more, smaller poll batches; the aiming still crowds them near the
+grid's points, so batches a whole number of intervals apart often share).
+
+With ``TICK_ALIGN`` 0 the first poll goes on the grid point (one interval
+later), a few milliseconds after the backend's first step, in the point's
+shared batch. A create answered after its grid point (or sent without
+aiming, its batch's preparation having overrun) then goes up to the next
+quarter of a fine grid step (:data:`MISS_STEPS`) instead: its batch's tasks
+are polled at most 5 ms (by default) after the backend's steps rather than
+up to a whole fine step (20 ms) later, for their whole life.
 
 Light load also gets a coarser grid (:func:`grid_ms`, ``TICK_GRID_LIGHT``):
 fewer, larger poll batches where each batch's fixed cost dominates. Both
@@ -55,8 +57,9 @@ MARGIN_MS = 1.0
 #: batch's work.
 SEED_SCALE = 2.0
 SEED_EXTRA_MS = 2.0
-#: A create answered after its grid point, or sent without aiming, goes up to
-#: the next point of a grid this many times finer than the fine tick grid.
+#: Without an align step (``TICK_ALIGN`` 0), a create answered after its grid
+#: point, or sent without aiming, goes up to the next point of a grid this many
+#: times finer than the fine tick grid.
 MISS_STEPS = 4
 #: How many recent batches the lead covers...
 HISTORY = 64

@@ -207,8 +207,7 @@ async def _start_batch(
     if any(isinstance(result, ServiceStatus) for result in results):
         # (A call that created nothing tells nothing of how long creates take.)
         engine.create_lead.record(answered, [answered - planned])
-    align = float(progrock_settings.TICK_ALIGN) * 1000
-    due = first_due(answered, engine.interval_ms, grid, fine, slack, align)
+    due = first_due(answered, engine.interval_ms, grid, fine, slack, engine.tick_align_ms)
     if logger.isEnabledFor(logging.DEBUG):
         aimed = (
             "not aimed"

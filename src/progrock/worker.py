@@ -134,6 +134,11 @@ class Engine:
         """The tick grid, ``TICK_GRID``, in ms (0: none)."""
         return float(progrock_settings.TICK_GRID) * 1000
 
+    @property
+    def tick_align_ms(self) -> float:
+        """The light-load first ticks' align step, ``TICK_ALIGN``, in ms (0: none)."""
+        return float(progrock_settings.TICK_ALIGN) * 1000
+
     def next_due(self, due_ms: float, at_ms: float) -> float:
         """The tick after one due at ``due_ms`` and handled at ``at_ms``, in its phase.
 
@@ -144,12 +149,12 @@ class Engine:
         rhythm could straddle (polls that alternately see no step and two).
 
         Ticks are put on the tick grid where a task's rhythm begins (its first
-        tick, :func:`progrock.phase.first_due`; a retry after backend trouble,
-        a chain the sweep re-arms: :meth:`on_grid`), so that tasks share due
-        times and the delay server merges their ticks into one message and one
-        backend call; this keeps whatever phase that gave (a start batch
-        answered after its grid point keeps a finer one,
-        :func:`progrock.phase.first_due`). With a ``POLL_INTERVAL`` that is not
+        tick under heavy load, :func:`progrock.phase.first_due`; a retry after
+        backend trouble, a chain the sweep re-arms: :meth:`on_grid`), so that
+        tasks share due times and the delay server merges their ticks into one
+        message and one backend call; this keeps whatever phase that gave (a
+        light-load start batch's first tick keeps its finer ``TICK_ALIGN``
+        phase, :func:`progrock.phase.first_due`). With a ``POLL_INTERVAL`` that is not
         a multiple of ``TICK_GRID``, every tick is rounded up to the grid, which
         stretches the interval (0.25 s on a 20 ms grid: 260 ms).
         """
@@ -190,9 +195,11 @@ class Engine:
         return limit > 0 and self.load.per_second(at_ms) < limit
 
     def start_grid_ms(self, at_ms: float) -> float:
-        """The grid new tasks' first ticks go on: ``TICK_GRID_LIGHT`` under light load.
+        """The grid new tasks' creates are aimed at: ``TICK_GRID_LIGHT`` under light load.
 
-        Later ticks keep their task's phase (:meth:`next_due`).
+        Their first ticks go on it, or, with ``TICK_ALIGN``, just after the
+        answer (:func:`progrock.phase.first_due`); later ticks keep their
+        task's phase (:meth:`next_due`).
         """
         return grid_ms(
             self.tick_grid_ms,

@@ -516,7 +516,7 @@ async def test_creates_go_out_just_before_a_point_of_the_start_grid(engine: Engi
 async def test_with_tick_align_the_first_tick_follows_the_answer_not_the_point(
     engine: Engine,
 ) -> None:
-    """TICK_ALIGN (the default): the create is still aimed at the coarse grid, but
+    """TICK_ALIGN (here 4 ms; 1 by default): the create is still aimed at the coarse grid, but
     the first tick is one interval after the answer, rounded up to the align step,
     not up to the point the create aimed at: no slack before the backend's step."""
     answered: list[float] = []

@@ -193,6 +193,14 @@ def test_with_an_align_step_a_light_first_tick_follows_the_answer(answered: floa
         assert is_multiple(due, 1.0)
 
 
+def test_an_inexact_align_step_never_polls_before_the_backend_s_step() -> None:
+    """An align step floats cannot hold (0.3 ms), at epoch-millisecond scale."""
+    for i in range(2000):
+        answered = 1_795_577_704_000.0 + i * 0.7379
+        due = first_due(answered, 200.0, 100.0, 20.0, 5.0, 0.3)
+        assert answered + 200.0 <= due <= answered + 200.0 + 0.3 + 1e-3
+
+
 def test_an_align_step_leaves_the_heavy_load_grid_alone() -> None:
     """Under heavy load (the fine grid) batches share fine-grid phases as before."""
     assert first_due(1061.0, 200.0, 20.0, 20.0, 0.0, 1.0) == 1280.0
