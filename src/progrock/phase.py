@@ -30,7 +30,8 @@ are polled at most 5 ms (by default) after the backend's steps rather than
 up to a whole fine step (20 ms) later, for their whole life.
 
 Light load also gets a coarser grid (:func:`grid_ms`, ``TICK_GRID_LIGHT``):
-fewer, larger poll batches where each batch's fixed cost dominates. Both
+starts gather into fewer, larger batches, and their polls crowd near fewer
+points, where each poll batch's fixed cost dominates. Both
 cost start latency: a start waits for the next point of that grid (usually
 less than one step, 100 ms by default; at most one and a half, when its
 batch's preparation overruns) before its create goes out.
@@ -232,7 +233,7 @@ def first_due(
     backend's steps, in a phase of their own unless another batch's rounds
     to the same point. (Creates are still aimed at the light grid, so these
     phases crowd near its points, and batches started a whole number of
-    intervals apart share them.)
+    intervals apart often share them.)
 
     Otherwise rounded up to ``grid_ms`` when that adds at most ``slack_ms`` (a create
     sent in time, answered at most the lead before its grid point).

@@ -91,7 +91,8 @@ async def until_due(due_ms: float) -> None:
 
 @dataclass(slots=True)
 class PollTimes:
-    """When a poll asked the backend and announced what changed (ms, for the debug log)."""
+    """When a poll asked the backend, had its answer, and announced what changed
+    (ms since the epoch, for the debug log)."""
 
     asked_ms: float | None = None
     answered_ms: float | None = None
