@@ -243,52 +243,62 @@ def test_light_load_must_be_a_rate(bad: object) -> None:
         progrock_settings.LIGHT_LOAD  # noqa: B018
 
 
+POSITIVE_SECONDS = (
+    "POLL_INTERVAL",
+    "RETRY_BASE",
+    "RETRY_MAX",
+    "FAILURE_BUDGET",
+    "DB_PROGRESS_INTERVAL",
+    "SWEEP_INTERVAL",
+    "STALL_AFTER",
+    "START_TIMEOUT",
+)
+SECONDS = ("DELAY_BATCH_WINDOW", "TICK_GRID", "TICK_GRID_LIGHT", "TICK_LEAD", "TICK_ALIGN")
+
+
+@pytest.mark.parametrize("bad", [-0.001, "0.001", True, None, float("nan"), float("inf")])
+@pytest.mark.parametrize("name", POSITIVE_SECONDS + SECONDS)
+def test_a_duration_setting_must_be_a_finite_number_of_seconds(name: str, bad: object) -> None:
+    expected = "a positive number of seconds" if name in POSITIVE_SECONDS else ">= 0"
+    with (
+        override_settings(PROGROCK={name: bad}),
+        pytest.raises(ImproperlyConfigured, match=rf"PROGROCK\['{name}'\] must be .*{expected}"),
+    ):
+        getattr(progrock_settings, name)
+
+
 @pytest.mark.parametrize(
-    ("lead", "match"),
+    ("conf", "name", "match"),
     [
-        (-0.001, ">= 0"),
-        ("5", ">= 0"),
-        (float("nan"), ">= 0"),
-        (float("inf"), ">= 0"),
-        (0.2, "less than"),
+        ({"POLL_INTERVAL": 0.2, "TICK_LEAD": 0.2}, "TICK_LEAD", "less than POLL_INTERVAL"),
+        ({"TICK_GRID": 0.02, "TICK_ALIGN": 0.03}, "TICK_ALIGN", "at most TICK_GRID"),
     ],
 )
-def test_a_tick_lead_must_be_shorter_than_the_interval(lead: object, match: str) -> None:
+def test_a_duration_setting_must_keep_within_its_bound(
+    conf: dict[str, float], name: str, match: str
+) -> None:
     with (
-        override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_LEAD": lead}),
-        pytest.raises(ImproperlyConfigured, match=f"TICK_LEAD.*{match}"),
+        override_settings(PROGROCK=conf),
+        pytest.raises(ImproperlyConfigured, match=f"{name}.*{match}"),
     ):
-        progrock_settings.TICK_LEAD  # noqa: B018
-
-
-@pytest.mark.parametrize("lead", [0, 0.005, 0.199])
-def test_tick_leads_shorter_than_the_interval_are_accepted(lead: float) -> None:
-    with override_settings(PROGROCK={"POLL_INTERVAL": 0.2, "TICK_LEAD": lead}):
-        assert lead == progrock_settings.TICK_LEAD
+        getattr(progrock_settings, name)
 
 
 @pytest.mark.parametrize(
-    ("align", "match"),
+    ("conf", "name"),
     [
-        (-0.001, ">= 0"),
-        ("0.001", ">= 0"),
-        (float("nan"), ">= 0"),
-        (float("inf"), ">= 0"),
-        (0.03, "at most TICK_GRID"),
+        ({"POLL_INTERVAL": 0.2, "TICK_LEAD": 0}, "TICK_LEAD"),
+        ({"POLL_INTERVAL": 0.2, "TICK_LEAD": 0.005}, "TICK_LEAD"),
+        ({"POLL_INTERVAL": 0.2, "TICK_LEAD": 0.199}, "TICK_LEAD"),
+        ({"TICK_GRID": 0.02, "TICK_ALIGN": 0}, "TICK_ALIGN"),
+        ({"TICK_GRID": 0.02, "TICK_ALIGN": 0.001}, "TICK_ALIGN"),
+        ({"TICK_GRID": 0.02, "TICK_ALIGN": 0.02}, "TICK_ALIGN"),
+        ({"TICK_GRID": 0, "TICK_ALIGN": 0.05}, "TICK_ALIGN"),  # unused without a grid
     ],
 )
-def test_a_tick_align_must_be_a_duration_within_the_tick_grid(align: object, match: str) -> None:
-    with (
-        override_settings(PROGROCK={"TICK_GRID": 0.02, "TICK_ALIGN": align}),
-        pytest.raises(ImproperlyConfigured, match=f"TICK_ALIGN.*{match}"),
-    ):
-        progrock_settings.TICK_ALIGN  # noqa: B018
-
-
-@pytest.mark.parametrize(("grid", "align"), [(0.02, 0), (0.02, 0.001), (0.02, 0.02), (0, 0.05)])
-def test_tick_aligns_within_the_tick_grid_are_accepted(grid: float, align: float) -> None:
-    with override_settings(PROGROCK={"TICK_GRID": grid, "TICK_ALIGN": align}):
-        assert align == progrock_settings.TICK_ALIGN
+def test_durations_within_their_bounds_are_accepted(conf: dict[str, float], name: str) -> None:
+    with override_settings(PROGROCK=conf):
+        assert getattr(progrock_settings, name) == conf[name]
 
 
 # -- the engine's use of it (no connections touched) ------------------------
