@@ -75,15 +75,15 @@ def parse_ticks(raw: object) -> list[Tick]:
     return ticks
 
 
-async def until_due(due_ms: float) -> None:
+async def until_due(due_ms: float, lead_ms: float) -> None:
     """Wait for ``due_ms`` before asking the backend: a tick is delivered up to
-    ``TICK_LEAD`` early (:meth:`progrock.worker.Engine.schedule_ticks`), and
+    ``lead_ms`` (``TICK_LEAD``) early (:meth:`progrock.worker.Engine.schedule_ticks`), and
     the backend's step may not have come before its due time. The wait is
     capped at that lead: a clock that differs between the delay server's
     machine and this one cannot hold a poll for longer. (Looped: uvloop rounds
     a timer to whole milliseconds, and may wake up to one early.)"""
     now = now_ms()
-    until = min(due_ms, now + float(progrock_settings.TICK_LEAD) * 1000)
+    until = min(due_ms, now + lead_ms)
     while now < until:
         await asyncio.sleep((until - now) / 1000)
         now = now_ms()
@@ -127,7 +127,7 @@ async def poll(engine: Engine, ticks: Sequence[Tick], times: PollTimes | None = 
     if not running:
         return
     refs = {fields["ref"]: task_id for task_id, fields in running.items()}
-    await until_due(max(t.due_ms for t in ticks if t.task_id in running))
+    await until_due(max(t.due_ms for t in ticks if t.task_id in running), engine.tick_lead_ms)
     times.asked_ms = now_ms()
     try:
         statuses: Mapping[

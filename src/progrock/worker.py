@@ -91,7 +91,7 @@ class Engine:
         batch = max(1, int(progrock_settings.TICK_BATCH))
         # Delivered TICK_LEAD early: the worker claims meanwhile and waits for
         # the due time before asking the backend (polls.until_due).
-        early = now_ms() + float(progrock_settings.TICK_LEAD) * 1000
+        early = now_ms() + self.tick_lead_ms
         await self.delay.schedule_many(
             [
                 {
@@ -133,6 +133,11 @@ class Engine:
     def tick_grid_ms(self) -> float:
         """The tick grid, ``TICK_GRID``, in ms (0: none)."""
         return float(progrock_settings.TICK_GRID) * 1000
+
+    @property
+    def tick_lead_ms(self) -> float:
+        """How early poll ticks are delivered, ``TICK_LEAD``, in ms (0: when due)."""
+        return float(progrock_settings.TICK_LEAD) * 1000
 
     @property
     def tick_align_ms(self) -> float:
