@@ -91,12 +91,14 @@ async def until_due(due_ms: float, lead_ms: float) -> None:
 
 @dataclass(slots=True)
 class PollTimes:
-    """When a poll asked the backend, had its answer, and announced what changed
-    (ms since the epoch, for the debug log)."""
+    """When a poll asked the backend, had its answer, announced what changed and
+    recorded the ends it found (ms since the epoch, for the debug log)."""
 
     asked_ms: float | None = None
     answered_ms: float | None = None
     announced_ms: float | None = None
+    ended: int = 0
+    ended_ms: float | None = None
 
 
 async def poll(engine: Engine, ticks: Sequence[Tick], times: PollTimes | None = None) -> None:
@@ -189,6 +191,8 @@ async def poll(engine: Engine, ticks: Sequence[Tick], times: PollTimes | None = 
             await engine.schedule_ticks(next_ticks)
         finally:
             await run_endings(engine.store, endings)
+            if endings:
+                times.ended, times.ended_ms = len(endings), now_ms()
     rows = []
     for change, code in zip(changes, replies, strict=True):
         if code == UNKNOWN:

@@ -270,13 +270,16 @@ class Engine:
             due = max((t.due_ms for t in ticks), default=now_ms())
             logger.debug(
                 "polled %d ticks in %.1f ms, %.1f ms late; asked the backend %s, "
-                "answered %s, announced %s",
+                "answered %s, announced %s, ended %s",
                 len(ticks),
                 (time.perf_counter() - started) * 1000,
                 now_ms() - due,
                 "never" if times.asked_ms is None else f"{times.asked_ms - due:+.1f} ms",
                 "never" if times.answered_ms is None else f"{times.answered_ms - due:+.1f} ms",
                 "nothing" if times.announced_ms is None else f"{times.announced_ms - due:+.1f} ms",
+                "none"
+                if times.ended_ms is None
+                else f"{times.ended} at {times.ended_ms - due:+.1f} ms",
             )
 
     async def warm_up(self) -> None:
