@@ -114,7 +114,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels_redis's core layer with one Redis round trip per send and
+        # per receive (progrock.layer); channels_redis's own class works too.
+        "BACKEND": "progrock.layer.RedisChannelLayer",
         "CONFIG": {
             "hosts": [REDIS_URL],
             # The default capacity of 100 overflows the shared prog-rocker and

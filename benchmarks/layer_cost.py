@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""What one channel-layer message costs: channels_redis's core layer against progrock.layer.
+
+Starts a private Redis, then, for each layer in turn (alternating, ``--rounds``
+times), sends ``--messages`` poll-sized messages on a general channel and
+receives each right after it was sent, as the delay server and a worker do
+with ``prog-rocker``. Prints, per message, the CPU of this process (the
+sending and receiving client), Redis's CPU and the wall time, and the Redis
+commands issued (``INFO commandstats``; commands run inside a script count
+too).
+
+    .venv/bin/python benchmarks/layer_cost.py [--messages 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import psutil
+import redis.asyncio as aioredis
+from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
+
+from progrock.layer import RedisChannelLayer
+from progrock.redis_server import RedisServer
+
+LAYERS: dict[str, type[Any]] = {
+    "channels_redis": ChannelsRedisLayer,
+    "progrock.layer": RedisChannelLayer,
+}
+MESSAGE = {"type": "progrock.poll", "ticks": [[f"{i:032x}", 1764057600123.0] for i in range(6)]}
+
+
+def cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return sum(int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info")
+
+
+async def one_run(cls: type[Any], url: str, redis_proc: psutil.Process, n: int) -> dict[str, float]:
+    layer = cls(hosts=[url], capacity=10_000)
+    client = aioredis.Redis.from_url(url)
+    me = psutil.Process()
+    try:
+        for _ in range(50):  # connections, scripts
+            await layer.send("prog-rocker", MESSAGE)
+            await layer.receive("prog-rocker")
+        await asyncio.sleep(0.2)  # let channels_redis's backup clean-ups finish
+        calls0, mine0, redis0, wall0 = (
+            await calls(client),
+            cpu_s(me),
+            cpu_s(redis_proc),
+            time.perf_counter(),
+        )
+        for _ in range(n):
+            await layer.send("prog-rocker", MESSAGE)
+            await layer.receive("prog-rocker")
+        await asyncio.sleep(0.2)
+        wall = time.perf_counter() - wall0 - 0.2
+        mine, redis_cpu, calls1 = cpu_s(me) - mine0, cpu_s(redis_proc) - redis0, await calls(client)
+        return {
+            "client_us": mine * 1e6 / n,
+            "redis_us": redis_cpu * 1e6 / n,
+            "wall_us": wall * 1e6 / n,
+            "commands": (calls1 - calls0) / n,
+        }
+    finally:
+        await layer.flush()
+        await client.aclose()
+
+
+async def main(messages: int, rounds: int) -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        assert server.process is not None
+        redis_proc = psutil.Process(server.process.pid)
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in LAYERS}
+        for r in range(rounds):
+            for name, cls in LAYERS.items():
+                result = await one_run(cls, server.url, redis_proc, messages)
+                results[name].append(result)
+                print(
+                    f"round {r + 1} {name:15s} client {result['client_us']:6.1f} us  "
+                    f"redis {result['redis_us']:5.1f} us  wall {result['wall_us']:6.1f} us  "
+                    f"{result['commands']:.2f} commands per message",
+                    flush=True,
+                )
+        print(f"\nmedians over {rounds} rounds of {messages} messages (send + receive):")
+        medians = {
+            name: {k: statistics.median(x[k] for x in runs) for k in runs[0]}
+            for name, runs in results.items()
+        }
+        for name, m in medians.items():
+            print(
+                f"  {name:15s} client {m['client_us']:6.1f} us  redis {m['redis_us']:5.1f} us  "
+                f"total {m['client_us'] + m['redis_us']:6.1f} us  wall {m['wall_us']:6.1f} us  "
+                f"{m['commands']:.2f} commands"
+            )
+        old, new = medians["channels_redis"], medians["progrock.layer"]
+        ratio = (old["client_us"] + old["redis_us"]) / (new["client_us"] + new["redis_us"])
+        print(f"  CPU per message, channels_redis / progrock.layer: {ratio:.2f}x")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.run(main(args.messages, args.rounds))
+    except ImportError:
+        asyncio.run(main(args.messages, args.rounds))

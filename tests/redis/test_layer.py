@@ -1,0 +1,189 @@
+"""progrock.layer.RedisChannelLayer against a real Redis, and beside channels_redis's own layer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from channels.exceptions import ChannelFull
+from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
+
+from progrock.layer import RedisChannelLayer
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def layer(redis_url: str) -> AsyncIterator[RedisChannelLayer]:
+    layer = RedisChannelLayer(hosts=[redis_url], capacity=50, expiry=60)
+    yield layer
+    await layer.flush()
+
+
+@pytest.fixture
+async def plain(redis_url: str) -> AsyncIterator[ChannelsRedisLayer]:
+    layer = ChannelsRedisLayer(hosts=[redis_url], capacity=50, expiry=60)
+    yield layer
+    await layer.flush()
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def commands(client: aioredis.Redis) -> dict[str, int]:
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+async def test_a_message_sent_is_received_in_order(layer: RedisChannelLayer) -> None:
+    for i in range(5):
+        await layer.send("prog-rocker", {"type": "progrock.poll", "n": i, "ticks": [["a", 1.5]]})
+    got = [await layer.receive("prog-rocker") for _ in range(5)]
+    assert got == [{"type": "progrock.poll", "n": i, "ticks": [["a", 1.5]]} for i in range(5)]
+
+
+async def test_send_and_receive_take_one_redis_call_each(
+    layer: RedisChannelLayer, client: aioredis.Redis
+) -> None:
+    await layer.send("warm", {"type": "x"})  # loads the script
+    await layer.receive("warm")  # restores the channel's backup once
+    await layer.send("prog-rocker", {"type": "x"})
+    await layer.receive("prog-rocker")  # first receive on this channel: one restore
+    before = await commands(client)
+    await layer.send("prog-rocker", {"type": "x"})
+    assert await layer.receive("prog-rocker") == {"type": "x"}
+    after = await commands(client)
+    issued = {name: after[name] - before.get(name, 0) for name in after}
+    issued["info"] -= 1  # the INFO call that took `before`
+    # What the client sent (commands run inside the script are counted too).
+    assert issued["evalsha"] == 1
+    assert issued["bzpopmin"] == 1
+    assert "eval" not in issued or issued["eval"] == 0
+    assert issued.get("zadd") == 1 and issued.get("expire") == 1  # inside the script
+
+
+async def test_process_specific_channels_are_routed(layer: RedisChannelLayer) -> None:
+    one = await layer.new_channel()
+    two = await layer.new_channel()
+    await layer.send(two, {"type": "to.two"})
+    await layer.send(one, {"type": "to.one"})
+    assert await layer.receive(one) == {"type": "to.one"}
+    assert await layer.receive(two) == {"type": "to.two"}
+
+
+async def test_a_full_channel_refuses_and_keeps_what_it_holds(redis_url: str) -> None:
+    layer = RedisChannelLayer(hosts=[redis_url], capacity=3, channel_capacity={"small": 2})
+    try:
+        await layer.send("small", {"type": "a"})
+        await layer.send("small", {"type": "b"})
+        with pytest.raises(ChannelFull):
+            await layer.send("small", {"type": "c"})
+        for i in range(3):
+            await layer.send("other", {"type": "x", "i": i})
+        with pytest.raises(ChannelFull):
+            await layer.send("other", {"type": "x", "i": 3})
+        assert await layer.receive("small") == {"type": "a"}
+        assert await layer.receive("small") == {"type": "b"}
+        await layer.send("small", {"type": "d"})  # room again
+        assert await layer.receive("small") == {"type": "d"}
+    finally:
+        await layer.flush()
+
+
+async def test_sending_drops_expired_messages_and_sets_the_keys_expiry(
+    layer: RedisChannelLayer, client: aioredis.Redis
+) -> None:
+    key = layer.prefix + "prog-rocker"
+    await client.zadd(key, {b"stale message": 1.0})  # far older than the expiry
+    await layer.send("prog-rocker", {"type": "fresh"})
+    assert await client.zrange(key, 0, -1, withscores=False) != [b"stale message"]
+    assert await client.zcard(key) == 1
+    assert 0 < await client.ttl(key) <= 60
+    assert await layer.receive("prog-rocker") == {"type": "fresh"}
+
+
+async def test_it_reads_and_writes_what_channels_redis_does(
+    layer: RedisChannelLayer, plain: ChannelsRedisLayer
+) -> None:
+    """Processes on either layer can share a Redis: same keys, same encoding."""
+    await plain.send("prog-rocker", {"type": "from.plain", "n": 1})
+    assert await layer.receive("prog-rocker") == {"type": "from.plain", "n": 1}
+    await layer.send("asgi.delay", {"type": "from.lean", "n": 2})
+    assert await plain.receive("asgi.delay") == {"type": "from.lean", "n": 2}
+    specific = await plain.new_channel()
+    await layer.send(specific, {"type": "to.plain"})
+    assert await plain.receive(specific) == {"type": "to.plain"}
+
+
+async def test_the_first_receive_restores_a_backup_left_by_channels_redis(
+    layer: RedisChannelLayer, plain: ChannelsRedisLayer, client: aioredis.Redis
+) -> None:
+    """A message channels_redis had moved to its in-flight backup (a consumer
+    cancelled mid-receive) is received, before newer ones."""
+    key = layer.prefix + "prog-rocker"
+    await plain.send("prog-rocker", {"type": "left", "n": 1})
+    await plain.send("prog-rocker", {"type": "newer", "n": 2})
+    # What channels_redis's receive does before the consumer gets the message.
+    popped = await client.bzpopmin(key, timeout=1)
+    assert popped is not None
+    await client.zadd(key + "$inflight", {popped[1]: popped[2]})
+    assert await layer.receive("prog-rocker") == {"type": "left", "n": 1}
+    assert await layer.receive("prog-rocker") == {"type": "newer", "n": 2}
+    assert await client.exists(key + "$inflight") == 0
+
+
+async def test_it_sends_after_redis_forgot_its_script(
+    layer: RedisChannelLayer, client: aioredis.Redis
+) -> None:
+    await layer.send("prog-rocker", {"type": "a"})
+    await client.script_flush()
+    await layer.send("prog-rocker", {"type": "b"})
+    assert [await layer.receive("prog-rocker") for _ in range(2)] == [{"type": "a"}, {"type": "b"}]
+
+
+async def test_consumers_of_one_channel_share_its_messages_without_duplicates(
+    redis_url: str,
+) -> None:
+    """Two consumers (as two workers): every message is received, and only once."""
+    sender = RedisChannelLayer(hosts=[redis_url], capacity=1000)
+    consumers = [RedisChannelLayer(hosts=[redis_url], capacity=1000) for _ in range(2)]
+    total = 300
+    received: list[list[int]] = [[], []]
+
+    async def consume(i: int) -> None:
+        while True:
+            message = await consumers[i].receive("prog-rocker")
+            if message["n"] < 0:
+                return
+            received[i].append(message["n"])
+
+    try:
+        running = [asyncio.create_task(consume(i)) for i in range(2)]
+        for n in range(total):
+            await sender.send("prog-rocker", {"type": "x", "n": n})
+        for _ in range(2):
+            await sender.send("prog-rocker", {"type": "x", "n": -1})
+        await asyncio.wait_for(asyncio.gather(*running), timeout=30)
+        everything = received[0] + received[1]
+        assert sorted(everything) == list(range(total))
+        assert received[0] and received[1]  # both took part
+    finally:
+        for one in [sender, *consumers]:
+            await one.flush()
+
+
+async def test_groups_work_as_in_channels_redis(layer: RedisChannelLayer) -> None:
+    one = await layer.new_channel()
+    two = await layer.new_channel()
+    await layer.group_add("watchers", one)
+    await layer.group_add("watchers", two)
+    await layer.group_send("watchers", {"type": "hello"})
+    got: list[dict[str, Any]] = [await layer.receive(one), await layer.receive(two)]
+    assert got == [{"type": "hello"}, {"type": "hello"}]
