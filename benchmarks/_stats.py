@@ -203,19 +203,39 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def table(n: int, results: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table of one N: a column per target, then progrock / each baseline."""
+def median(values: Sequence[float]) -> float | None:
+    """The median of ``values`` (the mean of the middle two for an even count); None when empty."""
+    return percentile(values, 50.0)
+
+
+def table(n: int, results: dict[str, dict[str, Any] | list[dict[str, Any]]]) -> str:
+    """A Markdown table of one N: a column per target, then progrock / each baseline.
+
+    A target may bring several runs (``run.py --repeat``): each row then shows
+    the median of that row's values over the runs, and each ratio is the ratio
+    of the medians.
+    """
     targets = list(results)
+    runs = {t: r if isinstance(r, list) else [r] for t, r in results.items()}
+    repeats = max(len(r) for r in runs.values()) if runs else 1
     bases = [t for t in targets if t.startswith("baseline")] if "progrock" in results else []
-    header = ["N=" + str(n), *targets, *(f"progrock / {b}" for b in bases)]
+    first = "N=" + str(n) + (f" (median of {repeats} runs)" if repeats > 1 else "")
+    header = [first, *targets, *(f"progrock / {b}" for b in bases)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, get in ROWS:
         values: dict[str, Any] = {}
         for target in targets:
-            try:
-                values[target] = get(results[target])
-            except (KeyError, TypeError):
-                values[target] = None
+            found: list[Any] = []
+            for summary in runs[target]:
+                try:
+                    found.append(get(summary))
+                except (KeyError, TypeError):
+                    found.append(None)
+            numbers = [v for v in found if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if len(runs[target]) == 1:
+                values[target] = found[0]
+            else:
+                values[target] = median(numbers) if numbers else None
         cells = [label, *(_fmt(values[t]) for t in targets)]
         for base in bases:
             a, b = values["progrock"], values[base]

@@ -309,6 +309,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="before each run, wait up to this many seconds for the machine's "
         "CPU use to drop below 20%% (0: don't)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each target at each N, alternating targets; the table shows "
+        "each row's median over them (default 1)",
+    )
     parser.add_argument("--label", help="result file label (default: targets and N)")
     parser.add_argument("--out", help="result file path (default benchmarks/results/...)")
     parser.add_argument("--keep-logs", type=Path, help="keep each stack's logs under this folder")
@@ -330,6 +337,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"expected --tasks like 100,500,2000, got {args.tasks!r}")
     if not args.task_counts or min(args.task_counts) < 1:
         parser.error(f"expected positive task counts, got {args.tasks!r}")
+    if args.repeat < 1:
+        parser.error(f"expected --repeat of at least 1, got {args.repeat}")
     return args
 
 
@@ -354,23 +363,32 @@ def main(argv: list[str] | None = None) -> int:
             "web": args.web,
             "connect_rate": args.connect_rate,
             "start_window_s": args.start_window,
+            "repeat": args.repeat,
         },
         "runs": [],
     }
     tables: list[str] = []
     try:
         for n in args.task_counts:
-            results: dict[str, dict[str, Any]] = {}
-            for target in args.targets:
-                try:
-                    results[target] = run_one(target, n, args)
-                except (RuntimeError, TimeoutError, OSError) as exc:
-                    print(f"[{target} N={n}] FAILED: {exc}", file=sys.stderr, flush=True)
-                    report["runs"].append({"target": target, "tasks": n, "error": str(exc)})
-                    continue
-                report["runs"].append({"target": target, "tasks": n, "summary": results[target]})
+            results: dict[str, list[dict[str, Any]]] = {}
+            for round_ in range(1, args.repeat + 1):
+                # Targets alternate within each round, so that a machine
+                # getting slower or faster weighs on all of them alike.
+                for target in args.targets:
+                    try:
+                        summary = run_one(target, n, args)
+                    except (RuntimeError, TimeoutError, OSError) as exc:
+                        print(f"[{target} N={n}] FAILED: {exc}", file=sys.stderr, flush=True)
+                        report["runs"].append(
+                            {"target": target, "tasks": n, "round": round_, "error": str(exc)}
+                        )
+                        continue
+                    results.setdefault(target, []).append(summary)
+                    report["runs"].append(
+                        {"target": target, "tasks": n, "round": round_, "summary": summary}
+                    )
             if results:
-                tables.append(table(n, results))
+                tables.append(table(n, dict(results)))
                 print("\n" + tables[-1] + "\n", flush=True)
     except KeyboardInterrupt:
         print("interrupted: stopping every process", file=sys.stderr, flush=True)
