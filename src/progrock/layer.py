@@ -2,32 +2,44 @@
 
 ``channels_redis.core.RedisChannelLayer`` takes four round trips to send a
 message (``ZREMRANGEBYSCORE`` of expired messages, ``ZCOUNT`` against the
-capacity, ``ZADD``, ``EXPIRE``) and four to receive one (an ``EVAL`` that
+capacity, ``ZADD``, ``EXPIRE``) and three to receive one (an ``EVAL`` that
 moves the channel's in-flight backup queue back, ``BZPOPMIN``, ``ZADD`` of the
-message to that backup, and a ``ZPOPMIN`` from it once received). Every
-poll batch of ProgRock crosses the layer once (delay server to a worker on
-``prog-rocker``), so at light load, where batches are small, those round
-trips are a large part of what an update costs.
+message to that backup), plus a fourth, detached, that pops the oldest entry
+off the backup once ``receive`` has returned. Every poll batch of ProgRock
+crosses the layer once (delay server to a worker on ``prog-rocker``), so at
+light load, where batches are small, those round trips are a large part of
+what an update costs.
 
 :class:`RedisChannelLayer` keeps channels_redis's storage (the same keys,
 sorted sets, serialization, expiry and capacities) and everything else it
 does (groups, flush, process-specific channels), and changes two things:
 
-* ``send`` is one Lua script doing the same four steps atomically;
+* ``send`` is one Lua script doing the same four steps, atomically (so
+  concurrent sends cannot slip past the capacity check);
 * ``receive`` is one ``BZPOPMIN``, without the backup queue. The backup
-  guards only the instants inside ``receive`` between the pop and the
-  return (channels_redis removes the message from it as soon as ``receive``
-  returns, before the consumer handles it), and, shared by every consumer
-  of a channel, it is what makes two consumers of one channel receive some
-  messages twice (django/channels_redis#163). A message popped by a process
-  killed before it handled it is lost with either layer; ProgRock recovers
-  such messages itself (the sweep re-arms lost ticks, the start watchdog
-  forwards lost starts again).
+  helps only a ``receive`` cancelled after its ``ZADD`` reached Redis and
+  before it returned, or a process killed in the moment between that
+  ``ZADD`` and the detached pop (channels_redis removes the entry as soon as
+  ``receive`` returns, before the consumer handles the message); and,
+  shared by every consumer of a channel, it is what makes two consumers of
+  one channel receive some messages twice (django/channels_redis#163). A
+  message taken by a process that dies before handling it is almost always
+  lost with either layer; ProgRock recovers such messages itself (the sweep
+  re-arms lost ticks, the start watchdog forwards lost starts again).
+
+One round trip each in the steady state: a process's first receive on a
+general channel also runs the backup restore below, an idle receive repeats
+its ``BZPOPMIN`` every ``brpop_timeout`` (5 s), and the first send after
+Redis lost its scripts (``SCRIPT FLUSH``, a failover) sends the script again.
 
 Both layers read and write the same keys, so processes using either can
-share a Redis. The first receive on each channel moves back what a
-channels_redis consumer left in that channel's backup queue, as
-channels_redis's own receive would.
+share a Redis (a rolling upgrade). On its first receive on a general channel,
+and whenever its ``BZPOPMIN`` times out, this layer moves back onto the
+channel what a channels_redis consumer left in that channel's backup queue,
+as channels_redis's own receive does. A process-specific channel is sent to
+the host its receiver reads (channels_redis hashes the full name on send and
+the non-local name on receive, which can differ with several hosts:
+django/channels_redis#220).
 
 Use it as the ``BACKEND`` of ``CHANNEL_LAYERS`` (``"progrock.layer.RedisChannelLayer"``)
 with channels_redis's ``CONFIG``. Redis Cluster is not supported, as
@@ -69,6 +81,7 @@ return #backed_up / 2
 
 
 _SEND_SHA = hashlib.sha1(SEND_LUA.encode()).hexdigest()
+_RESTORE_SHA = hashlib.sha1(RESTORE_LUA.encode()).hexdigest()
 
 
 async def _run(connection: Any, script: str, sha: str, numkeys: int, *args: Any) -> Any:
@@ -96,7 +109,10 @@ class RedisChannelLayer(_ChannelsRedisLayer):  # type: ignore[misc]
             message = dict(message.items())
             message["__asgi_channel__"] = channel
             non_local = self.non_local_name(channel)
-            index = self.consistent_hash(channel)
+            # The host its receiver reads: receive() hashes the non-local name
+            # (channels_redis's send hashes the full name, which with several
+            # hosts can pick another one: django/channels_redis#220).
+            index = self.consistent_hash(non_local)
         else:
             index = next(self._send_index_generator)
         now = time.time()
@@ -125,13 +141,24 @@ class RedisChannelLayer(_ChannelsRedisLayer):  # type: ignore[misc]
             index = next(self._receive_index_generator)
         key = self.prefix + channel
         connection = self.connection(index)
-        if key not in self._restored:
-            await connection.eval(RESTORE_LUA, 2, key, self._backup_channel_name(key))
-            self._restored.add(key)
+        # Only general channels can hold a backup from another process (a
+        # process-specific name carries this layer's own client prefix).
+        general = "!" not in channel
+        if general and key not in self._restored:
+            await self._restore(connection, key)
         popped = None
         while popped is None:
             popped = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+            if popped is None and general:
+                # Idle: also take back what a channels_redis consumer of the same
+                # channel left in its backup since (a rolling upgrade).
+                await self._restore(connection, key)
         message: dict[str, Any] = self.deserialize(popped[1])
         if "__asgi_channel__" in message:
             channel = message.pop("__asgi_channel__")
         return channel, message
+
+    async def _restore(self, connection: Any, key: str) -> None:
+        """Move channels_redis's in-flight backup of ``key`` back onto the channel."""
+        await _run(connection, RESTORE_LUA, _RESTORE_SHA, 2, key, self._backup_channel_name(key))
+        self._restored.add(key)

@@ -187,3 +187,96 @@ async def test_groups_work_as_in_channels_redis(layer: RedisChannelLayer) -> Non
     await layer.group_send("watchers", {"type": "hello"})
     got: list[dict[str, Any]] = [await layer.receive(one), await layer.receive(two)]
     assert got == [{"type": "hello"}, {"type": "hello"}]
+
+
+async def test_a_receive_outlives_its_blocking_timeout(redis_url: str) -> None:
+    """A receive waits across BZPOPMIN timeouts (here 1 s) until a message comes."""
+    layer = RedisChannelLayer(hosts=[redis_url])
+    layer.brpop_timeout = 1
+    try:
+        waiting = asyncio.create_task(layer.receive("prog-rocker"))
+        done, _ = await asyncio.wait({waiting}, timeout=1.5)  # one timeout has passed
+        assert not done
+        await layer.send("prog-rocker", {"type": "late"})
+        assert await asyncio.wait_for(waiting, timeout=5) == {"type": "late"}
+    finally:
+        await layer.flush()
+
+
+async def test_an_idle_receive_takes_back_a_backup_left_meanwhile(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    """A channels_redis consumer cancelled mid-receive after this layer's first
+    receive (a rolling upgrade): its backed-up message is received all the same."""
+    layer = RedisChannelLayer(hosts=[redis_url])
+    layer.brpop_timeout = 1
+    plain = ChannelsRedisLayer(hosts=[redis_url])
+    key = layer.prefix + "prog-rocker"
+    try:
+        await layer.send("prog-rocker", {"type": "first"})
+        assert await layer.receive("prog-rocker") == {"type": "first"}  # restored once here
+        waiting = asyncio.create_task(layer.receive("prog-rocker"))
+        await asyncio.sleep(0.2)  # blocked in BZPOPMIN
+        message = plain.serialize({"type": "stranded"})
+        await client.zadd(key + "$inflight", {message: 1.0})  # as channels_redis leaves it
+        assert await asyncio.wait_for(waiting, timeout=5) == {"type": "stranded"}
+        assert await client.exists(key + "$inflight") == 0
+    finally:
+        await layer.flush()
+        await plain.flush()
+
+
+@pytest.mark.parametrize("specific", [False, True])
+async def test_a_cancelled_receive_leaves_the_next_message_for_the_next_receive(
+    layer: RedisChannelLayer, specific: bool
+) -> None:
+    channel = await layer.new_channel() if specific else "prog-rocker"
+    blocked = asyncio.create_task(layer.receive(channel))
+    await asyncio.sleep(0.2)  # blocked in BZPOPMIN
+    blocked.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await blocked
+    await layer.send(channel, {"type": "after"})
+    assert await asyncio.wait_for(layer.receive(channel), timeout=5) == {"type": "after"}
+
+
+async def test_with_two_hosts_every_channel_reaches_its_receiver(redis_url: str) -> None:
+    """Two hosts (two databases of the test Redis): general channels go round
+    both, and a process-specific channel goes to the host its receiver reads."""
+    base = redis_url.rsplit("/", 1)[0]
+    hosts = [f"{base}/1", f"{base}/2"]
+    layer = RedisChannelLayer(hosts=hosts, capacity=100)
+    cleanup = [aioredis.Redis.from_url(h) for h in hosts]
+    try:
+        for c in cleanup:
+            await c.flushdb()
+        names = [await layer.new_channel() for _ in range(40)]
+        for i, name in enumerate(names):
+            await layer.send(name, {"type": "x", "i": i})
+        got = [await asyncio.wait_for(layer.receive(name), timeout=5) for name in names]
+        assert got == [{"type": "x", "i": i} for i in range(len(names))]
+        for i in range(6):
+            await layer.send("prog-rocker", {"type": "g", "i": i})
+        sizes = [await c.zcard(layer.prefix + "prog-rocker") for c in cleanup]
+        assert sizes == [3, 3]  # round robin over the hosts
+        received = sorted(
+            [(await layer.receive("prog-rocker"))["i"] for _ in range(6)]  # type: ignore[index]
+        )
+        assert received == list(range(6))
+    finally:
+        await layer.flush()
+        for c in cleanup:
+            await c.flushdb()
+            await c.aclose()
+
+
+async def test_a_capacity_pattern_applies_to_process_specific_channels(redis_url: str) -> None:
+    layer = RedisChannelLayer(hosts=[redis_url], capacity=100, channel_capacity={"specific*": 1})
+    try:
+        name = await layer.new_channel()
+        await layer.send(name, {"type": "a"})
+        with pytest.raises(ChannelFull):
+            await layer.send(name, {"type": "b"})
+        assert await layer.receive(name) == {"type": "a"}
+    finally:
+        await layer.flush()
