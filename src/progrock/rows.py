@@ -83,3 +83,31 @@ def _column(field: Field[Any, Any]) -> str:
     if field.column is None:
         raise TypeError(f"Task.{field.name} has no column")
     return field.column
+
+
+def ended_statuses(pks: Sequence[Any], finished_at: Any) -> dict[str, str]:
+    """Status of each row of ``pks`` whose ``finished_at`` is ``finished_at``, by canonical pk.
+
+    What :func:`progrock.tasks._write_endings` reads back after its
+    :func:`update_each`, in one plain SELECT (the ORM builds the same query in
+    about 0.2 ms of Python, more than the query takes). Call it inside the
+    caller's transaction, with at most 200 pks (SQLite's parameter limit).
+    """
+    if not pks:
+        return {}
+    connection = connections[router.db_for_write(Task)]  # where it was just written
+    quote = connection.ops.quote_name
+    pk_field = _concrete(Task._meta.pk.name if Task._meta.pk else "id")
+    status = _concrete("status")
+    finished = _concrete("finished_at")
+    sql = (
+        f"SELECT {quote(_column(pk_field))}, {quote(_column(status))}"
+        f" FROM {quote(Task._meta.db_table)}"
+        f" WHERE {quote(_column(pk_field))} IN ({', '.join(['%s'] * len(pks))})"
+        f" AND {quote(_column(finished))} = %s"
+    )
+    params = [pk_field.get_db_prep_value(pk_field.to_python(pk), connection) for pk in pks]
+    params.append(finished.get_db_prep_value(finished_at, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {str(pk_field.to_python(pk)): value for pk, value in cursor.fetchall()}

@@ -43,7 +43,7 @@ from progrock.protocol import (
     started_message,
     terminal_message,
 )
-from progrock.rows import update_each
+from progrock.rows import ended_statuses, update_each
 from progrock.store import UNKNOWN, Change, TaskStore, get_redis, view_from_hash
 
 
@@ -172,7 +172,8 @@ def _write_endings(
     transaction; which rows moved.
 
     One conditional UPDATE sent once per row with ``executemany``
-    (:func:`progrock.rows.update_each`), then one SELECT per 200 rows.
+    (:func:`progrock.rows.update_each`), then one plain SELECT per 200 rows
+    (:func:`progrock.rows.ended_statuses`).
     """
     active = [s.value for s in from_statuses]
     moved: set[str] = set()
@@ -197,10 +198,7 @@ def _write_endings(
         )
         for i in range(0, len(endings), _ROWS_PER_STATEMENT):
             chunk = endings[i : i + _ROWS_PER_STATEMENT]
-            rows = Task.objects.filter(
-                pk__in=[e.task_id for e in chunk], finished_at=finished
-            ).values_list("pk", "status")
-            statuses = {str(pk): status for pk, status in rows}
+            statuses = ended_statuses([e.task_id for e in chunk], finished)
             for e in chunk:
                 key = canonical_task_id(e.task_id) or e.task_id
                 if statuses.get(key) == e.status.value:

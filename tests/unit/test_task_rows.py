@@ -102,3 +102,17 @@ def test_endings_accept_task_ids_in_any_uuid_form() -> None:
     ending = tasks.Ending(task_id.upper(), Status.SUCCEEDED, 100)
     assert tasks._write_endings([ending], datetime.now(UTC)) == [True]
     assert Task.objects.get(pk=task_id).status == "succeeded"
+
+
+def test_an_end_already_recorded_with_the_same_status_is_not_written_again() -> None:
+    """Read back by the end's own finish time: a row another worker already moved
+    to the same terminal status (a duplicated tick, a sweep) does not count as moved."""
+    ids = rows(2, Status.RUNNING)
+    first = [tasks.Ending(ids[0], Status.SUCCEEDED, 100, {"n": 1}, seq_hint=4)]
+    assert tasks._write_endings(first, datetime.now(UTC)) == [True]
+    again = [
+        tasks.Ending(ids[0], Status.SUCCEEDED, 100, {"n": 2}, seq_hint=4),
+        tasks.Ending(ids[1], Status.SUCCEEDED, 100, {"n": 2}, seq_hint=4),
+    ]
+    assert tasks._write_endings(again, datetime.now(UTC)) == [False, True]
+    assert Task.objects.get(pk=ids[0]).result == {"n": 1}
