@@ -212,15 +212,19 @@ def table(n: int, results: dict[str, dict[str, Any] | list[dict[str, Any]]]) -> 
     """A Markdown table of one N: a column per target, then progrock / each baseline.
 
     A target may bring several runs (``run.py --repeat``): each row then shows
-    the median of that row's values over the runs, and each ratio is the ratio
-    of the medians.
+    the median of that row's values over the runs that have one, and each
+    ratio is the ratio of the medians. A target with fewer runs than the
+    others (some failed) shows its count.
     """
     targets = list(results)
     runs = {t: r if isinstance(r, list) else [r] for t, r in results.items()}
-    repeats = max(len(r) for r in runs.values()) if runs else 1
+    counts = {len(r) for r in runs.values()}
+    repeats = max(counts) if counts else 1
     bases = [t for t in targets if t.startswith("baseline")] if "progrock" in results else []
     first = "N=" + str(n) + (f" (median of {repeats} runs)" if repeats > 1 else "")
-    header = [first, *targets, *(f"progrock / {b}" for b in bases)]
+    # Failed runs leave a target fewer: say so in its column.
+    names = [t if len(counts) == 1 else f"{t} ({len(runs[t])} runs)" for t in targets]
+    header = [first, *names, *(f"progrock / {b}" for b in bases)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, get in ROWS:
         values: dict[str, Any] = {}

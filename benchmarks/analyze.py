@@ -99,11 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data = json.loads(args.result.read_text())
     for run in data["runs"]:
+        name = f"{run['target']} N={run['tasks']}"
+        if "round" in run:  # run.py --repeat
+            name += f" round {run['round']}"
+        if "summary" not in run:
+            print(f"{name}: failed ({run.get('error')})", file=sys.stderr)
+            continue
         tasks = run["summary"].get("raw_tasks")
         if not tasks:
-            print(f"{run['target']} N={run['tasks']}: no raw data (run.py --raw)", file=sys.stderr)
+            print(f"{name}: no raw data (run.py --raw)", file=sys.stderr)
             continue
-        print(f"{run['target']} N={run['tasks']}")
+        print(name)
         if args.what == "gaps":
             buckets, gaps = gaps_by_time(tasks, args.over / 1000, args.bucket)
             over = sum(big for big, _ in buckets.values())

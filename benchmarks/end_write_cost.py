@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -31,7 +32,8 @@ def main() -> None:
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="progrock-endcost-")
     os.environ["PROGROCK_DB"] = os.path.join(folder, "db.sqlite3")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "progrock_demo.settings")
+    # The demo settings, always: the database must be the temporary one.
+    os.environ["DJANGO_SETTINGS_MODULE"] = "progrock_demo.settings"
     import django
 
     django.setup()
@@ -67,6 +69,10 @@ def main() -> None:
         f"_write_endings, {args.batch} rows: median {statistics.median(passes):.0f} us per batch "
         f"(passes: {' / '.join(f'{p:.0f}' for p in passes)})"
     )
+    from django.db import connections
+
+    connections.close_all()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ class RedisChannelLayer(_ChannelsRedisLayer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._restored: set[str] = set()  # channel keys whose backup was moved back
+        # (host index, channel key) whose backup was moved back once
+        self._restored: set[tuple[int, str]] = set()
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Send a message onto a (general or specific) channel: one script call."""
@@ -144,21 +145,21 @@ class RedisChannelLayer(_ChannelsRedisLayer):  # type: ignore[misc]
         # Only general channels can hold a backup from another process (a
         # process-specific name carries this layer's own client prefix).
         general = "!" not in channel
-        if general and key not in self._restored:
-            await self._restore(connection, key)
+        if general and (index, key) not in self._restored:
+            await self._restore(connection, index, key)
         popped = None
         while popped is None:
             popped = await connection.bzpopmin(key, timeout=self.brpop_timeout)
             if popped is None and general:
                 # Idle: also take back what a channels_redis consumer of the same
                 # channel left in its backup since (a rolling upgrade).
-                await self._restore(connection, key)
+                await self._restore(connection, index, key)
         message: dict[str, Any] = self.deserialize(popped[1])
         if "__asgi_channel__" in message:
             channel = message.pop("__asgi_channel__")
         return channel, message
 
-    async def _restore(self, connection: Any, key: str) -> None:
+    async def _restore(self, connection: Any, index: int, key: str) -> None:
         """Move channels_redis's in-flight backup of ``key`` back onto the channel."""
         await _run(connection, RESTORE_LUA, _RESTORE_SHA, 2, key, self._backup_channel_name(key))
-        self._restored.add(key)
+        self._restored.add((index, key))

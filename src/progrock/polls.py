@@ -35,7 +35,7 @@ from progrock.protocol import (
     failure,
     progress_message,
 )
-from progrock.rows import update_each
+from progrock.rows import update_each, write_alias
 from progrock.services.base import ServiceStatus
 from progrock.store import UNKNOWN, Change, TaskStore, encode_fields
 
@@ -190,8 +190,7 @@ async def poll(engine: Engine, ticks: Sequence[Tick], times: PollTimes | None = 
         try:
             await engine.schedule_ticks(next_ticks)
         finally:
-            await run_endings(engine.store, endings)
-            if endings:
+            if await run_endings(engine.store, endings) and endings:
                 times.ended, times.ended_ms = len(endings), now_ms()
     rows = []
     for change, code in zip(changes, replies, strict=True):
@@ -210,12 +209,16 @@ async def poll(engine: Engine, ticks: Sequence[Tick], times: PollTimes | None = 
         engine.progress_copy.write(rows)
 
 
-async def run_endings(store: TaskStore, endings: list[tasks.Ending]) -> None:
-    """Record and announce the ends a poll found; the sweep retries what fails."""
+async def run_endings(store: TaskStore, endings: list[tasks.Ending]) -> bool:
+    """Record and announce the ends a poll found; the sweep retries what fails.
+
+    False if that failed (logged)."""
     try:
         await tasks.afinish_many(endings, store)
     except Exception:
         logger.exception("ending %d tasks failed; the sweep will try again", len(endings))
+        return False
+    return True
 
 
 def observe(
@@ -320,7 +323,7 @@ def copy_progress(rows: Sequence[Task]) -> None:
     One conditional UPDATE sent once per row with ``executemany``
     (:func:`progrock.rows.update_each`), in one transaction.
     """
-    with transaction.atomic():
+    with transaction.atomic(using=write_alias()):
         update_each(
             ("progress", "message", "seq"),
             ((row.pk, (row.progress, row.message, row.seq)) for row in rows),

@@ -28,6 +28,12 @@ from django.db.models import Field
 from progrock.models import Task
 
 
+def write_alias() -> str:
+    """The database alias task rows are written to (the router's, ``default`` without one):
+    transactions around :func:`update_each` and :func:`ended_statuses` must open on it."""
+    return router.db_for_write(Task) or "default"
+
+
 def update_each(
     fields: Sequence[str],
     rows: Iterable[tuple[Any, Sequence[Any]]],
@@ -42,7 +48,7 @@ def update_each(
     """
     if not fields or not status_in:
         raise ValueError("update_each needs at least one field and one status")
-    connection = connections[router.db_for_write(Task)]
+    connection = connections[write_alias()]
     quote = connection.ops.quote_name
     columns = [_concrete(name) for name in fields]
     pk_field = _concrete(Task._meta.pk.name if Task._meta.pk else "id")
@@ -91,11 +97,13 @@ def ended_statuses(pks: Sequence[Any], finished_at: Any) -> dict[str, str]:
     What :func:`progrock.tasks._write_endings` reads back after its
     :func:`update_each`, in one plain SELECT (the ORM builds the same query in
     about 0.2 ms of Python, more than the query takes). Call it inside the
-    caller's transaction, with at most 200 pks (SQLite's parameter limit).
+    caller's transaction (on :func:`write_alias`), with few enough pks for one
+    statement's parameters (the caller sends 200 at a time; SQLite before 3.32
+    allows 999 parameters).
     """
     if not pks:
         return {}
-    connection = connections[router.db_for_write(Task)]  # where it was just written
+    connection = connections[write_alias()]  # where it was just written
     quote = connection.ops.quote_name
     pk_field = _concrete(Task._meta.pk.name if Task._meta.pk else "id")
     status = _concrete("status")

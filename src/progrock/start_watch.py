@@ -14,7 +14,7 @@ next attempt) in the delay store, keyed ``start:<task_id>`` and due
   replaces the watchdog.
 * A watchdog that fires forwards the start again. Attempts are idempotent:
   every start message carries a ``nonce`` and a worker claims each message
-  once by it (channels_redis can deliver one message twice), so any number
+  once by it (channels_redis's own layer can deliver one message twice), so any number
   of attempts, in any order, are each acted on once; a row that is no
   longer ``queued`` is not started again; and the backend gets the task id
   as its idempotency key.

@@ -95,8 +95,9 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
             requests.setdefault(request.task_id, request)
     if not requests:
         return
-    # channels_redis may hand one message to two workers (its backup queue is
-    # shared by every consumer of a channel): only the first one may start it.
+    # channels_redis's own layer may hand one message to two workers (its backup
+    # queue is shared by every consumer of a channel; progrock.layer has none,
+    # but a deployment may mix them): only the first one may start it.
     # A start refused for the owner's limit stays refused (later attempts).
     prefix = progrock_settings.KEY_PREFIX
     async with engine.store.redis.pipeline(transaction=False) as pipe:

@@ -43,7 +43,7 @@ from progrock.protocol import (
     started_message,
     terminal_message,
 )
-from progrock.rows import ended_statuses, update_each
+from progrock.rows import ended_statuses, update_each, write_alias
 from progrock.store import UNKNOWN, Change, TaskStore, get_redis, view_from_hash
 
 
@@ -177,7 +177,7 @@ def _write_endings(
     """
     active = [s.value for s in from_statuses]
     moved: set[str] = set()
-    with transaction.atomic():
+    with transaction.atomic(using=write_alias()):
         update_each(
             ("status", "progress", "result", "error", "finished_at", "seq"),
             (
@@ -289,7 +289,7 @@ def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool 
     row to build).
     """
     found: dict[str, tuple[str, datetime | None, str | None]] = {}
-    with transaction.atomic():
+    with transaction.atomic(using=write_alias()):
         update_each(
             ("status", "started_at", "seq", "backend_ref"),
             ((task_id, (Status.RUNNING.value, at, 1, str(ref))) for task_id, ref in started),
@@ -297,8 +297,10 @@ def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool 
         )
         for i in range(0, len(started), _ROWS_PER_STATEMENT):
             ids = [task_id for task_id, _ in started[i : i + _ROWS_PER_STATEMENT]]
-            rows = Task.objects.filter(pk__in=ids).values_list(
-                "pk", "status", "started_at", "backend_ref"
+            rows = (
+                Task.objects.using(write_alias())  # read back where it was written
+                .filter(pk__in=ids)
+                .values_list("pk", "status", "started_at", "backend_ref")
             )
             found.update((str(pk), (status, when, ref)) for pk, status, when, ref in rows)
     active = {s.value for s in ACTIVE}
@@ -355,7 +357,7 @@ def admit_many(
         if task_id not in existing
     }
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=write_alias()):
             Task.objects.bulk_create(rows.values())
     except IntegrityError:
         if len(starts) == 1:

@@ -280,3 +280,28 @@ async def test_a_capacity_pattern_applies_to_process_specific_channels(redis_url
         assert await layer.receive(name) == {"type": "a"}
     finally:
         await layer.flush()
+
+
+async def test_with_two_hosts_each_hosts_backup_is_restored_on_its_first_receive(
+    redis_url: str,
+) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    hosts = [f"{base}/3", f"{base}/4"]
+    layer = RedisChannelLayer(hosts=hosts)
+    layer.brpop_timeout = 5  # the restore must not wait for an idle timeout
+    plain = ChannelsRedisLayer(hosts=hosts)
+    clients = [aioredis.Redis.from_url(h) for h in hosts]
+    key = layer.prefix + "prog-rocker"
+    try:
+        for i, c in enumerate(clients):
+            await c.flushdb()
+            await c.zadd(key + "$inflight", {plain.serialize({"type": "left", "host": i}): 1.0})
+        # General receives take the hosts in turn: one from each backup, at once.
+        got = [await asyncio.wait_for(layer.receive("prog-rocker"), timeout=2) for _ in range(2)]
+        assert sorted(m["host"] for m in got) == [0, 1]
+    finally:
+        await layer.flush()
+        await plain.flush()
+        for c in clients:
+            await c.flushdb()
+            await c.aclose()

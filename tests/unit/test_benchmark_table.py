@@ -48,3 +48,13 @@ def test_several_runs_show_each_rows_median_and_the_ratio_of_medians() -> None:
     assert row(text, "p99 lateness ms") == ["4", "300.0", "0.01x"]
     # A row no run has (missing keys) stays empty rather than failing.
     assert row(text, "steady p99 gap ms") == ["-", "-", "-"]
+
+
+def test_a_target_with_fewer_runs_says_so_and_an_even_count_takes_the_middle_two() -> None:
+    progrock = [summary(0.2, 4.0), summary(0.4, 6.0)]  # median of two: 0.3, 5
+    baseline = [summary(3.0, 300.0)]  # its other run failed
+    text = table(100, {"progrock": progrock, "baseline:1": baseline})
+    header = text.splitlines()[0]
+    assert "progrock (2 runs)" in header and "baseline:1 (1 runs)" in header
+    assert row(text, "CPU ms / update") == ["0.3", "3", "0.10x"]
+    assert row(text, "p99 lateness ms") == ["5", "300.0", "0.02x"]

@@ -11,6 +11,7 @@ from progrock import tasks
 from progrock.models import Task
 from progrock.polls import copy_progress
 from progrock.protocol import Status, failure
+from progrock.rows import ended_statuses
 
 pytestmark = pytest.mark.django_db
 
@@ -116,3 +117,15 @@ def test_an_end_already_recorded_with_the_same_status_is_not_written_again() -> 
     ]
     assert tasks._write_endings(again, datetime.now(UTC)) == [False, True]
     assert Task.objects.get(pk=ids[0]).result == {"n": 1}
+
+
+def test_ended_statuses_reads_only_rows_ended_at_that_time_in_any_id_form() -> None:
+    ids = rows(3, Status.RUNNING)
+    at = datetime.now(UTC)
+    tasks._write_endings([tasks.Ending(ids[0], Status.SUCCEEDED, 100, seq_hint=1)], at)
+    tasks._write_endings([tasks.Ending(ids[1], Status.FAILED, 10, seq_hint=1)], datetime.now(UTC))
+    missing = str(uuid.uuid4())
+    asked = [ids[0].upper(), uuid.UUID(ids[1]).hex, ids[2], missing]
+    # ids[1] ended at another time, ids[2] is still running, `missing` has no row.
+    assert ended_statuses(asked, at) == {ids[0]: "succeeded"}
+    assert ended_statuses([], at) == {}
