@@ -26,6 +26,7 @@ from progrock.delay import (
     send_delayed,
     send_delayed_sync,
 )
+from progrock.layer import RedisChannelLayer as LeanLayer
 
 pytestmark = pytest.mark.redis
 
@@ -42,9 +43,17 @@ def progrock(redis_url: str) -> Iterator[str]:
         yield redis_url
 
 
+@pytest.fixture(params=[RedisChannelLayer, LeanLayer], ids=["channels_redis", "progrock.layer"])
+def layer_class(request: pytest.FixtureRequest) -> type[RedisChannelLayer]:
+    """The delay server delivers on channels_redis's own layer and on ProgRock's."""
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-async def layer(redis_url: str) -> AsyncIterator[RedisChannelLayer]:
-    layer = RedisChannelLayer(hosts=[redis_url], capacity=5000)
+async def layer(
+    redis_url: str, layer_class: type[RedisChannelLayer]
+) -> AsyncIterator[RedisChannelLayer]:
+    layer = layer_class(hosts=[redis_url], capacity=5000)
     yield layer
     await layer.close_pools()
 
@@ -255,11 +264,14 @@ async def test_malformed_dropped(
 
 
 async def test_channel_full_retried(
-    redis_url: str, store: DelayStore, caplog: pytest.LogCaptureFixture
+    redis_url: str,
+    store: DelayStore,
+    caplog: pytest.LogCaptureFixture,
+    layer_class: type[RedisChannelLayer],
 ) -> None:
     """Messages to a full channel are retried later, never dropped."""
     caplog.set_level(logging.WARNING, logger="progrock.delay")
-    layer = RedisChannelLayer(hosts=[redis_url], channel_capacity={"tiny": 2})
+    layer = layer_class(hosts=[redis_url], channel_capacity={"tiny": 2})
     try:
         # The server must come back for the retried messages at their new due
         # time (50 ms), not at its re-check (60 s) or the end of the lease it

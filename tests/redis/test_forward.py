@@ -19,18 +19,22 @@ from progrock.worker import WorkerConsumer
 pytestmark = pytest.mark.redis
 
 
-def _layers(redis_url: str, **config: Any) -> dict[str, Any]:
-    return {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], **config},
-        }
-    }
+# Forwarding works on channels_redis's own layer and on ProgRock's leaner one.
+BACKENDS = ["channels_redis.core.RedisChannelLayer", "progrock.layer.RedisChannelLayer"]
+
+
+def _layers(redis_url: str, backend: str = BACKENDS[0], **config: Any) -> dict[str, Any]:
+    return {"default": {"BACKEND": backend, "CONFIG": {"hosts": [redis_url], **config}}}
+
+
+@pytest.fixture(params=BACKENDS, ids=["channels_redis", "progrock.layer"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def layer_settings(redis_url: str) -> Iterator[None]:
-    with override_settings(CHANNEL_LAYERS=_layers(redis_url)):
+def layer_settings(redis_url: str, backend: str) -> Iterator[None]:
+    with override_settings(CHANNEL_LAYERS=_layers(redis_url, backend)):
         channel_layers.backends.clear()
         yield
     channel_layers.backends.clear()
@@ -84,9 +88,9 @@ async def test_a_lone_start_keeps_the_single_message_form(layer_settings: None) 
     assert message["task_id"] == task_id and "starts" not in message
 
 
-async def test_every_caller_gets_the_send_error(redis_url: str) -> None:
+async def test_every_caller_gets_the_send_error(redis_url: str, backend: str) -> None:
     """If the channel layer refuses the batch, each start of it raises that error."""
-    with override_settings(CHANNEL_LAYERS=_layers(redis_url, capacity=1)):
+    with override_settings(CHANNEL_LAYERS=_layers(redis_url, backend, capacity=1)):
         channel_layers.backends.clear()
         try:
             await _forward(1)  # fills the channel
