@@ -51,7 +51,7 @@ def update_each(
     connection = connections[write_alias()]
     quote = connection.ops.quote_name
     columns = [_concrete(name) for name in fields]
-    pk_field = _concrete(Task._meta.pk.name if Task._meta.pk else "id")
+    pk_field = _pk()
     sql = (
         f"UPDATE {quote(Task._meta.db_table)} SET "
         + ", ".join(f"{quote(_column(column))} = %s" for column in columns)
@@ -76,6 +76,11 @@ def update_each(
     params.sort(key=lambda row: str(row[len(columns)]))
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+def _pk() -> Field[Any, Any]:
+    """The task table's primary key field."""
+    return _concrete(Task._meta.pk.name if Task._meta.pk else "id")
 
 
 def _concrete(name: str) -> Field[Any, Any]:
@@ -105,7 +110,7 @@ def ended_statuses(pks: Sequence[Any], finished_at: Any) -> dict[str, str]:
         return {}
     connection = connections[write_alias()]  # where it was just written
     quote = connection.ops.quote_name
-    pk_field = _concrete(Task._meta.pk.name if Task._meta.pk else "id")
+    pk_field = _pk()
     status = _concrete("status")
     finished = _concrete("finished_at")
     sql = (
