@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from typing import Any
 
-import psutil
 import redis.asyncio as aioredis
 from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
+from cpu_breakdown import cpu_seconds
 
 from progrock.layer import RedisChannelLayer
 from progrock.redis_server import RedisServer
@@ -34,40 +35,30 @@ LAYERS: dict[str, type[Any]] = {
 MESSAGE = {"type": "progrock.poll", "ticks": [[f"{i:032x}", 1764057600123.0] for i in range(6)]}
 
 
-def cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 async def calls(client: aioredis.Redis) -> int:
     stats = await client.info("commandstats")
     return sum(int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info")
 
 
-async def one_run(cls: type[Any], url: str, redis_proc: psutil.Process, n: int) -> dict[str, float]:
+async def one_run(cls: type[Any], url: str, redis_pid: int, n: int) -> dict[str, float]:
     layer = cls(hosts=[url], capacity=10_000)
     client = aioredis.Redis.from_url(url)
-    me = psutil.Process()
+    pids = {"client": os.getpid(), "redis": redis_pid}
     try:
         for _ in range(50):  # connections, scripts
             await layer.send("prog-rocker", MESSAGE)
             await layer.receive("prog-rocker")
         await asyncio.sleep(0.2)  # let channels_redis's backup clean-ups finish
-        calls0, mine0, redis0, wall0 = (
-            await calls(client),
-            cpu_s(me),
-            cpu_s(redis_proc),
-            time.perf_counter(),
-        )
+        calls0, cpu0, wall0 = await calls(client), cpu_seconds(pids), time.perf_counter()
         for _ in range(n):
             await layer.send("prog-rocker", MESSAGE)
             await layer.receive("prog-rocker")
         await asyncio.sleep(0.2)
         wall = time.perf_counter() - wall0 - 0.2
-        mine, redis_cpu, calls1 = cpu_s(me) - mine0, cpu_s(redis_proc) - redis0, await calls(client)
+        cpu1, calls1 = cpu_seconds(pids), await calls(client)
         return {
-            "client_us": mine * 1e6 / n,
-            "redis_us": redis_cpu * 1e6 / n,
+            "client_us": (cpu1["client"] - cpu0["client"]) * 1e6 / n,
+            "redis_us": (cpu1["redis"] - cpu0["redis"]) * 1e6 / n,
             "wall_us": wall * 1e6 / n,
             "commands": (calls1 - calls0) / n,
         }
@@ -81,11 +72,10 @@ async def main(messages: int, rounds: int) -> None:
     server.start()
     try:
         assert server.process is not None
-        redis_proc = psutil.Process(server.process.pid)
         results: dict[str, list[dict[str, float]]] = {name: [] for name in LAYERS}
         for r in range(rounds):
             for name, cls in LAYERS.items():
-                result = await one_run(cls, server.url, redis_proc, messages)
+                result = await one_run(cls, server.url, server.process.pid, messages)
                 results[name].append(result)
                 print(
                     f"round {r + 1} {name:15s} client {result['client_us']:6.1f} us  "
