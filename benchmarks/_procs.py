@@ -109,7 +109,7 @@ def spawn(
 
 
 _KINDS = (
-    ("progrock_backend", "backend"),
+    ("progrock.local.backend", "backend"),
     ("rundelay", "delay"),
     ("runworker", "worker"),
     ("runprogrock", "worker"),

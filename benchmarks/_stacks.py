@@ -24,7 +24,7 @@ from pathlib import Path
 from _client import probe
 from _procs import Child, spawn
 
-from progrock.redis_server import RedisServer, free_port
+from progrock.local.redis_server import RedisServer, free_port
 
 HERE = Path(__file__).resolve().parent
 BASELINE_DIR = HERE / "baseline"

@@ -1,6 +1,6 @@
 """Where the CPU goes: per-process CPU time per delivered update under N tasks.
 
-Starts a ProgRock stack (progrock.stack.Stack: private Redis, backend, delay
+Starts a ProgRock stack (progrock.local.stack.Stack: private Redis, backend, delay
 server, workers, web), runs N simulated browsers in this process (each starts
 one seed rock task), and prints each process's CPU seconds and microseconds
 per delivered update. Cheaper and coarser than run.py; used to see what each
@@ -20,7 +20,7 @@ import time
 import psutil
 import websockets
 
-from progrock.stack import WEB_SERVERS, Stack
+from progrock.local.stack import WEB_SERVERS, Stack
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:

@@ -29,6 +29,12 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "progrock_demo.settings")
+# The demo project is in the checkout's example/ folder (here and in the children).
+_EXAMPLE = str(Path(__file__).resolve().parents[1] / "example")
+sys.path.insert(0, _EXAMPLE)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_EXAMPLE, *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 RECEIVERS = 16
 
 
@@ -110,7 +116,7 @@ async def main() -> None:
 
     import django
 
-    from progrock.redis_server import RedisServer
+    from progrock.local.redis_server import RedisServer
 
     redis_server = RedisServer()
     redis_server.start()

@@ -18,10 +18,12 @@ import argparse
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 
 def main() -> None:
@@ -34,14 +36,15 @@ def main() -> None:
     os.environ["PROGROCK_DB"] = os.path.join(folder, "db.sqlite3")
     # The demo settings, always: the database must be the temporary one.
     os.environ["DJANGO_SETTINGS_MODULE"] = "progrock_demo.settings"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "example"))
     import django
 
     django.setup()
     from django.core.management import call_command
 
-    from progrock import tasks
     from progrock.models import Task
     from progrock.protocol import Status
+    from progrock.state import tasks
 
     call_command("migrate", verbosity=0)
 

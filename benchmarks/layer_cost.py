@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What one channel-layer message costs: channels_redis's core layer against progrock.layer.
+"""What one channel-layer message costs: channels_redis's core layer against progrock.contrib.layer.
 
 Starts a private Redis, then, for each layer in turn (alternating, ``--rounds``
 times), sends ``--messages`` poll-sized messages on a general channel and
@@ -25,12 +25,12 @@ import redis.asyncio as aioredis
 from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
 from cpu_breakdown import cpu_seconds
 
-from progrock.layer import RedisChannelLayer
-from progrock.redis_server import RedisServer
+from progrock.contrib.layer import RedisChannelLayer
+from progrock.local.redis_server import RedisServer
 
 LAYERS: dict[str, type[Any]] = {
     "channels_redis": ChannelsRedisLayer,
-    "progrock.layer": RedisChannelLayer,
+    "progrock.contrib.layer": RedisChannelLayer,
 }
 MESSAGE = {"type": "progrock.poll", "ticks": [[f"{i:032x}", 1764057600123.0] for i in range(6)]}
 
@@ -94,9 +94,9 @@ async def main(messages: int, rounds: int) -> None:
                 f"total {m['client_us'] + m['redis_us']:6.1f} us  wall {m['wall_us']:6.1f} us  "
                 f"{m['commands']:.2f} commands"
             )
-        old, new = medians["channels_redis"], medians["progrock.layer"]
+        old, new = medians["channels_redis"], medians["progrock.contrib.layer"]
         ratio = (old["client_us"] + old["redis_us"]) / (new["client_us"] + new["redis_us"])
-        print(f"  CPU per message, channels_redis / progrock.layer: {ratio:.2f}x")
+        print(f"  CPU per message, channels_redis / progrock.contrib.layer: {ratio:.2f}x")
     finally:
         server.stop()
 

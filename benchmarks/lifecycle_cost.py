@@ -1,6 +1,6 @@
 """What a task's start and end cost: CPU per task of each stack process, for a burst.
 
-Starts a ProgRock stack (progrock.stack.Stack), connects N sockets (not
+Starts a ProgRock stack (progrock.local.stack.Stack), connects N sockets (not
 measured), then every socket starts one rock task at once with ``step`` 100,
 so each task is started, polled once and completed, and its socket closed
 (as a page does when its task is over). Prints the CPU each process spent per
@@ -29,7 +29,7 @@ import psutil
 import websockets
 from cpu_breakdown import cpu_seconds
 
-from progrock.stack import Stack
+from progrock.local.stack import Stack
 
 
 async def burst(stack: Stack, n: int, starts_only: bool = False) -> None:

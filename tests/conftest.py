@@ -13,7 +13,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from progrock.redis_server import RedisServer
+from progrock.local.stack import _CHECKOUT_EXAMPLE
+
+# Child processes the tests start (``python -m django ...``) import the demo
+# project from the checkout's example/ folder, as pytest does (pythonpath).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(_CHECKOUT_EXAMPLE), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+
+from progrock.local.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

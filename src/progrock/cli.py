@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     from progrock.client.cli import add_client_parsers
-    from progrock.stack import add_up_parser
+    from progrock.local.stack import add_up_parser
 
     parser = argparse.ArgumentParser(
         prog="progrock", description="Real-time progress for long-running Django tasks."

@@ -15,8 +15,8 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from progrock.exceptions import ImproperlyConfigured
-from progrock.phase import is_multiple
 from progrock.protocol import Limits
+from progrock.worker.phase import is_multiple
 
 DEFAULTS: dict[str, Any] = {
     # Redis that carries ProgRock's own keys (delay set, live task state, fan-out).
@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     # when its preparation overran, on a grid four times finer than
     # TICK_GRID): polls crowd near the grid's points where a poll batch's
     # fixed cost dominates, at some start latency (usually under one step, at
-    # most one and a half; progrock.phase). A
+    # most one and a half; progrock.worker.phase). A
     # multiple of TICK_GRID that divides POLL_INTERVAL, else TICK_GRID is
     # used; 0: TICK_GRID. LIGHT_LOAD 0 turns light-load handling off.
     "TICK_GRID_LIGHT": 0.1,

@@ -40,3 +40,7 @@ class ServiceRejected(ProgRockError):
 
 class TaskNotFound(ProgRockError):
     """No such task (or the caller may not see it)."""
+
+
+class TooManyTasks(ProgRockError):
+    """The owner already runs ``PROGROCK["MAX_RUNNING_PER_OWNER"]`` tasks."""

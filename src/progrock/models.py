@@ -50,7 +50,7 @@ class Task(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["owner", "status"]),
-            # The sweep's look at recent ends (progrock.sweep.recently_finished):
+            # The sweep's look at recent ends (progrock.worker.sweep.recently_finished):
             # a range per terminal status, not every ended task ever kept.
             models.Index(fields=["status", "finished_at"], name="progrock_status_finished"),
         ]

@@ -18,8 +18,8 @@ from typing import Any
 from django.urls import path
 
 from progrock.conf import progrock_settings
-from progrock.consumers import ProgressConsumer
-from progrock.worker import WorkerConsumer
+from progrock.web.consumer import ProgressConsumer
+from progrock.worker.engine import WorkerConsumer
 
 # Public: what browsers reach, namespaced under /prog/ as in the seed.
 websocket_urlpatterns = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from progrock import views
+from progrock.web import views
 
 app_name = "progrock"
 urlpatterns = [

@@ -1,4 +1,4 @@
-"""Fixtures for the backend tests: a real ``progrock_backend`` process and an adapter."""
+"""Fixtures for the backend tests: a real ``progrock.local.backend`` process and an adapter."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from progrock.local.backend.testing import BackendProcess, start_backend
 from progrock.services.http import HttpTaskService
-from progrock_backend.testing import BackendProcess, start_backend
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from progrock_backend.testing import BackendProcess, BackendStartError, start_backend
+from progrock.local.backend.testing import BackendProcess, BackendStartError, start_backend
 
 
 async def call(

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from progrock.exceptions import ServiceError, ServiceRejected
-from progrock.redis_server import free_port
+from progrock.local.backend.testing import BackendProcess, start_backend
+from progrock.local.redis_server import free_port
 from progrock.services.base import ServiceStatus
 from progrock.services.http import HttpTaskService
-from progrock_backend.testing import BackendProcess, start_backend
 
 
 async def test_500_on_status_raises_service_error(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from progrock_backend.kinds import (
+from progrock.local.backend.kinds import (
     CHUNK_SIZE,
     MB,
     HashParams,
@@ -18,7 +18,7 @@ from progrock_backend.kinds import (
     parse_params,
     rock_view,
 )
-from progrock_backend.store import TaskStore
+from progrock.local.backend.store import TaskStore
 
 
 def test_defaults() -> None:
@@ -137,7 +137,7 @@ def test_store_cancelled_rock_stays_cancelled() -> None:
 
 def test_store_max_tasks() -> None:
     """Creating beyond max_tasks raises StoreFull naming the count."""
-    from progrock_backend.store import StoreFull
+    from progrock.local.backend.store import StoreFull
 
     store = TaskStore(max_tasks=2)
     try:

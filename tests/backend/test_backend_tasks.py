@@ -12,11 +12,11 @@ import pytest
 from aiohttp import web
 
 from progrock.exceptions import ServiceError, ServiceRejected
-from progrock.redis_server import free_port
+from progrock.local.backend.kinds import generate_stream
+from progrock.local.backend.testing import BackendProcess, start_backend
+from progrock.local.redis_server import free_port
 from progrock.services.base import ServiceStatus
 from progrock.services.http import HttpTaskService
-from progrock_backend.kinds import generate_stream
-from progrock_backend.testing import BackendProcess, start_backend
 
 DEADLINE = 20.0
 

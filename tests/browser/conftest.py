@@ -97,7 +97,7 @@ def page(context: Any, page_errors: list[str]) -> Iterator[Any]:
 @pytest.fixture(scope="package")
 def stack() -> Iterator[Any]:
     """The whole ProgRock stack (Redis, backend, delay server, 2 workers, web)."""
-    from progrock.stack import Stack
+    from progrock.local.stack import Stack
 
     with Stack(port=0, workers=2) as running:
         yield running

@@ -1,6 +1,6 @@
 """Fixtures that run the real ProgRock processes.
 
-* ``stack``: one started :class:`~progrock.stack.Stack` for the whole session
+* ``stack``: one started :class:`~progrock.local.stack.Stack` for the whole session
   (private Redis, its own backend, 2 workers, a temporary data dir). Share it
   only from tests that leave it as they found it.
 * ``make_stack``: a factory for a fresh stack per test, for tests that kill or
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from progrock.stack import Stack
+from progrock.local.stack import Stack
 
 ECHO = os.environ.get("PROGROCK_E2E_ECHO") == "1"
 START_TIMEOUT = 90.0

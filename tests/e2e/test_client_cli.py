@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from progrock.redis_server import free_port
-from progrock.stack import Stack
+from progrock.local.redis_server import free_port
+from progrock.local.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

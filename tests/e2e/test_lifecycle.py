@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from progrock.stack import Stack
-from progrock_backend.testing import BackendProcess, start_backend
+from progrock.local.backend.testing import BackendProcess, start_backend
+from progrock.local.stack import Stack
 from tests.e2e.conftest import ECHO, MakeStack
 from tests.e2e.wsclient import Client, assert_well_ordered, new_session
 

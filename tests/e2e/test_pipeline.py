@@ -9,7 +9,7 @@ import time
 import pytest
 import websockets
 
-from progrock.stack import Stack
+from progrock.local.stack import Stack
 from tests.e2e.conftest import MakeStack
 from tests.e2e.wsclient import Client, assert_well_ordered
 

@@ -1,4 +1,4 @@
-"""``progrock up`` and :class:`~progrock.stack.Stack` with the real processes."""
+"""``progrock up`` and :class:`~progrock.local.stack.Stack` with the real processes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import psutil
 import pytest
 import redis
 
-from progrock.stack import Stack
+from progrock.local.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -146,7 +146,7 @@ def get(url: str) -> int:
 def stop_and_check(up: Up, send: Callable[[], None]) -> None:
     children = up.descendants()
     names = " ".join(" ".join(p.cmdline()) for p in children)
-    for part in ("redis-server", "progrock_backend", "rundelay", "runprogrock", "daphne"):
+    for part in ("redis-server", "progrock.local.backend", "rundelay", "runprogrock", "daphne"):
         assert part in names, f"no {part} among the children of progrock up: {names}"
     send()
     assert up.wait_exit() == 0, up.text()

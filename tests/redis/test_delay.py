@@ -17,6 +17,7 @@ import redis.asyncio
 from channels_redis.core import RedisChannelLayer
 from django.test import override_settings
 
+from progrock.contrib.layer import RedisChannelLayer as LeanLayer
 from progrock.delay import (
     DelayServer,
     DelayStore,
@@ -26,7 +27,6 @@ from progrock.delay import (
     send_delayed,
     send_delayed_sync,
 )
-from progrock.layer import RedisChannelLayer as LeanLayer
 
 pytestmark = pytest.mark.redis
 
@@ -43,7 +43,9 @@ def progrock(redis_url: str) -> Iterator[str]:
         yield redis_url
 
 
-@pytest.fixture(params=[RedisChannelLayer, LeanLayer], ids=["channels_redis", "progrock.layer"])
+@pytest.fixture(
+    params=[RedisChannelLayer, LeanLayer], ids=["channels_redis", "progrock.contrib.layer"]
+)
 def layer_class(request: pytest.FixtureRequest) -> type[RedisChannelLayer]:
     """The delay server delivers on channels_redis's own layer and on ProgRock's."""
     return request.param  # type: ignore[no-any-return]
@@ -411,7 +413,7 @@ async def test_no_empty_claim_between_deliveries(redis_url: str, layer: RedisCha
 
 
 async def test_sweep_trigger_once_per_interval(redis_url: str) -> None:
-    """Two servers send one progrock.sweep per SWEEP_INTERVAL between them."""
+    """Two servers send one progrock.worker.sweep per SWEEP_INTERVAL between them."""
     with override_settings(PROGROCK=_settings(redis_url, SWEEP_INTERVAL=0.2)):
         layers = [RedisChannelLayer(hosts=[redis_url]) for _ in range(2)]
         async with serving(redis_url, layers[0]), serving(redis_url, layers[1]):
@@ -459,7 +461,7 @@ async def test_schedule_many_is_one_round_trip(store: DelayStore) -> None:
 
 async def test_survives_redis_restart(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A Redis outage is logged and retried; delivery resumes when Redis is back."""
-    from progrock.redis_server import RedisServer
+    from progrock.local.redis_server import RedisServer
 
     caplog.set_level(logging.WARNING, logger="progrock.delay")
     server = RedisServer(data_dir=tmp_path, persist=True)

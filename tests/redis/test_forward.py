@@ -12,22 +12,24 @@ from channels.exceptions import ChannelFull
 from channels.layers import channel_layers, get_channel_layer
 from django.test import override_settings
 
-from progrock import forward, start_watch, worker
 from progrock.delay import close_default_stores, has_pending
-from progrock.worker import WorkerConsumer
+from progrock.web import forward
+from progrock.worker import engine as worker
+from progrock.worker import start_watch
+from progrock.worker.engine import WorkerConsumer
 
 pytestmark = pytest.mark.redis
 
 
 # Forwarding works on channels_redis's own layer and on ProgRock's leaner one.
-BACKENDS = ["channels_redis.core.RedisChannelLayer", "progrock.layer.RedisChannelLayer"]
+BACKENDS = ["channels_redis.core.RedisChannelLayer", "progrock.contrib.layer.RedisChannelLayer"]
 
 
 def _layers(redis_url: str, backend: str = BACKENDS[0], **config: Any) -> dict[str, Any]:
     return {"default": {"BACKEND": backend, "CONFIG": {"hosts": [redis_url], **config}}}
 
 
-@pytest.fixture(params=BACKENDS, ids=["channels_redis", "progrock.layer"])
+@pytest.fixture(params=BACKENDS, ids=["channels_redis", "progrock.contrib.layer"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

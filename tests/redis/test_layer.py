@@ -1,4 +1,4 @@
-"""progrock.layer.RedisChannelLayer against a real Redis, and beside channels_redis's own layer."""
+"""progrock.contrib.layer.RedisChannelLayer on a real Redis, beside channels_redis's own layer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
 
-from progrock.layer import RedisChannelLayer
+from progrock.contrib.layer import RedisChannelLayer
 
 pytestmark = pytest.mark.redis
 

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis.asyncio as aioredis
 
-from progrock import pubsub
-from progrock.pubsub import PubSubClosed, PubSubConnection, encode_command
+from progrock.web import pubsub
+from progrock.web.pubsub import PubSubClosed, PubSubConnection, encode_command
 
 pytestmark = pytest.mark.redis
 
@@ -163,7 +163,7 @@ def test_works_on_uvloop(redis_url: str) -> None:
 async def test_error_replies_make_the_hub_back_off_not_storm() -> None:
     """A Redis answering every command with an error (NOAUTH, max clients): the hub's
     reconnects slow down (0.2, 0.4, 0.8 s ...) instead of retrying five times a second."""
-    from progrock.hub import Hub
+    from progrock.web.fanout import Hub
 
     connections = 0
 
@@ -200,7 +200,7 @@ def test_tls_urls_keep_their_ssl_options_and_verify_by_default() -> None:
 
     from redis.connection import parse_url
 
-    from progrock.pubsub import _tls_context
+    from progrock.web.pubsub import _tls_context
 
     strict = _tls_context(parse_url("rediss://redis.example:6380/0"))
     assert strict is not None

@@ -14,8 +14,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.test import Client, override_settings
 
+from progrock.api import TooManyTasks, report_progress, start_task
 from progrock.models import Task
-from progrock.tasks import TooManyTasks, report_progress, start_task
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 

@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 from django.test import override_settings
 
-from progrock.hub import Hub
 from progrock.protocol import Status, progress_message, started_message, terminal_message
-from progrock.store import ALREADY_TERMINAL, STALE, UNKNOWN, Change, TaskStore, fanout_channel
+from progrock.state.live import ALREADY_TERMINAL, STALE, UNKNOWN, Change, TaskStore, fanout_channel
+from progrock.web.fanout import Hub
 
 pytestmark = pytest.mark.redis
 
@@ -199,7 +199,7 @@ async def test_announcing_survives_a_script_cache_flush(store: TaskStore) -> Non
 
 async def test_hub_survives_a_redis_outage(tmp_path: object) -> None:
     """Redis down for seconds, then back: the hub keeps retrying, resyncs and delivers again."""
-    from progrock.redis_server import RedisServer
+    from progrock.local.redis_server import RedisServer
 
     server = RedisServer()
     server.start()

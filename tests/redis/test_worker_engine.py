@@ -18,12 +18,18 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.test import override_settings
 
-from progrock import start_watch, worker
 from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceRejected
+from progrock.local.backend.testing import BackendProcess, start_backend
+from progrock.local.redis_server import free_port
 from progrock.models import Task
-from progrock.phase import (
+from progrock.services.http import HttpTaskService
+from progrock.state.live import TaskStore
+from progrock.worker import engine as worker
+from progrock.worker import start_watch
+from progrock.worker.engine import Engine
+from progrock.worker.phase import (
     INITIAL_LEAD_MS,
     MARGIN_MS,
     SCALE,
@@ -33,12 +39,7 @@ from progrock.phase import (
     ceil_to,
     is_multiple,
 )
-from progrock.polls import Tick, parse_ticks
-from progrock.redis_server import free_port
-from progrock.services.http import HttpTaskService
-from progrock.store import TaskStore
-from progrock.worker import Engine
-from progrock_backend.testing import BackendProcess, start_backend
+from progrock.worker.polls import Tick, parse_ticks
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -328,7 +329,7 @@ async def test_concurrent_starts_respect_the_owner_limit(engine: Engine, redis_u
         assert await Task.objects.filter(owner="user:1").acount() == 2
 
 
-# -- start watchdogs (progrock.start_watch) ---------------------------------------------
+# -- start watchdogs (progrock.worker.start_watch) ---------------------------------------------
 
 
 def backend_task(backend: BackendProcess, ref: str) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""progrock.autobahn_logs: Autobahn's per-frame debug arguments become plain values."""
+"""progrock.contrib.autobahn_logs: Autobahn's per-frame debug arguments become plain values."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-from progrock import autobahn_logs
+from progrock.contrib import autobahn_logs
 
 
 @pytest.fixture

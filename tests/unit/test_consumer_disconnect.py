@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from channels.exceptions import StopConsumer
 
-from progrock import consumers
+from progrock.web import consumer as consumers
 
 
 class Hub:

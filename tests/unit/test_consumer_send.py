@@ -7,7 +7,7 @@ from typing import Any
 
 from channels.sessions import InstanceSessionWrapper
 
-from progrock.consumers import frame_send
+from progrock.web.consumer import frame_send
 
 
 async def inner(message: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ from django.test import override_settings
 from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ImproperlyConfigured
-from progrock.phase import (
+from progrock.worker.engine import Engine
+from progrock.worker.phase import (
     SCALE,
     SEED_EXTRA_MS,
     SEED_SCALE,
@@ -22,7 +23,6 @@ from progrock.phase import (
     grid_ms,
     is_multiple,
 )
-from progrock.worker import Engine
 
 
 def test_the_lead_starts_from_the_initial_guess_and_the_first_batch_stands_in() -> None:

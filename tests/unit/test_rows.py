@@ -1,4 +1,4 @@
-"""progrock.rows.update_each on the real test database: values per row, one statement."""
+"""progrock.state.rows.update_each on the real test database: values per row, one statement."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from progrock import tasks
 from progrock.models import Task
 from progrock.protocol import Status
-from progrock.rows import update_each
+from progrock.state import tasks
+from progrock.state.rows import update_each
 
 pytestmark = pytest.mark.django_db
 

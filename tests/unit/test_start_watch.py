@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.test import override_settings
 
-from progrock import start_watch
+from progrock.worker import start_watch
 
 START = {"type": "progrock.start", "task_id": "t-1", "kind": "rock", "owner": "o"}
 

@@ -1,4 +1,4 @@
-"""How a start batch's creates reach the service (progrock.starts._create), I/O-free."""
+"""How a start batch's creates reach the service (progrock.worker.starts._create), I/O-free."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.services.base import ServiceStatus
-from progrock.starts import StartRequest, _create
+from progrock.worker.starts import StartRequest, _create
 
 
 def request(n: int) -> StartRequest:

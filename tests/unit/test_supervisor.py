@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from progrock import _supervisor
-from progrock._supervisor import ChildFailed, ChildSpec, Supervisor
+from progrock.local import supervisor as _supervisor
+from progrock.local.supervisor import ChildFailed, ChildSpec, Supervisor
 
 PY = sys.executable
 
@@ -245,7 +245,7 @@ def test_children_die_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     """Even a SIGKILLed supervisor leaves no child behind (Linux parent-death signal)."""
     code = f"""
         import re, sys, threading
-        from progrock._supervisor import ChildSpec, Supervisor
+        from progrock.local.supervisor import ChildSpec, Supervisor
         sup = Supervisor(echo=False)
         sup.add(ChildSpec("web", {SLEEPER!r}, ready_line=re.compile("ready")))
         sup.spawn("web")

@@ -1,4 +1,4 @@
-"""``progrock up``'s options and :class:`~progrock.stack.Stack`'s checks (no processes started)."""
+"""``progrock up``'s options and :class:`~progrock.local.stack.Stack`'s checks (no processes)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from progrock.exceptions import ProgRockError
-from progrock.stack import Stack, add_up_parser, default_data_dir, web_command
+from progrock.local.stack import Stack, add_up_parser, default_data_dir, web_command
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -155,7 +155,7 @@ def test_several_web_processes_listen_on_consecutive_ports() -> None:
 def test_ports_a_stack_picks_are_held_until_all_are_picked() -> None:
     """No pick returns a port another pick of the same stack holds (the backend
     once got the web server's port, and answered its readiness check)."""
-    from progrock.stack import _hold_free_port
+    from progrock.local.stack import _hold_free_port
 
     with contextlib.ExitStack() as held:
         ports = [_hold_free_port(held) for _ in range(50)]

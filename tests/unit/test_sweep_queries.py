@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from progrock.models import Task
-from progrock.sweep import recently_finished
+from progrock.worker.sweep import recently_finished
 
 pytestmark = pytest.mark.django_db
 

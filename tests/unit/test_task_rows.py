@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from progrock import tasks
 from progrock.models import Task
-from progrock.polls import copy_progress
 from progrock.protocol import Status, failure
-from progrock.rows import ended_statuses
+from progrock.state import tasks
+from progrock.state.rows import ended_statuses
+from progrock.worker.polls import copy_progress
 
 pytestmark = pytest.mark.django_db
 

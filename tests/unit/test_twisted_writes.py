@@ -1,4 +1,4 @@
-"""progrock.twisted_writes on a real Twisted reactor and real sockets (in a subprocess:
+"""progrock.contrib.twisted_writes on a real Twisted reactor and real sockets (in a subprocess:
 the patch is process-wide)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     from zope.interface import implementer
     from twisted.internet.interfaces import IPullProducer, IPushProducer
     if sys.argv[1] == "install":
-        from progrock import twisted_writes
+        from progrock.contrib import twisted_writes
         assert twisted_writes.install() and twisted_writes.install()  # idempotent
     BIG = bytes(range(256)) * 40_000  # 10 MB: more than a socket takes at once
     CHUNKS = 50

@@ -7,7 +7,7 @@ from typing import Any, cast
 import pytest
 from django.test import override_settings
 
-from progrock.worker import Engine
+from progrock.worker.engine import Engine
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from progrock import worker
-from progrock.worker import WorkerConsumer
+from progrock.worker import engine as worker
+from progrock.worker.engine import WorkerConsumer
 
 
 class _Engine:

@@ -78,7 +78,7 @@ class DelayServer:
 
     Tasks: a receiver (channel layer -> store), a listener (wake-ups
     announced on pub/sub), the scheduler (claim due messages, send them) and
-    a sweep trigger (one ``progrock.sweep`` per ``SWEEP_INTERVAL`` across all
+    a sweep trigger (one ``progrock.sweep`` message per ``SWEEP_INTERVAL`` across all
     servers). ``ready`` is set once all of them run and Redis answered.
     """
 

@@ -99,7 +99,7 @@ def _column(field: Field[Any, Any]) -> str:
 def ended_statuses(pks: Sequence[Any], finished_at: Any) -> dict[str, str]:
     """Status of each row of ``pks`` whose ``finished_at`` is ``finished_at``, by canonical pk.
 
-    What :func:`progrock.tasks._write_endings` reads back after its
+    What :func:`progrock.state.tasks._write_endings` reads back after its
     :func:`update_each`, in one plain SELECT (the ORM builds the same query in
     about 0.2 ms of Python, more than the query takes). Call it inside the
     caller's transaction (on :func:`write_alias`), with few enough pks for one

@@ -242,7 +242,7 @@ def first_due(
     batch's preparation overran), up to a grid :data:`MISS_STEPS` times finer
     than ``fine_ms``: the batch's tasks are polled at most that step after
     the backend's steps, rather than up to a whole fine step later, for their
-    whole life (:meth:`progrock.worker.Engine.next_due` keeps the phase), at
+    whole life (:meth:`progrock.worker.engine.Engine.next_due` keeps the phase), at
     the price of polls of their own (at most ``MISS_STEPS`` phases per fine
     step). On the fine grid (heavy load), up to ``fine_ms``, where the
     batches sent at once are polled together.

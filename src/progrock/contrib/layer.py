@@ -41,7 +41,7 @@ the host its receiver reads (channels_redis hashes the full name on send and
 the non-local name on receive, which can differ with several hosts:
 django/channels_redis#220).
 
-Use it as the ``BACKEND`` of ``CHANNEL_LAYERS`` (``"progrock.layer.RedisChannelLayer"``)
+Use it as the ``BACKEND`` of ``CHANNEL_LAYERS`` (``"progrock.contrib.layer.RedisChannelLayer"``)
 with channels_redis's ``CONFIG``. Redis Cluster is not supported, as
 with channels_redis's core layer.
 """

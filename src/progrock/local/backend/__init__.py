@@ -1,7 +1,7 @@
 """The reference backend task service: its own process with a small HTTP API.
 
 ProgRock's workers start tasks here and poll their progress. Run it with
-``python -m progrock_backend --port 8001`` (or ``progrock-backend``); the API is
+``python -m progrock.local.backend --port 8001`` (or ``progrock-backend``); the API is
 specified in ``docs/backend.md``.
 
 Modules: :mod:`.kinds` (task kinds, their parameters and the pure rock/hash

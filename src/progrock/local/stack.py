@@ -2,7 +2,7 @@
 
 Start order: Redis (unless one is given), the backend task service and the
 database migrations, then the delay server, the workers and the web server.
-Stop order is the reverse. See :mod:`progrock._supervisor` for the mechanics.
+Stop order is the reverse. See :mod:`progrock.local.supervisor` for the mechanics.
 """
 
 from __future__ import annotations
@@ -19,19 +19,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
-from progrock._supervisor import Aborted, ChildFailed, ChildSpec, Supervisor
 from progrock.exceptions import ProgRockError
-from progrock.redis_server import RedisServer
+from progrock.local.redis_server import RedisServer
+from progrock.local.supervisor import Aborted, ChildFailed, ChildSpec, Supervisor
 
 __all__ = ["Aborted", "ChildFailed", "Stack", "add_up_parser", "default_data_dir", "run_up"]
 
-SETTINGS_MODULE = "progrock_demo.settings"
-ASGI_APPLICATION = "progrock_demo.asgi:application"
+DEMO_SETTINGS = "progrock_demo.settings"
+# The demo project lives in the source checkout's example/ folder, not in the wheel.
+_CHECKOUT_EXAMPLE = Path(__file__).resolve().parents[3] / "example"
 READY_TIMEOUT = 30.0
 # Channels' runworker logs this line (INFO, "django" logger) just before it
 # listens; if the logging setup hides it, a worker alive for 3 s counts as ready.
@@ -50,8 +51,21 @@ _DELAY = re.compile(r"rundelay ready")
 WEB_SERVERS = ("daphne", "uvicorn")
 
 
+def asgi_application(settings: str) -> str:
+    """The ASGI application beside a settings module, as ``startproject`` lays it out:
+    ``mysite.settings`` -> ``mysite.asgi:application``."""
+    package = settings.rpartition(".")[0]
+    return f"{package}.asgi:application" if package else "asgi:application"
+
+
 def web_command(
-    server: str, python: str, host: str, port: int, *, access_log: bool = False
+    server: str,
+    python: str,
+    host: str,
+    port: int,
+    *,
+    access_log: bool = False,
+    application: str = asgi_application(DEMO_SETTINGS),
 ) -> list[str]:
     """The ASGI server command line of one web process.
 
@@ -75,10 +89,10 @@ def web_command(
             "websockets",
             "--lifespan",
             "off",
-            ASGI_APPLICATION,
+            application,
         ]
     quiet = [] if access_log else ["--access-log", os.devnull]
-    return [python, "-m", "daphne", "-b", host, "-p", str(port), *quiet, ASGI_APPLICATION]
+    return [python, "-m", "daphne", "-b", host, "-p", str(port), *quiet, application]
 
 
 def default_data_dir() -> Path:
@@ -139,6 +153,8 @@ class Stack:
         server: str = "daphne",
         stream: IO[str] | None = None,
         access_log: bool = False,
+        settings: str = DEMO_SETTINGS,
+        pythonpath: Sequence[str] | None = None,
     ) -> None:
         for label, value, low in (("workers", workers, 1), ("web_processes", web_processes, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -152,6 +168,10 @@ class Stack:
             raise ProgRockError(f"server must be one of {', '.join(WEB_SERVERS)}, got {server!r}")
         self.server = server
         self.access_log = access_log
+        self.settings = settings
+        if pythonpath is None:
+            pythonpath = [str(_CHECKOUT_EXAMPLE)] if settings == DEMO_SETTINGS else [os.getcwd()]
+        self.pythonpath = [str(Path(p).resolve()) for p in pythonpath]
         self._requested_port = port
         self._tmp: str | None = None
         if data_dir is None:
@@ -248,7 +268,7 @@ class Stack:
         if self._start_backend:
             self.backend_url = f"http://127.0.0.1:{backend_port}"
             argv = [
-                *(py, "-m", "progrock_backend"),
+                *(py, "-m", "progrock.local.backend"),
                 *("--host", "127.0.0.1", "--port", str(backend_port)),
             ]
             env = self._env(django=False)
@@ -274,7 +294,14 @@ class Stack:
             args = ["runprogrock"]
             sup.add(self._django(name, args, group="worker", **_WORKER_READINESS))
         for name, port in zip(self.web_names, self.ports, strict=True):
-            argv = web_command(self.server, py, self.host, port, access_log=self.access_log)
+            argv = web_command(
+                self.server,
+                py,
+                self.host,
+                port,
+                access_log=self.access_log,
+                application=asgi_application(self.settings),
+            )
             check = functools.partial(port_accepts, self.host, port)
             env = self._env(django=True)
             cwd = str(self.data_dir)
@@ -302,8 +329,12 @@ class Stack:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         if django:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [*self.pythonpath, *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
+        if django:
             env.update(
-                DJANGO_SETTINGS_MODULE=SETTINGS_MODULE,
+                DJANGO_SETTINGS_MODULE=self.settings,
                 PROGROCK_DATA_DIR=str(self.data_dir),
                 REDIS_URL=self.redis_url,
                 PROGROCK_BACKEND_URL=self.backend_url,
@@ -424,6 +455,22 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="log every HTTP request and WebSocket connect/disconnect of the web processes",
     )
+    parser.add_argument(
+        "--settings",
+        default=None,
+        metavar="MODULE",
+        help="the Django settings module of the project to run "
+        f"(default $DJANGO_SETTINGS_MODULE, else the demo's {DEMO_SETTINGS}); "
+        "its ASGI application is the asgi module beside it",
+    )
+    parser.add_argument(
+        "--pythonpath",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a folder to import the project from (repeatable; default: the current folder, "
+        "or the demo's example/ folder for the demo)",
+    )
     parser.set_defaults(func=run_up)
     return parser
 
@@ -447,6 +494,8 @@ def run_up(args: argparse.Namespace) -> int:
             server=args.server,
             web_processes=args.web,
             access_log=args.access_log,
+            settings=args.settings or os.environ.get("DJANGO_SETTINGS_MODULE") or DEMO_SETTINGS,
+            pythonpath=args.pythonpath,
         )
     except (ProgRockError, OSError) as exc:
         print(f"progrock up: {exc}", file=sys.stderr)

@@ -6,8 +6,8 @@ message), the worker polls the backend for all of them in one request,
 announces what changed, and schedules each task's next tick on its cadence
 (``due + POLL_INTERVAL``, so the cadence does not drift). Run it with
 ``manage.py runprogrock`` (or ``runworker prog-rocker``); any number may run
-at once. Starting is in :mod:`progrock.starts`, polling in
-:mod:`progrock.polls`, repairs in :mod:`progrock.sweep`; this module holds
+at once. Starting is in :mod:`progrock.worker.starts`, polling in
+:mod:`progrock.worker.polls`, repairs in :mod:`progrock.worker.sweep`; this module holds
 the engine they share and the channel consumer.
 """
 
@@ -26,14 +26,22 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import aclose_old_connections
 from channels.layers import get_channel_layer
 
-from progrock import start_watch, tasks
 from progrock.conf import progrock_settings
 from progrock.delay import DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
-from progrock.phase import Lead, LoadMeter, ceil_to, grid_ms, is_multiple
-from progrock.polls import (
+from progrock.protocol import (
+    ACTIVE,
+    Status,
+)
+from progrock.services import load_service
+from progrock.services.base import ServiceStatus, TaskService
+from progrock.state import tasks
+from progrock.state.live import TaskStore
+from progrock.worker import start_watch
+from progrock.worker.phase import Lead, LoadMeter, ceil_to, grid_ms, is_multiple
+from progrock.worker.polls import (
     POLL,
     PollTimes,
     ProgressCopy,
@@ -42,14 +50,7 @@ from progrock.polls import (
     parse_ticks,
     poll,
 )
-from progrock.protocol import (
-    ACTIVE,
-    Status,
-)
-from progrock.services import load_service
-from progrock.services.base import ServiceStatus, TaskService
-from progrock.starts import start_many
-from progrock.store import TaskStore
+from progrock.worker.starts import start_many
 
 logger = logging.getLogger("progrock.worker")
 
@@ -65,7 +66,7 @@ class Engine:
         # Queued tasks a sweep found without a start watchdog, and since when (see sweep).
         self.unwatched: dict[str, float] = {}
         # When a batch's create calls go out, and the load that sets the grid
-        # (see progrock.phase).
+        # (see progrock.worker.phase).
         self.create_lead = Lead()
         # How long a start batch takes from being taken to its creates.
         self.prep_lead = Lead()
@@ -118,11 +119,11 @@ class Engine:
     # -- start --------------------------------------------------------------
 
     async def start(self, message: Mapping[str, Any]) -> None:
-        """Start one task (see :mod:`progrock.starts`)."""
+        """Start one task (see :mod:`progrock.worker.starts`)."""
         await start_many(self, [message])
 
     async def start_many(self, messages: Sequence[Mapping[str, Any]]) -> None:
-        """Start the tasks of a batch of start messages (see :mod:`progrock.starts`)."""
+        """Start the tasks of a batch of start messages (see :mod:`progrock.worker.starts`)."""
         await start_many(self, messages)
 
     @property
@@ -154,12 +155,12 @@ class Engine:
         rhythm could straddle (polls that alternately see no step and two).
 
         Ticks are put on the tick grid where a task's rhythm begins (its first
-        tick under heavy load, :func:`progrock.phase.first_due`; a retry after
+        tick under heavy load, :func:`progrock.worker.phase.first_due`; a retry after
         backend trouble, a chain the sweep re-arms: :meth:`on_grid`), so that
         tasks share due times and the delay server merges their ticks into one
         message and one backend call; this keeps whatever phase that gave (a
         light-load start batch's first tick keeps its finer ``TICK_ALIGN``
-        phase, :func:`progrock.phase.first_due`). With a ``POLL_INTERVAL`` that is not
+        phase, :func:`progrock.worker.phase.first_due`). With a ``POLL_INTERVAL`` that is not
         a multiple of ``TICK_GRID``, every tick is rounded up to the grid, which
         stretches the interval (0.25 s on a 20 ms grid: 260 ms).
         """
@@ -180,7 +181,7 @@ class Engine:
         return due_ms if grid <= 0 else ceil_to(due_ms, grid)
 
     def first_tick(self, due_ms: float, at_ms: float) -> float:
-        """A new task's first tick, ``due_ms`` (:func:`progrock.phase.first_due`), at ``at_ms``.
+        """A new task's first tick, ``due_ms`` (:func:`~.phase.first_due`), at ``at_ms``.
 
         Kept even if it is already past (the start took longer than an
         interval: it is delivered at once); moved on by whole intervals,
@@ -203,7 +204,7 @@ class Engine:
         """The grid new tasks' creates are aimed at: ``TICK_GRID_LIGHT`` under light load.
 
         Their first ticks go on it, or, with ``TICK_ALIGN``, just after the
-        answer (:func:`progrock.phase.first_due`); later ticks keep their
+        answer (:func:`progrock.worker.phase.first_due`); later ticks keep their
         task's phase (:meth:`next_due`).
         """
         return grid_ms(
@@ -243,7 +244,7 @@ class Engine:
     # -- poll ---------------------------------------------------------------
 
     async def poll(self, ticks: Sequence[Tick]) -> None:
-        """Poll a batch of due ticks (see :mod:`progrock.polls`).
+        """Poll a batch of due ticks (see :mod:`progrock.worker.polls`).
 
         A message may merge ticks of several due times (a delay server that
         fell behind merges whatever was delivered). Those already due are
@@ -287,7 +288,7 @@ class Engine:
 
         Calls the service's optional ``warm_up()`` (the HTTP service: ``GET
         /health``) twice: the first call opens the connection, the second
-        one's round trip seeds the create lead (:meth:`progrock.phase.Lead.seed`,
+        one's round trip seeds the create lead (:meth:`progrock.worker.phase.Lead.seed`,
         unless a batch was timed meanwhile), so that the first creates of a
         fresh worker are aimed at the tick grid with it rather than with the
         initial guess. A failure only leaves the guess in place.
@@ -379,8 +380,8 @@ class Engine:
     # -- sweep ---------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Repair what crashes and lost messages left behind (see :mod:`progrock.sweep`)."""
-        from progrock.sweep import sweep
+        """Repair what crashes and lost messages left behind (see :mod:`progrock.worker.sweep`)."""
+        from progrock.worker.sweep import sweep
 
         return await sweep(self)
 
@@ -413,7 +414,7 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     handled (or within ``START_WINDOW`` seconds of the first; under light
     load, until the next point of the start grid, see
     :meth:`Engine.gather_s`) are started together, up to ``START_BATCH`` at
-    a time (see :mod:`progrock.starts`). One runner takes batch after batch;
+    a time (see :mod:`progrock.worker.starts`). One runner takes batch after batch;
     a further one (up to ``START_RUNNERS``) begins only while every runner
     has been on its batch for longer than ``START_PATIENCE`` seconds: then
     the backend or the database is slow, and more batches in flight add

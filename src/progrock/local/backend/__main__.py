@@ -1,4 +1,4 @@
-"""``python -m progrock_backend`` / ``progrock-backend``: run the backend task service.
+"""``python -m progrock.local.backend`` / ``progrock-backend``: run the backend task service.
 
 Prints ``progrock-backend listening on http://HOST:PORT`` once it accepts
 connections (``--port 0`` picks a free port and prints it) and exits cleanly on
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
-from progrock_backend.app import Faults, make_app
-from progrock_backend.store import TaskStore
+from progrock.local.backend.app import Faults, make_app
+from progrock.local.backend.store import TaskStore
 
 READY_PREFIX = "progrock-backend listening on "
 

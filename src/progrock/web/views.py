@@ -14,7 +14,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from progrock import forward, tasks
+from progrock import api, exceptions, permissions
 from progrock.conf import progrock_settings, protocol_limits
 from progrock.exceptions import ProtocolError
 from progrock.protocol import (
@@ -25,6 +25,8 @@ from progrock.protocol import (
     parse_client_message,
     parse_task_id,
 )
+from progrock.state import reads
+from progrock.web import forward
 
 
 def _error(status: int, code: str, detail: str, **ctx: Any) -> JsonResponse:
@@ -40,7 +42,7 @@ async def task_list(request: HttpRequest) -> HttpResponse:
     """GET: your tasks, newest first. POST {"kind", "params"}: start one (201)."""
     if request.method == "GET":
         owner = await _owner(request, create=False)
-        views = await tasks.alist_views(owner) if owner else []
+        views = await reads.alist_views(owner) if owner else []
         return JsonResponse({"type": "tasks", "tasks": [v.snapshot() for v in views]})
     if len(request.body) > progrock_settings.MAX_FRAME_BYTES:
         return _error(
@@ -64,10 +66,10 @@ async def task_list(request: HttpRequest) -> HttpResponse:
     if owner is None:  # pragma: no cover - a session was just created
         return _error(403, "forbidden", "no session")
     try:
-        task_id = await tasks.astart_task(start.kind, start.params, owner=owner)
-    except tasks.TooManyTasks as exc:
+        task_id = await api.astart_task(start.kind, start.params, owner=owner)
+    except exceptions.TooManyTasks as exc:
         return _error(429, "too_many_tasks", str(exc), action="start")
-    found = await tasks.aget_view_and_owner(task_id)
+    found = await reads.aget_view_and_owner(task_id)
     body = found[0].snapshot() if found else {"task_id": task_id}
     return JsonResponse(body, status=201)
 
@@ -81,8 +83,12 @@ async def _authorised(
     except ProtocolError as exc:
         return JsonResponse(error_from(exc), status=400)
     owner = await _owner(request, create=False)
-    found = await tasks.aget_view_and_owner(task_id)
-    if owner is None or found is None or not await tasks.amay_access(owner, found[1], task_id):
+    found = await reads.aget_view_and_owner(task_id)
+    if (
+        owner is None
+        or found is None
+        or not await permissions.amay_access(owner, found[1], task_id)
+    ):
         return _forbidden(task_id)
     return found[0], task_id
 
@@ -119,6 +125,6 @@ async def _owner(request: HttpRequest, *, create: bool) -> str | None:
     from asgiref.sync import sync_to_async
 
     def resolve() -> str | None:
-        return tasks.owner_for_request(request, create_session=create)
+        return permissions.owner_for_request(request, create_session=create)
 
     return await sync_to_async(resolve)()

@@ -7,7 +7,7 @@ applies the owner limit, the backend creates them in one call (the service's
 transaction marks them running and one Redis call announces ``started`` for
 all of them. A batch of one behaves exactly like a single start.
 
-Each start's watchdog (:mod:`progrock.start_watch`) is re-armed when the
+Each start's watchdog (:mod:`progrock.worker.start_watch`) is re-armed when the
 batch is taken and dropped once its task runs, has ended or was refused, so a
 start lost with a killed worker is forwarded again.
 """
@@ -25,18 +25,20 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 
-from progrock import start_watch, tasks
+from progrock import exceptions
 from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
-from progrock.phase import first_due
 from progrock.protocol import Status, backoff, failure, started_message
 from progrock.services.base import ServiceStatus
-from progrock.store import UNKNOWN, Change
+from progrock.state import tasks
+from progrock.state.live import UNKNOWN, Change
+from progrock.worker import start_watch
+from progrock.worker.phase import first_due
 
 if TYPE_CHECKING:
-    from progrock.worker import Engine
+    from progrock.worker.engine import Engine
 
 logger = logging.getLogger("progrock.worker")
 
@@ -87,7 +89,7 @@ def parse_start(message: Mapping[str, Any]) -> StartRequest | None:
 
 async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> None:
     """Start the tasks of a batch of ``progrock.start`` messages."""
-    began = now_ms()  # how long the batch takes to prepare is learnt (progrock.phase)
+    began = now_ms()  # how long the batch takes to prepare is learnt (progrock.worker.phase)
     requests: dict[str, StartRequest] = {}
     for message in messages:
         request = parse_start(message)
@@ -96,7 +98,7 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
     if not requests:
         return
     # channels_redis's own layer may hand one message to two workers (its backup
-    # queue is shared by every consumer of a channel; progrock.layer has none,
+    # queue is shared by every consumer of a channel; progrock.contrib.layer has none,
     # but a deployment may mix them): only the first one may start it.
     # A start refused for the owner's limit stays refused (later attempts).
     prefix = progrock_settings.KEY_PREFIX
@@ -134,10 +136,10 @@ async def _start_batch(
     )
     queued: list[tuple[StartRequest, Task]] = []
     expired: list[tuple[StartRequest, Task]] = []
-    refused: list[tuple[StartRequest, tasks.TooManyTasks]] = []
+    refused: list[tuple[StartRequest, exceptions.TooManyTasks]] = []
     now = time.time()
     for r, found in zip(batch, admitted, strict=True):
-        if isinstance(found, tasks.TooManyTasks):
+        if isinstance(found, exceptions.TooManyTasks):
             refused.append((r, found))
         elif found.status != Status.QUEUED.value:
             settled.append(r.task_id)  # a duplicate start: the task is under way or over
@@ -188,7 +190,7 @@ async def _start_batch(
     await engine.store.init_queued({r.task_id: tasks.live_fields(task) for r, task in queued})
 
     # Under light load, just before a point of the start grid, so the first
-    # polls come right after the backend's first steps (see progrock.phase).
+    # polls come right after the backend's first steps (see progrock.worker.phase).
     # Not under heavy load: batches sent at the same instants would crowd a
     # few phases. The latencies count from the planned send time, so that
     # they include how late the event loop wakes up.
@@ -332,7 +334,7 @@ async def _announce_started(
     gone = [status.ref for (_, status, _), ok in zip(created, updated, strict=True) if ok is False]
     if gone:
         await asyncio.gather(*(engine.cancel_backend(ref) for ref in gone))
-    from progrock.polls import Tick
+    from progrock.worker.polls import Tick
 
     now, clock_ms = time.time(), now_ms()
     first: list[Tick] = []

@@ -15,7 +15,8 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from progrock import autobahn_logs, routing, twisted_writes  # noqa: E402
+from progrock import routing  # noqa: E402
+from progrock.contrib import autobahn_logs, twisted_writes  # noqa: E402
 from progrock.runtime import tune_gc  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -34,8 +35,8 @@ application = ProtocolTypeRouter(
 # (see progrock.runtime.tune_gc and docs/performance.md).
 tune_gc()
 # Under Daphne, send each frame at once instead of on the reactor's next turn
-# (see progrock.twisted_writes and docs/performance.md).
+# (see progrock.contrib.twisted_writes and docs/performance.md).
 twisted_writes.install()
 # Under Daphne, Autobahn's per-frame debug log arguments cost nothing when
-# unused (see progrock.autobahn_logs).
+# unused (see progrock.contrib.autobahn_logs).
 autobahn_logs.install()

@@ -2,7 +2,7 @@
 
 It does no task work. ``start`` and ``cancel`` are forwarded to the worker
 channel (``prog-rocker``); task messages reach the socket through the
-process's :class:`~progrock.hub.Hub`, filtered by ``seq`` so a socket never
+process's :class:`~progrock.web.fanout.Hub`, filtered by ``seq`` so a socket never
 sees a message twice or out of order.
 """
 
@@ -22,10 +22,9 @@ from channels.sessions import InstanceSessionWrapper
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from progrock import forward, tasks
+from progrock import permissions
 from progrock.conf import protocol_limits
 from progrock.exceptions import ProtocolError
-from progrock.hub import get_hub
 from progrock.protocol import (
     ACCEPT_FRAME,
     FLAG_TERMINAL,
@@ -41,6 +40,9 @@ from progrock.protocol import (
     error_message,
     parse_client_frame,
 )
+from progrock.state import reads
+from progrock.web import forward
+from progrock.web.fanout import get_hub
 
 logger = logging.getLogger("progrock.consumers")
 
@@ -81,7 +83,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await handler(message)
 
     async def connect(self) -> None:
-        self.owner = tasks.owner_for_scope(self.scope, self.channel_name)
+        self.owner = permissions.owner_for_scope(self.scope, self.channel_name)
         self.limits = protocol_limits()
         self.watching = {}
         self.pending = {}
@@ -170,8 +172,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             raise
 
     async def _authorised_view(self, task_id: str, action: str) -> TaskView:
-        found = await tasks.aget_view_and_owner(task_id)
-        if found is None or not await tasks.amay_access(self.owner, found[1], task_id):
+        found = await reads.aget_view_and_owner(task_id)
+        if found is None or not await permissions.amay_access(self.owner, found[1], task_id):
             raise ProtocolError(
                 "forbidden",
                 f"no task {task_id} that this socket may see",
@@ -230,7 +232,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await forward.forward_cancel(task_id, reply_channel=self.channel_name)
 
     async def list_tasks(self) -> None:
-        views = await tasks.alist_views(self.owner)
+        views = await reads.alist_views(self.owner)
         await self.send_json({"type": "tasks", "tasks": [v.snapshot() for v in views]})
 
     async def _forget(self, task_id: str) -> None:
@@ -271,7 +273,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if task_id not in self.watching:
             return
         await aclose_old_connections()
-        found = await tasks.aget_view_and_owner(task_id)
+        found = await reads.aget_view_and_owner(task_id)
         last = self.watching.get(task_id)
         if (
             found is not None

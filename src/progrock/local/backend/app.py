@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from progrock_backend.kinds import KINDS, ParamError
-from progrock_backend.store import StoreFull, TaskStore
+from progrock.local.backend.kinds import KINDS, ParamError
+from progrock.local.backend.store import StoreFull, TaskStore
 
 MAX_BATCH = 1000
 """Most ids one ``POST /tasks/status`` may ask about."""

@@ -2,7 +2,7 @@
 
 The consumer and the Python API hand requests to the ``prog-rocker`` channel
 through here. Starts are batched (many per channel-layer message) and each is
-guarded by a watchdog in the delay store (:mod:`progrock.start_watch`), so a
+guarded by a watchdog in the delay store (:mod:`progrock.worker.start_watch`), so a
 start that a killed worker took with it is forwarded again.
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from progrock import start_watch
 from progrock.conf import progrock_settings
 from progrock.delay.store import default_store
 from progrock.exceptions import ProgRockError
+from progrock.worker import start_watch
 
 # Starts forwarded together in one channel-layer message, at most this many.
 FORWARD_BATCH = 100
@@ -42,7 +42,7 @@ class _StartForwarder:
     """Sends start requests to the workers, many per channel-layer message.
 
     A channel-layer send costs Redis round trips (four with channels_redis's
-    own layer, one with :mod:`progrock.layer`); when many sockets
+    own layer, one with :mod:`progrock.contrib.layer`); when many sockets
     start tasks at once, the requests of ``FORWARD_WINDOW`` seconds (and those that
     arrive while a send is under way) share one message. Each caller still
     waits for its own request to be sent and gets the send's error if it fails.

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
-from progrock_backend.kinds import (
+from progrock.local.backend.kinds import (
     MB,
     HashParams,
     ParamError,

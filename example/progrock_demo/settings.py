@@ -115,8 +115,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         # channels_redis's core layer with one Redis round trip per send and
-        # per receive (progrock.layer); channels_redis's own class works too.
-        "BACKEND": "progrock.layer.RedisChannelLayer",
+        # per receive (progrock.contrib.layer); channels_redis's own class works too.
+        "BACKEND": "progrock.contrib.layer.RedisChannelLayer",
         "CONFIG": {
             "hosts": [REDIS_URL],
             # The default capacity of 100 overflows the shared prog-rocker and

@@ -1,6 +1,6 @@
 """Task kinds of the reference backend: their parameters and pure logic.
 
-Pure: no I/O, no threads, no clocks. :mod:`progrock_backend.store` feeds the
+Pure: no I/O, no threads, no clocks. :mod:`progrock.local.backend.store` feeds the
 elapsed time in and runs the hash workload in its thread pool.
 
 * ``rock`` — the seed's task: ``step`` percent every ``interval_ms``. Its

@@ -1,6 +1,6 @@
 """Start a real backend process for tests and benchmarks.
 
->>> backend = start_backend()          # python -m progrock_backend --port 0
+>>> backend = start_backend()          # python -m progrock.local.backend --port 0
 >>> backend.url                        # 'http://127.0.0.1:43817'
 >>> backend.set_faults(status=500)     # every task route now answers 500
 >>> backend.stop()                     # SIGTERM, wait, SIGKILL if it lingers
@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any
 
-from progrock_backend.__main__ import READY_PREFIX
+from progrock.local.backend.__main__ import READY_PREFIX
 
 
 class BackendStartError(RuntimeError):
@@ -32,7 +32,7 @@ class BackendStartError(RuntimeError):
 
 
 class BackendProcess:
-    """A running ``progrock_backend`` process; use :func:`start_backend` to make one."""
+    """A running ``progrock.local.backend`` process; use :func:`start_backend` to make one."""
 
     def __init__(self, process: subprocess.Popen[bytes], url: str, stderr: IO[bytes]) -> None:
         self.process = process
@@ -126,13 +126,13 @@ def start_backend(
     timeout: float = 20.0,
     env: Mapping[str, str] | None = None,
 ) -> BackendProcess:
-    """Spawn ``python -m progrock_backend`` and wait for its readiness line.
+    """Spawn ``python -m progrock.local.backend`` and wait for its readiness line.
 
     ``extra_args`` go to the command line (e.g. ``["--ttl", "1"]``); ``env``
     is added to the current environment. Raises :class:`BackendStartError`
     with the process's stderr if it is not ready within ``timeout`` seconds.
     """
-    args = [sys.executable, "-m", "progrock_backend", "--host", host, "--port", str(port)]
+    args = [sys.executable, "-m", "progrock.local.backend", "--host", host, "--port", str(port)]
     if allow_faults:
         args.append("--allow-faults")
     args.extend(extra_args)

@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING
 from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
 
-from progrock import start_watch, tasks
 from progrock.conf import progrock_settings
 from progrock.models import Task
 from progrock.protocol import ACTIVE, TERMINAL, Status, failure
-from progrock.store import Change
+from progrock.state import tasks
+from progrock.state.live import Change
+from progrock.worker import start_watch
 
 if TYPE_CHECKING:
-    from progrock.worker import Engine
+    from progrock.worker.engine import Engine
 
 logger = logging.getLogger("progrock.worker")
 
@@ -58,7 +59,7 @@ async def sweep(engine: Engine) -> int:
     missing, stalled = await engine.store.overdue(
         running, now_ms - stall * 1000, engine.interval_ms
     )
-    from progrock.polls import Tick
+    from progrock.worker.polls import Tick
 
     rearm: list[Tick] = []
     due = engine.on_grid(now_ms)  # every re-armed chain's new tick

@@ -95,7 +95,7 @@ def budget_spent(message: Mapping[str, Any], now: float) -> bool:
     """Whether a start has been lost (watchdogs firing) for longer than FAILURE_BUDGET.
 
     Backend errors have their own budget (``first_failure``, in
-    :mod:`progrock.starts`): an attempt that retries a backend error still
+    :mod:`progrock.worker.starts`): an attempt that retries a backend error still
     calls the backend, so a backend that came back starts the task.
     """
     lost = message.get("lost_since")

@@ -1,7 +1,7 @@
 """Polling: what a worker does with a batch of due poll ticks.
 
 Each running task has a poll chain of delayed messages (see
-:meth:`progrock.worker.Engine.schedule_ticks`). For a batch of due ticks a
+:meth:`progrock.worker.engine.Engine.schedule_ticks`). For a batch of due ticks a
 worker claims them and loads their tasks in one Lua call (a tick counts only
 if it is its task's next due tick), asks the backend for all of their
 statuses in one request, announces what changed in one Lua call, schedules
@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from progrock import tasks
 from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError
@@ -35,12 +34,13 @@ from progrock.protocol import (
     failure,
     progress_message,
 )
-from progrock.rows import update_each, write_alias
 from progrock.services.base import ServiceStatus
-from progrock.store import UNKNOWN, Change, TaskStore, encode_fields
+from progrock.state import tasks
+from progrock.state.live import UNKNOWN, Change, TaskStore, encode_fields
+from progrock.state.rows import update_each, write_alias
 
 if TYPE_CHECKING:
-    from progrock.worker import Engine
+    from progrock.worker.engine import Engine
 
 logger = logging.getLogger("progrock.worker")
 
@@ -77,7 +77,7 @@ def parse_ticks(raw: object) -> list[Tick]:
 
 async def until_due(due_ms: float, lead_ms: float) -> None:
     """Wait for ``due_ms`` before asking the backend: a tick is delivered up to
-    ``lead_ms`` (``TICK_LEAD``) early (:meth:`progrock.worker.Engine.schedule_ticks`), and
+    ``lead_ms`` (``TICK_LEAD``) early (:meth:`progrock.worker.engine.Engine.schedule_ticks`), and
     the backend's step may not have come before its due time. The wait is
     capped at that lead: a clock that differs between the delay server's
     machine and this one cannot hold a poll for longer. (Looped: uvloop rounds
@@ -321,7 +321,7 @@ def copy_progress(rows: Sequence[Task]) -> None:
     """Copy live progress into running rows only: never touch a finished task's row.
 
     One conditional UPDATE sent once per row with ``executemany``
-    (:func:`progrock.rows.update_each`), in one transaction.
+    (:func:`progrock.state.rows.update_each`), in one transaction.
     """
     with transaction.atomic(using=write_alias()):
         update_each(

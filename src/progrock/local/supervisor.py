@@ -1,6 +1,6 @@
 """Run child processes, prefix their output, restart crashed ones, stop them in order.
 
-The engine behind ``progrock up`` and :class:`progrock.stack.Stack`; it knows
+The engine behind ``progrock up`` and :class:`progrock.local.stack.Stack`; it knows
 nothing about Redis or Django. Every child runs in its own session (so a
 terminal's Ctrl-C reaches only the supervisor, which then stops the children in
 order) and, on Linux, gets ``SIGTERM`` if the supervisor dies without cleaning

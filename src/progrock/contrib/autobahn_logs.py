@@ -12,7 +12,7 @@ of a web process's CPU per update (``benchmarks/cpu_breakdown.py 1500
 see them, return their argument unchanged. The log lines are not dropped:
 with debug logging on, they show the value (and the bound method's repr)
 without colours. Nothing else in Autobahn changes. Opt-in, like
-:func:`progrock.twisted_writes.install`: call it in your ``asgi.py`` when
+:func:`progrock.contrib.twisted_writes.install`: call it in your ``asgi.py`` when
 Daphne serves it (the example project does).
 """
 

@@ -22,8 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from progrock.conf import progrock_settings
 from progrock.protocol import parse_fanout
-from progrock.pubsub import PubSubConnection, Reply
-from progrock.store import fanout_channel
+from progrock.state.live import fanout_channel
+from progrock.web.pubsub import PubSubConnection, Reply
 
 logger = logging.getLogger("progrock.hub")
 
