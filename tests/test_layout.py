@@ -85,7 +85,7 @@ def within(module: str, package: str) -> bool:
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import circle of ``graph`` (a list whose first and last entries are the same), or None."""
+    """One import circle of ``graph`` (first and last entries the same), or None."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
@@ -144,7 +144,7 @@ def test_the_app_does_not_import_the_local_stack_or_contrib() -> None:
 
 
 def test_nothing_under_src_imports_the_demo() -> None:
-    """The demo project (example/progrock_demo) is outside the distribution: src/ never imports it."""
+    """The demo (example/progrock_demo) is outside the distribution: src/ never imports it."""
     wrong = [
         f"{imp.source}:{imp.line} imports {imp.target}"
         for imp in all_imports()

@@ -146,10 +146,6 @@ if os.environ.get("PROGROCK_MAX_RUNNING_PER_OWNER"):
 if os.environ.get("PROGROCK_SWEEP_INTERVAL"):
     PROGROCK["SWEEP_INTERVAL"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])
     PROGROCK["STALL_AFTER"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])
-if os.environ.get("PROGROCK_TICK_ALIGN"):  # for benchmarks: the setting at another value
-    PROGROCK["TICK_ALIGN"] = float(os.environ["PROGROCK_TICK_ALIGN"])
-if os.environ.get("PROGROCK_TICK_LEAD"):  # for benchmarks: the setting at another value
-    PROGROCK["TICK_LEAD"] = float(os.environ["PROGROCK_TICK_LEAD"])
 
 SESSION_COOKIE_SAMESITE = "Lax"
 STATIC_URL = "/static/"
@@ -169,8 +165,6 @@ LOGGING = {
 }
 if os.environ.get("PROGROCK_TICK_GRID"):
     PROGROCK["TICK_GRID"] = float(os.environ["PROGROCK_TICK_GRID"])
-if os.environ.get("PROGROCK_TICK_GRID_LIGHT"):
-    PROGROCK["TICK_GRID_LIGHT"] = float(os.environ["PROGROCK_TICK_GRID_LIGHT"])
 if os.environ.get("PROGROCK_GC_THRESHOLDS"):
     PROGROCK["GC_THRESHOLDS"] = (
         None

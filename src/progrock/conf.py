@@ -16,7 +16,6 @@ from django.dispatch import receiver
 
 from progrock.exceptions import ImproperlyConfigured
 from progrock.protocol import Limits
-from progrock.worker.phase import is_multiple
 
 DEFAULTS: dict[str, Any] = {
     # Redis that carries ProgRock's own keys (delay set, live task state, fan-out).
@@ -65,40 +64,11 @@ DEFAULTS: dict[str, Any] = {
     # (bounds the extra lateness; 0 delivers every message on its own pass).
     "DELAY_BATCH_WINDOW": 0.004,
     # Poll ticks are due on a grid of this many seconds, so that tasks share
-    # due times and are polled together: where a task's rhythm begins (its
-    # first tick under heavy load, a retry, a re-armed chain; light-load first
-    # ticks: TICK_ALIGN); later ticks keep its phase (POLL_INTERVAL should be a
-    # multiple; if not, every tick is rounded).
+    # due times and are polled together: a new task's first tick is one
+    # POLL_INTERVAL after the backend answered its create, rounded up to the
+    # grid; later ticks keep its phase (POLL_INTERVAL should be a multiple;
+    # if not, every tick is rounded). 0: no grid.
     "TICK_GRID": 0.02,
-    # Seconds before its due time that a poll tick is delivered: the worker
-    # claims the batch's tasks meanwhile, then waits for the due time and asks
-    # the backend then, rather than that long after it (never before: the
-    # backend's step may not have come). The wait is capped at this lead, so
-    # clocks that differ between machines cannot hold a poll longer. Less
-    # than POLL_INTERVAL; 0: ticks are delivered at their due time.
-    "TICK_LEAD": 0.005,
-    # Under light load (a worker handling fewer than LIGHT_LOAD poll ticks a
-    # second, counting each arriving start as its task's ticks), new tasks'
-    # creates are timed to just before a point of this coarser grid, and
-    # their first ticks follow the answer (TICK_ALIGN; with TICK_ALIGN 0 they
-    # go on the point, and a batch answered after it, or sent without aiming
-    # when its preparation overran, on a grid four times finer than
-    # TICK_GRID): polls crowd near the grid's points where a poll batch's
-    # fixed cost dominates, at some start latency (usually under one step, at
-    # most one and a half; progrock.worker.phase). A
-    # multiple of TICK_GRID that divides POLL_INTERVAL, else TICK_GRID is
-    # used; 0: TICK_GRID. LIGHT_LOAD 0 turns light-load handling off.
-    "TICK_GRID_LIGHT": 0.1,
-    "LIGHT_LOAD": 500,
-    # Under light load, a start batch's first tick is due one POLL_INTERVAL
-    # after its creates were answered, rounded up to this many seconds: its
-    # polls come at most this long after the backend's steps, for the task's
-    # whole life, at the price of more, smaller poll batches (a phase per
-    # start batch, near the points of TICK_GRID_LIGHT). 0: up to the
-    # TICK_GRID_LIGHT point the batch aimed at (fewer batches; polls up to the
-    # create lead's margin, a few ms, after the steps). At most TICK_GRID;
-    # unused when the light grid is (LIGHT_LOAD 0, TICK_GRID_LIGHT 0 or unusable).
-    "TICK_ALIGN": 0.001,
     # Garbage-collector thresholds for busy processes (progrock.runtime.tune_gc);
     # None leaves Python's defaults.
     "GC_THRESHOLDS": (50_000, 50, 100),
@@ -150,36 +120,12 @@ class Settings:
         for name in (
             "DELAY_BATCH_WINDOW",
             "TICK_GRID",
-            "TICK_GRID_LIGHT",
-            "TICK_LEAD",
-            "TICK_ALIGN",
         ):
             value = merged[name]
             if not _is_seconds(value) or value < 0:
                 raise ImproperlyConfigured(
                     f"PROGROCK[{name!r}] must be a number of seconds >= 0, got {value!r}"
                 )
-        if merged["TICK_LEAD"] >= merged["POLL_INTERVAL"]:
-            raise ImproperlyConfigured(
-                "PROGROCK['TICK_LEAD'] must be less than POLL_INTERVAL "
-                f"({merged['POLL_INTERVAL']!r}), got {merged['TICK_LEAD']!r}"
-            )
-        if merged["TICK_GRID"] and merged["TICK_ALIGN"] > merged["TICK_GRID"]:
-            raise ImproperlyConfigured(
-                "PROGROCK['TICK_ALIGN'] must be at most TICK_GRID "
-                f"({merged['TICK_GRID']!r}), got {merged['TICK_ALIGN']!r}"
-            )
-        light, fine = merged["TICK_GRID_LIGHT"], merged["TICK_GRID"]
-        if light and fine and not (light >= fine and is_multiple(light, fine)):
-            raise ImproperlyConfigured(
-                f"PROGROCK['TICK_GRID_LIGHT'] must be 0 or a multiple of TICK_GRID ({fine!r}), "
-                f"got {light!r}"
-            )
-        value = merged["LIGHT_LOAD"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ImproperlyConfigured(
-                f"PROGROCK['LIGHT_LOAD'] must be a number of ticks a second >= 0, got {value!r}"
-            )
         for name in ("MAX_FRAME_BYTES", "MAX_PARAMS_BYTES", "TICK_BATCH"):
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -19,7 +19,7 @@ from django.urls import path
 
 from progrock.conf import progrock_settings
 from progrock.web.consumer import ProgressConsumer
-from progrock.worker.engine import WorkerConsumer
+from progrock.worker.consumer import WorkerConsumer
 
 # Public: what browsers reach, namespaced under /prog/ as in the seed.
 websocket_urlpatterns = [

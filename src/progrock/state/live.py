@@ -1,8 +1,9 @@
 """Live task state in Redis, and the one atomic way to change and announce it.
 
-Each task has a hash ``<prefix>t:<task_id>`` with its live state. Every
-announced change goes through :data:`APPLY_LUA`, which in one atomic step
-refuses anything after a terminal state, keeps progress from going backwards,
+Each task has a hash ``<prefix>t:<task_id>`` with its live state, read
+through :class:`LiveState`. Every announced change goes through
+:data:`~progrock.state.scripts.APPLY_LUA`, which in one atomic step refuses
+anything after a terminal state, keeps progress from going backwards,
 increments the task's ``seq``, stores the new fields and publishes the message
 on ``<prefix>u:<task_id>`` as ``"<seq> <flag> <json>"`` for the web processes.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -22,6 +24,19 @@ from redis.exceptions import NoScriptError
 
 from progrock.conf import progrock_settings
 from progrock.protocol import Status, TaskView, clamp_progress, flag_for, frame_parts
+from progrock.state.scripts import (
+    APPLY_LUA,
+    CLAIM_LUA,
+    INIT_QUEUED_LUA,
+    LAST_POLL,
+    NEXT_DUE,
+    OVERDUE_LUA,
+    POLL_FIELDS,
+    REARM_LUA,
+    STATUS_DIFFERS_LUA,
+)
+
+logger = logging.getLogger("progrock.state")
 
 # Replies of APPLY_LUA other than a positive seq.
 UNKNOWN: Final = -2  # no live state for the task (expired or flushed): rebuild it
@@ -29,174 +44,6 @@ ALREADY_TERMINAL: Final = -1  # the task is over: nothing may follow
 STALE: Final = -3  # progress would go backwards, or nothing changed: dropped
 
 TERMINAL_TTL: Final = 24 * 3600  # live state of a finished task is kept this long
-
-APPLY_LUA: Final = """
--- One call applies a batch. KEYS: (state hash, fan-out channel) per entry.
--- ARGV[1]: a JSON array with one entry per key pair (one argument, not
--- hundreds: packing and parsing them cost more than the JSON):
---   announce: [head, tail, flag, status, progress, ttl, message, [field, value, ...]]
---             publishes head .. seq .. ',"progress":' .. progress .. tail
---   bookkeeping: ['B', [field, value, ...]] set on an existing hash (never creates one)
--- Every value is a string. Returns one reply per entry: the new seq, or
--- -1/-2/-3 (see store.py), 0 for bookkeeping.
-local entries = cjson.decode(ARGV[1])
-local out = {}
-for e = 1, #entries do
-  local key, chan, A = KEYS[2 * e - 1], KEYS[2 * e], entries[e]
-  local reply = 0
-  if A[1] == 'B' then
-    if #A[2] > 0 and redis.call('EXISTS', key) == 1 then
-      redis.call('HSET', key, unpack(A[2]))
-    end
-  else
-    -- One read for everything the checks need (each redis.call costs).
-    local now = redis.call('HMGET', key, 'status', 'progress', 'message', 'seq')
-    local st = now[1]
-    if not st then
-      reply = -2
-    elseif st == 'succeeded' or st == 'failed' or st == 'cancelled' then
-      reply = -1
-    else
-      local stored = now[2] or '0'
-      local old = tonumber(stored) or 0
-      local progress = A[5]
-      local new = tonumber(progress)
-      if new < old then
-        if A[3] ~= 'T' then reply = -3 end
-        progress = stored  -- an end never shows less progress than was shown
-      end
-      if reply == 0 and A[3] == 'P' and new == old and (now[3] or '') == A[7] then
-        reply = -3  -- nothing changed (e.g. a tick delivered twice): announce nothing
-      end
-      if reply == 0 then
-        local seq = (tonumber(now[4]) or 0) + 1
-        local fields = {'status', A[4], 'progress', progress, 'seq', seq}
-        for _, v in ipairs(A[8]) do fields[#fields + 1] = v end
-        redis.call('HSET', key, unpack(fields))
-        if tonumber(A[6]) > 0 then redis.call('EXPIRE', key, A[6]) end
-        redis.call('PUBLISH', chan, seq .. ' ' .. A[3] .. ' ' .. A[1] .. seq
-                   .. ',"progress":' .. progress .. A[2])
-        reply = seq
-      end
-    end
-  end
-  out[e] = reply
-end
-return out
-"""
-
-# The live-state fields a poll reads (CLAIM_LUA returns these, not the whole hash).
-POLL_FIELDS: Final = (
-    "status",  # first: a task without it has no live state
-    "owner",
-    "ref",
-    "push",
-    "progress",
-    "seq",
-    "message",
-    "rp",
-    "rt",
-    "rate",
-    "dbt",
-    "fails",
-    "fail_since",
-)
-
-CLAIM_LUA: Final = (
-    """
--- Claim poll ticks, exactly once each, and load the state of their tasks.
--- KEYS: state hash per tick. ARGV[1]: now (s); ARGV[2]: a JSON array of
--- [due ms, next due ms] per tick, both strings.
--- A tick counts only if it is the task's next due tick (field 'nd'; a task
--- without one, e.g. rebuilt, accepts any): it moves 'nd' on to the next due
--- time and sets 'lp' (last poll). Returns per tick: 0 for a stale tick (an
--- older or duplicated chain: drop it), else the values of the poll's fields
--- (all nil: the task has no live state).
-local FIELDS = {"""
-    + ", ".join(f"'{name}'" for name in POLL_FIELDS)
-    + """}
-local ticks = cjson.decode(ARGV[2])
-local out = {}
-for i = 1, #KEYS do
-  local key, due = KEYS[i], tonumber(ticks[i][1])
-  local values = redis.call('HMGET', key, 'nd', unpack(FIELDS))  -- one read (each call costs)
-  local nd = table.remove(values, 1)
-  if nd and math.abs((tonumber(nd) or 0) - due) > 0.5 then
-    out[i] = 0
-  else
-    if values[1] then
-      redis.call('HSET', key, 'nd', ticks[i][2], 'lp', ARGV[1])
-    end
-    out[i] = values
-  end
-end
-return out
-"""
-)
-
-REARM_LUA: Final = """
--- Move a task's next due tick ('nd') from ARGV[1] ('' = none) to ARGV[2];
--- 0 if a poll moved it meanwhile (the chain is alive: nothing to re-arm).
-local nd = redis.call('HGET', KEYS[1], 'nd') or ''
-if nd ~= ARGV[1] or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'nd', ARGV[2])
-return 1
-"""
-
-OVERDUE_LUA: Final = """
--- The sweep's check of running tasks, in Redis (one call for thousands of
--- tasks instead of decoding each one's fields in the worker). For each key:
--- no usable live state (no or an empty 'owner') -> {i, 0, nd or ''}; next due
--- tick ('nd', ms; without a number there, one interval, ARGV[2] ms, after
--- the last poll, 'lp', s) at or before ARGV[1] ms -> {i, 1, nd or ''}. The
--- raw 'nd' is what a re-arm must find (REARM_LUA). Live chains are left out.
-local deadline, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-for i = 1, #KEYS do
-  local v = redis.call('HMGET', KEYS[i], 'owner', 'nd', 'lp')
-  if not v[1] or v[1] == '' then
-    out[#out + 1] = {i, 0, v[2] or ''}
-  else
-    local due = tonumber(v[2] or '')
-    if not due or due ~= due then  -- not a number (or NaN)
-      due = (tonumber(v[3] or '') or 0) * 1000 + interval
-      if due ~= due then due = interval end
-    end
-    if due <= deadline then out[#out + 1] = {i, 1, v[2] or ''} end
-  end
-end
-return out
-"""
-
-STATUS_DIFFERS_LUA: Final = """
--- {index (1-based), 1 if it has live state else 0} of the keys whose 'status'
--- is not ARGV[1]'s entry (a JSON list), or that have no live state.
-local want = cjson.decode(ARGV[1])
-local out = {}
-for i = 1, #KEYS do
-  local st = redis.call('HGET', KEYS[i], 'status')
-  if st ~= want[i] then out[#out + 1] = {i, st and 1 or 0} end
-end
-return out
-"""
-
-INIT_QUEUED_LUA: Final = """
--- Write the live state of queued tasks (ARGV[1]: one flat field list per key),
--- except where it already says something else: another attempt of the same
--- start got further meanwhile, and its state must stand. 1 per key written.
-local states = cjson.decode(ARGV[1])
-local out = {}
-for i = 1, #KEYS do
-  local st = redis.call('HGET', KEYS[i], 'status')
-  if not st or st == 'queued' then
-    redis.call('HSET', KEYS[i], unpack(states[i]))
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
 
 # Per event loop (weakly: a closed loop's id may be reused by a new one).
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = (
@@ -292,6 +139,123 @@ def view_from_hash(task_id: str, fields: Mapping[str, str]) -> TaskView:
         started_at=fields.get("started_at") or None,
         finished_at=fields.get("finished_at") or None,
     )
+
+
+_STATUSES: Final[Mapping[bytes | str, Status]] = {
+    **{s.value: s for s in Status},
+    **{s.value.encode(): s for s in Status},
+}
+
+
+def _text(raw: bytes | str | None) -> str:
+    if raw is None:
+        return ""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _number(name: str, raw: bytes | str | None) -> float | None:
+    """A numeric field, or None if absent; one that is not a number reads as absent
+    (as the Lua scripts read it: ``tonumber(x) or 0``), logged."""
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        logger.warning("live-state field %r must be a number, got %r: read as absent", name, raw)
+        return None
+
+
+class LiveState(NamedTuple):
+    """A task's live state as the worker reads it: its hash's fields, parsed once.
+
+    Read from a decoded hash (:meth:`from_hash`) or from the values of
+    :data:`~progrock.state.scripts.POLL_FIELDS` in order, as the claim script
+    returns them (:meth:`from_values`). The hash keeps its short field names
+    (:mod:`progrock.state.scripts`); no reader needs them. A NamedTuple rather
+    than a frozen dataclass: a worker builds thousands a second, and a frozen
+    dataclass costs about five times as much to build.
+    """
+
+    status: Status
+    owner: str
+    ref: str  # the backend's id of the task ('' until it runs)
+    push: bool  # its progress is reported to ProgRock (no backend to poll)
+    progress: float
+    seq: int
+    message: str
+    rate_progress: float  # progress at the last rate estimate (0 before any)
+    rate_time: float | None  # when that was (epoch s)
+    rate: float | None  # progress per second, as last estimated
+    db_written: float  # when progress was last copied to the database (epoch s; 0: never)
+    fails: int  # failed polls in a row
+    fail_since: float | None  # when the first of them failed (epoch s)
+    next_due: float | None = None  # due time of the next poll tick that counts (ms)
+    last_poll: float | None = None  # when the task was last polled (epoch s)
+
+    @classmethod
+    def from_values(
+        cls,
+        values: Sequence[bytes | str | None],
+        *,
+        next_due: float | None = None,
+        last_poll: float | None = None,
+    ) -> LiveState | None:
+        """From the values of ``POLL_FIELDS``, in order; None if the task has no live
+        state (no ``status``, or one that is not a status: rebuild it)."""
+        status, owner, ref, push, progress, seq, message, rp, rt, rate, dbt, fails, since = values
+        found = _STATUSES.get(status) if status is not None else None
+        if found is None:
+            if status is not None:
+                logger.warning("live-state field 'status' must be a status, got %r", status)
+            return None
+        try:  # the fast way: every number parses
+            numbers = (
+                float(progress) if progress else 0.0,
+                int(seq) if seq else 0,
+                float(rp) if rp else 0.0,
+                float(rt) if rt else None,
+                float(rate) if rate else None,
+                float(dbt) if dbt else 0.0,
+                int(fails) if fails else 0,
+                float(since) if since else None,
+            )
+        except ValueError:
+            numbers = (
+                _number("progress", progress) or 0.0,
+                int(_number("seq", seq) or 0),
+                _number("rp", rp) or 0.0,
+                _number("rt", rt),
+                _number("rate", rate),
+                _number("dbt", dbt) or 0.0,
+                int(_number("fails", fails) or 0),
+                _number("fail_since", since),
+            )
+        return cls(
+            found,
+            _text(owner),
+            _text(ref),
+            push in (b"1", "1"),
+            numbers[0],
+            numbers[1],
+            _text(message),
+            numbers[2],
+            numbers[3],
+            numbers[4],
+            numbers[5],
+            numbers[6],
+            numbers[7],
+            next_due,
+            last_poll,
+        )
+
+    @classmethod
+    def from_hash(cls, fields: Mapping[str, str]) -> LiveState | None:
+        """From a task's decoded hash (:func:`decode_hash`); None if it has no live state."""
+        return cls.from_values(
+            [fields.get(name) for name in POLL_FIELDS],
+            next_due=_number(NEXT_DUE, fields.get(NEXT_DUE)),
+            last_poll=_number(LAST_POLL, fields.get(LAST_POLL)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,13 +400,13 @@ class TaskStore:
 
     async def claim(
         self, ticks: Sequence[tuple[str, float, float]], now: float
-    ) -> dict[str, tuple[dict[str, str] | None, float]]:
+    ) -> dict[str, tuple[LiveState | None, float]]:
         """Claim poll ticks ``(task_id, due_ms, next_due_ms)`` and load their tasks.
 
-        Only a task's next due tick counts (see :data:`CLAIM_LUA`); stale or
-        duplicated ticks are left out. Returns, per claimed task, the
-        :data:`POLL_FIELDS` of its live state that are set (None where there is
-        no live state) and the next due time it now has.
+        Only a task's next due tick counts (see
+        :data:`~progrock.state.scripts.CLAIM_LUA`); stale or duplicated ticks
+        are left out. Returns, per claimed task, its live state as the claim
+        left it (None where it has none) and the next due time it now has.
         """
         if not ticks:
             return {}
@@ -450,17 +414,12 @@ class TaskStore:
         replies = await self._run(
             self._claim, [state_key(t[0]) for t in ticks], [repr(now), packed]
         )
-        out: dict[str, tuple[dict[str, str] | None, float]] = {}
+        out: dict[str, tuple[LiveState | None, float]] = {}
         for (task_id, _, nxt), reply in zip(ticks, replies, strict=True):
             if reply == 0:
                 continue
-            if not reply or reply[0] is None:
-                out[task_id] = (None, nxt)
-                continue
-            out[task_id] = (
-                {k: v.decode() for k, v in zip(POLL_FIELDS, reply, strict=True) if v is not None},
-                nxt,
-            )
+            state = LiveState.from_values(reply, next_due=nxt, last_poll=now) if reply else None
+            out[task_id] = (state, nxt)
         return out
 
     async def rearm(self, task_id: str, expected: str, due_ms: float) -> bool:

@@ -1,25 +1,22 @@
 """Polling: what a worker does with a batch of due poll ticks.
 
 Each running task has a poll chain of delayed messages (see
-:meth:`progrock.worker.engine.Engine.schedule_ticks`). For a batch of due ticks a
-worker claims them and loads their tasks in one Lua call (a tick counts only
-if it is its task's next due tick), asks the backend for all of their
-statuses in one request, announces what changed in one Lua call, schedules
-each task's next tick on its cadence and records the ends it found. Live
-progress is copied to the database now and then, off the poll's path.
+:mod:`progrock.worker.schedule`). For a batch of due ticks a worker claims
+them and loads their tasks in one Lua call (a tick counts only if it is its
+task's next due tick), asks the backend for all of their statuses in one
+request, decides per task what changed (:class:`PollPlan`, no I/O), announces
+it in one Lua call, schedules each task's next tick on its cadence and
+records the ends it found. Live progress is copied to the database now and
+then, off the poll's path (:mod:`progrock.worker.progress_copy`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from asgiref.sync import sync_to_async
-from django.db import transaction
+from dataclasses import dataclass, field
+from typing import Any
 
 from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
@@ -36,21 +33,20 @@ from progrock.protocol import (
 )
 from progrock.services.base import ServiceStatus
 from progrock.state import tasks
-from progrock.state.live import UNKNOWN, Change, TaskStore, encode_fields
-from progrock.state.rows import update_each, write_alias
-
-if TYPE_CHECKING:
-    from progrock.worker.engine import Engine
+from progrock.state.live import UNKNOWN, Change, LiveState, TaskStore, encode_fields
+from progrock.state.scripts import (
+    DB_WRITTEN,
+    FAIL_SINCE,
+    FAILS,
+    NEXT_DUE,
+    RATE_PROGRESS,
+    RATE_TIME,
+)
+from progrock.worker.context import Worker
+from progrock.worker.schedule import schedule_ticks
+from progrock.worker.ticks import Tick, next_due, on_grid
 
 logger = logging.getLogger("progrock.worker")
-
-POLL = "progrock.poll"
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    task_id: str
-    due_ms: float
 
 
 def parse_ticks(raw: object) -> list[Tick]:
@@ -75,20 +71,6 @@ def parse_ticks(raw: object) -> list[Tick]:
     return ticks
 
 
-async def until_due(due_ms: float, lead_ms: float) -> None:
-    """Wait for ``due_ms`` before asking the backend: a tick is delivered up to
-    ``lead_ms`` (``TICK_LEAD``) early (:meth:`progrock.worker.engine.Engine.schedule_ticks`), and
-    the backend's step may not have come before its due time. The wait is
-    capped at that lead: a clock that differs between the delay server's
-    machine and this one cannot hold a poll for longer. (Looped: uvloop rounds
-    a timer to whole milliseconds, and may wake up to one early.)"""
-    now = now_ms()
-    until = min(due_ms, now + lead_ms)
-    while now < until:
-        await asyncio.sleep((until - now) / 1000)
-        now = now_ms()
-
-
 @dataclass(slots=True)
 class PollTimes:
     """When a poll asked the backend, had its answer, announced what changed and
@@ -101,112 +83,168 @@ class PollTimes:
     ended_ms: float | None = None
 
 
-async def poll(engine: Engine, ticks: Sequence[Tick], times: PollTimes | None = None) -> None:
-    """Poll the backend for a batch of due ticks and announce what changed."""
-    times = times if times is not None else PollTimes()
+async def poll(worker: Worker, ticks: Sequence[Tick]) -> None:
+    """Poll the backend for a batch of due ticks and announce what changed.
+
+    A message may merge ticks of several due times (a delay server that fell
+    behind merges whatever was due): they are polled together.
+    """
+    if not logger.isEnabledFor(logging.DEBUG):
+        await _poll(worker, ticks, PollTimes())
+        return
+    started, times = time.perf_counter(), PollTimes()
+    try:
+        await _poll(worker, ticks, times)
+    finally:
+        due = max((t.due_ms for t in ticks), default=now_ms())
+        logger.debug(
+            "polled %d ticks in %.1f ms, %.1f ms late; asked the backend %s, "
+            "answered %s, announced %s, ended %s",
+            len(ticks),
+            (time.perf_counter() - started) * 1000,
+            now_ms() - due,
+            "never" if times.asked_ms is None else f"{times.asked_ms - due:+.1f} ms",
+            "never" if times.answered_ms is None else f"{times.answered_ms - due:+.1f} ms",
+            "nothing" if times.announced_ms is None else f"{times.announced_ms - due:+.1f} ms",
+            "none"
+            if times.ended_ms is None
+            else f"{times.ended} at {times.ended_ms - due:+.1f} ms",
+        )
+
+
+async def _poll(worker: Worker, ticks: Sequence[Tick], times: PollTimes) -> None:
+    interval, grid = worker.cadence.interval_ms, worker.cadence.grid_ms
     clock_ms = now_ms()
-    engine.load.add(clock_ms, len(ticks))
-    claims = [(t.task_id, t.due_ms, engine.next_due(t.due_ms, clock_ms)) for t in ticks]
-    claimed = await engine.store.claim(claims, time.time())
-    following = {task_id: nxt for task_id, (_, nxt) in claimed.items()}
-    live = {task_id: fields for task_id, (fields, _) in claimed.items()}
-    for task_id, fields in list(live.items()):
-        if fields is None or not fields.get("owner") or fields.get("status") == "queued":
+    claims = [(t.task_id, t.due_ms, next_due(t.due_ms, clock_ms, interval, grid)) for t in ticks]
+    claimed = await worker.store.claim(claims, time.time())
+    running: dict[str, tuple[LiveState, float]] = {}
+    for task_id, (state, following) in claimed.items():
+        if state is None or not state.owner or state.status is Status.QUEUED:
             # Live state lost (Redis flushed or expired), or older than the row
             # (a tick for a task Redis still thinks queued): rebuild it from the row.
-            task = await tasks.arebuild(task_id, engine.store)
-            live[task_id] = encode_fields(tasks.live_fields(task, rebuilt=True)) if task else None
-            if task is not None:  # the rebuilt state carries this chain on
-                await engine.store.init(task_id, {"nd": following[task_id]})
-    running = {
-        task_id: fields
-        for task_id, fields in live.items()
-        if fields is not None
-        and fields.get("status") == Status.RUNNING.value
-        and fields.get("ref")
-        and fields.get("push") != "1"
-    }
+            state = await _rebuild(worker.store, task_id, following)
+        if state is not None and state.status is Status.RUNNING and state.ref and not state.push:
+            running[task_id] = (state, following)
     if not running:
         return
-    refs = {fields["ref"]: task_id for task_id, fields in running.items()}
-    await until_due(max(t.due_ms for t in ticks if t.task_id in running), engine.tick_lead_ms)
+    refs = {state.ref: task_id for task_id, (state, _) in running.items()}
     times.asked_ms = now_ms()
     try:
         statuses: Mapping[
             str, ServiceStatus | ServiceError | None
-        ] = await engine.service.status_many(list(refs))
+        ] = await worker.service.status_many(list(refs))
     except ServiceError as exc:
         statuses = {ref: exc for ref in refs}
     now, clock_ms = time.time(), now_ms()
     times.answered_ms = clock_ms
-    changes: list[Change] = []
-    bookkeeping: list[tuple[str, dict[str, Any]]] = []
-    next_ticks: list[Tick] = []
-    endings: list[tasks.Ending] = []
-    db_due: dict[str, str | None] = {}  # task id -> message, for the database copy
+    plan = PollPlan(now, clock_ms, grid, progrock_settings.DB_PROGRESS_INTERVAL)
     for ref, task_id in refs.items():
-        fields = running[task_id]
+        state, following = running[task_id]
+        result = (
+            statuses[ref]
+            if ref in statuses
+            else ServiceError(f"backend omitted task {ref!r} from its reply")
+        )
+        plan.add(task_id, state, result, following)
+    await _carry_out(worker, plan, times)
+
+
+async def _rebuild(store: TaskStore, task_id: str, following: float) -> LiveState | None:
+    """Rebuild a task's live state from its row; the rebuilt state carries this chain on."""
+    task = await tasks.arebuild(task_id, store)
+    if task is None:
+        return None
+    await store.init(task_id, {NEXT_DUE: following})
+    return LiveState.from_hash(encode_fields(tasks.live_fields(task, rebuilt=True)))
+
+
+@dataclass(slots=True)
+class PollPlan:
+    """What a poll does once the backend has answered, decided per task without I/O."""
+
+    now: float  # epoch seconds, when the answer came
+    clock_ms: float  # the same, in ms
+    grid_ms: float  # the tick grid, where a retry's tick goes
+    db_interval: float  # DB_PROGRESS_INTERVAL
+    changes: list[Change] = field(default_factory=list)  # announcements
+    bookkeeping: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    next_ticks: list[Tick] = field(default_factory=list)
+    endings: list[tasks.Ending] = field(default_factory=list)
+    db_due: dict[str, str | None] = field(default_factory=dict)  # task id -> message, to copy
+
+    def add(
+        self,
+        task_id: str,
+        state: LiveState,
+        result: ServiceStatus | ServiceError | None,
+        following: float,
+    ) -> None:
+        """Decide for one task from the backend's answer; every running task keeps its
+        poll chain unless it ends."""
         try:
-            result = statuses.get(ref, ServiceError(f"backend omitted task {ref!r} from its reply"))
             if isinstance(result, ServiceError):
-                retry = backend_trouble(task_id, fields, result, now, endings)
+                retry = backend_trouble(task_id, state, result, self.now, self.endings)
                 if retry is not None:
-                    tick = Tick(task_id, engine.on_grid(clock_ms + retry[0] * 1000))
-                    bookkeeping.append((task_id, {**retry[1], "nd": tick.due_ms}))
-                    next_ticks.append(tick)
-                continue
+                    tick = Tick(task_id, on_grid(self.clock_ms + retry[0] * 1000, self.grid_ms))
+                    self.bookkeeping.append((task_id, {**retry[1], NEXT_DUE: tick.due_ms}))
+                    self.next_ticks.append(tick)
+                return
             if result is None:
-                endings.append(
+                self.endings.append(
                     tasks.Ending(
                         task_id,
                         Status.FAILED,
-                        progress=float(fields.get("progress") or 0),
-                        error=failure("lost", f"the backend no longer knows task {ref!r}"),
-                        seq_hint=int(fields.get("seq") or 0),
+                        progress=state.progress,
+                        error=failure("lost", f"the backend no longer knows task {state.ref!r}"),
+                        seq_hint=state.seq,
                     )
                 )
-                continue
+                return
             if result.state != "running":
-                endings.append(ending_from_backend(task_id, fields, result))
-                continue
-            change, book = observe(task_id, fields, result, now)
+                self.endings.append(ending_from_backend(task_id, state.progress, state.seq, result))
+                return
+            change, book = observe(task_id, state, result, self.now)
             if change is not None:
-                changes.append(change)
-                if now - float(fields.get("dbt") or 0) >= progrock_settings.DB_PROGRESS_INTERVAL:
-                    book["dbt"] = now
-                    db_due[task_id] = result.message
+                self.changes.append(change)
+                if self.now - state.db_written >= self.db_interval:
+                    book[DB_WRITTEN] = self.now
+                    self.db_due[task_id] = result.message
             elif book:
-                bookkeeping.append((task_id, book))
+                self.bookkeeping.append((task_id, book))
         except Exception:
             # One task's bad data must not stop the batch: log it, poll again later.
             logger.exception("poll of task %s failed", task_id)
-        next_ticks.append(Tick(task_id, following[task_id]))
+        self.next_ticks.append(Tick(task_id, following))
+
+
+async def _carry_out(worker: Worker, plan: PollPlan, times: PollTimes) -> None:
+    """Announce a poll's changes, schedule its next ticks, record its ends, copy progress."""
     try:
-        replies = await engine.store.apply_many(changes, bookkeeping)
+        replies = await worker.store.apply_many(plan.changes, plan.bookkeeping)
         times.announced_ms = now_ms()
     finally:
         # Whatever happened above, every running task keeps its poll chain
         # and every end found in this batch is still recorded.
         try:
-            await engine.schedule_ticks(next_ticks)
+            await schedule_ticks(worker, plan.next_ticks)
         finally:
-            if await run_endings(engine.store, endings) and endings:
-                times.ended, times.ended_ms = len(endings), now_ms()
+            if await run_endings(worker.store, plan.endings) and plan.endings:
+                times.ended, times.ended_ms = len(plan.endings), now_ms()
     rows = []
-    for change, code in zip(changes, replies, strict=True):
+    for change, code in zip(plan.changes, replies, strict=True):
         if code == UNKNOWN:
-            await tasks.arebuild(change.task_id, engine.store)
-        elif code > 0 and change.task_id in db_due:
+            await tasks.arebuild(change.task_id, worker.store)
+        elif code > 0 and change.task_id in plan.db_due:
             rows.append(
                 Task(
                     id=change.task_id,
                     progress=change.progress,
-                    message=db_due[change.task_id],
+                    message=plan.db_due[change.task_id],
                     seq=code,
                 )
             )
     if rows:
-        engine.progress_copy.write(rows)
+        worker.progress_copy.write(rows)
 
 
 async def run_endings(store: TaskStore, endings: list[tasks.Ending]) -> bool:
@@ -222,38 +260,45 @@ async def run_endings(store: TaskStore, endings: list[tasks.Ending]) -> bool:
 
 
 def observe(
-    task_id: str, fields: Mapping[str, str], result: ServiceStatus, now: float
+    task_id: str, state: LiveState, result: ServiceStatus, now: float
 ) -> tuple[Change | None, dict[str, Any]]:
     """What a running backend status changes: the announcement (if any) and bookkeeping."""
     book: dict[str, Any] = {}
-    if fields.get("fails"):
-        book.update(fails="", fail_since="")
-    old_progress = float(fields.get("progress") or 0)
-    progress = max(old_progress, clamp_progress(result.progress))
-    if progress == old_progress and (result.message or "") == fields.get("message", ""):
+    if state.fails:
+        book.update({FAILS: "", FAIL_SINCE: ""})
+    progress = max(state.progress, clamp_progress(result.progress))
+    if progress == state.progress and (result.message or "") == state.message:
         return None, book
     est = estimate(
         progress=progress,
         now=now,
-        last_progress=float(fields.get("rp") or 0),
-        last_time=float(fields.get("rt") or now),
-        last_rate=float(fields["rate"]) if fields.get("rate") else None,
+        last_progress=state.rate_progress,
+        last_time=now if state.rate_time is None else state.rate_time,
+        last_rate=state.rate,
     )
-    book.update(message=result.message, eta_s=est.eta_s, rate=est.rate, rp=progress, rt=now)
+    book.update(
+        {
+            "message": result.message,
+            "eta_s": est.eta_s,
+            "rate": est.rate,
+            RATE_PROGRESS: progress,
+            RATE_TIME: now,
+        }
+    )
     msg = progress_message(task_id, progress, result.message, est.eta_s, est.rate)
     return Change(task_id, msg, Status.RUNNING, progress, book), book
 
 
 def backend_trouble(
     task_id: str,
-    fields: Mapping[str, str],
+    state: LiveState,
     exc: ServiceError,
     now: float,
     endings: list[tasks.Ending],
 ) -> tuple[float, dict[str, Any]] | None:
     """Back off, or (once the failure budget is spent) queue the task's failure."""
-    fails = int(fields.get("fails") or 0) + 1
-    since = float(fields.get("fail_since") or now)
+    fails = state.fails + 1
+    since = now if state.fail_since is None else state.fail_since
     if now - since >= progrock_settings.FAILURE_BUDGET:
         detail = (
             f"backend unusable for {now - since:.0f}s ({fails} failed polls); last error: {exc}"
@@ -262,9 +307,9 @@ def backend_trouble(
             tasks.Ending(
                 task_id,
                 Status.FAILED,
-                progress=float(fields.get("progress") or 0),
+                progress=state.progress,
                 error=failure("backend_unreachable", detail),
-                seq_hint=int(fields.get("seq") or 0),
+                seq_hint=state.seq,
             )
         )
         return None
@@ -272,60 +317,17 @@ def backend_trouble(
     logger.warning(
         "poll of %s failed (%s); attempt %d, retrying in %.1fs", task_id, exc, fails, delay
     )
-    return delay, {"fails": fails, "fail_since": since}
+    return delay, {FAILS: fails, FAIL_SINCE: since}
 
 
 def ending_from_backend(
-    task_id: str, fields: Mapping[str, str], result: ServiceStatus
+    task_id: str, progress: float, seq: int, result: ServiceStatus
 ) -> tasks.Ending:
-    """The end of a task the backend reports as over."""
-    seq = int(fields.get("seq") or 0)
-    progress = max(float(fields.get("progress") or 0), clamp_progress(result.progress))
+    """The end of a task the backend reports as over (``progress`` and ``seq``: as last shown)."""
+    progress = max(progress, clamp_progress(result.progress))
     if result.state == "succeeded":
         return tasks.Ending(task_id, Status.SUCCEEDED, 100, result.result, seq_hint=seq)
     if result.state == "failed":
         error = failure("backend_failed", result.error or "the task failed")
         return tasks.Ending(task_id, Status.FAILED, progress, error=error, seq_hint=seq)
     return tasks.Ending(task_id, Status.CANCELLED, progress, seq_hint=seq)
-
-
-class ProgressCopy:
-    """Copies live progress to the database in the background, one write at a time.
-
-    The write is off the poll's path: a slow database never delays a tick.
-    Rows that find a write in flight are skipped; their task is written on a
-    later poll (each row's due time was already pushed back in Redis).
-    """
-
-    def __init__(self) -> None:
-        self._write: asyncio.Task[None] | None = None
-
-    def write(self, rows: list[Task]) -> None:
-        if self._write is not None and not self._write.done():
-            return
-        self._write = asyncio.create_task(self._run(rows))
-
-    async def drain(self) -> None:
-        """Wait for the background write, if one is under way."""
-        if self._write is not None:
-            await asyncio.gather(self._write, return_exceptions=True)
-
-    async def _run(self, rows: list[Task]) -> None:
-        try:
-            await sync_to_async(copy_progress)(rows)
-        except Exception:
-            logger.exception("writing the progress of %d tasks to the database failed", len(rows))
-
-
-def copy_progress(rows: Sequence[Task]) -> None:
-    """Copy live progress into running rows only: never touch a finished task's row.
-
-    One conditional UPDATE sent once per row with ``executemany``
-    (:func:`progrock.state.rows.update_each`), in one transaction.
-    """
-    with transaction.atomic(using=write_alias()):
-        update_each(
-            ("progress", "message", "seq"),
-            ((row.pk, (row.progress, row.message, row.seq)) for row in rows),
-            status_in=(Status.RUNNING.value,),
-        )

@@ -10,6 +10,10 @@ all of them. A batch of one behaves exactly like a single start.
 Each start's watchdog (:mod:`progrock.worker.start_watch`) is re-armed when the
 batch is taken and dropped once its task runs, has ended or was refused, so a
 start lost with a killed worker is forwarded again.
+
+A new task's first poll tick is due one ``POLL_INTERVAL`` after the backend
+answered its create, rounded up to the tick grid
+(:func:`progrock.worker.ticks.first_due`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgiref.sync import sync_to_async
 
@@ -31,14 +35,16 @@ from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
 from progrock.protocol import Status, backoff, failure, started_message
-from progrock.services.base import ServiceStatus
+from progrock.services.base import ServiceStatus, TaskService
 from progrock.state import tasks
 from progrock.state.live import UNKNOWN, Change
+from progrock.state.scripts import DB_WRITTEN, LAST_POLL, NEXT_DUE, RATE_PROGRESS, RATE_TIME
 from progrock.worker import start_watch
-from progrock.worker.phase import first_due
-
-if TYPE_CHECKING:
-    from progrock.worker.engine import Engine
+from progrock.worker.cancel import cancel_backend
+from progrock.worker.context import Worker
+from progrock.worker.reply import reply_error
+from progrock.worker.schedule import schedule_ticks
+from progrock.worker.ticks import Tick, first_due
 
 logger = logging.getLogger("progrock.worker")
 
@@ -87,9 +93,8 @@ def parse_start(message: Mapping[str, Any]) -> StartRequest | None:
     return StartRequest(task_id, kind, params, owner, message)
 
 
-async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> None:
+async def start_many(worker: Worker, messages: Sequence[Mapping[str, Any]]) -> None:
     """Start the tasks of a batch of ``progrock.start`` messages."""
-    began = now_ms()  # how long the batch takes to prepare is learnt (progrock.worker.phase)
     requests: dict[str, StartRequest] = {}
     for message in messages:
         request = parse_start(message)
@@ -102,7 +107,7 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
     # but a deployment may mix them): only the first one may start it.
     # A start refused for the owner's limit stays refused (later attempts).
     prefix = progrock_settings.KEY_PREFIX
-    async with engine.store.redis.pipeline(transaction=False) as pipe:
+    async with worker.store.redis.pipeline(transaction=False) as pipe:
         for r in requests.values():
             pipe.set(start_watch.claim_key(prefix, r.task_id, r.claim_id), b"1", nx=True, ex=3600)
             pipe.exists(start_watch.refused_key(prefix, r.task_id))
@@ -115,22 +120,22 @@ async def start_many(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> N
         elif replies[2 * i]:
             batch.append(r)
     if refused:
-        await start_watch.disarm(engine.delay, refused)
+        await start_watch.disarm(worker.delay, refused)
     if not batch:
         return
     # From now on this worker carries the starts: their watchdogs restart.
-    await start_watch.arm(engine.delay, [r.message for r in batch])
+    await start_watch.arm(worker.delay, [r.message for r in batch])
     settled: list[str] = []  # task ids whose watchdog can go
     try:
-        await _start_batch(engine, batch, settled, began)
+        await _start_batch(worker, batch, settled)
     finally:
         if settled:
-            await start_watch.disarm(engine.delay, settled)
+            await start_watch.disarm(worker.delay, settled)
 
 
-async def _start_batch(
-    engine: Engine, batch: list[StartRequest], settled: list[str], began: float
-) -> None:
+async def _start_batch(worker: Worker, batch: list[StartRequest], settled: list[str]) -> None:
+    """Admit a batch's rows, create their backend tasks and announce them; ``settled``
+    gets the task ids whose watchdog can go."""
     admitted = await sync_to_async(tasks.admit_many)(
         [(r.task_id, r.owner, r.kind, r.params) for r in batch]
     )
@@ -147,149 +152,153 @@ async def _start_batch(
             expired.append((r, found))  # earlier attempts were lost or failed for too long
         else:
             queued.append((r, found))
-    if refused:
-        settled.extend(r.task_id for r, _ in refused)
-        # Marked before the client hears of it: no later attempt may start it.
-        async with engine.store.redis.pipeline(transaction=False) as pipe:
-            for r, _ in refused:
-                pipe.set(
-                    start_watch.refused_key(progrock_settings.KEY_PREFIX, r.task_id), b"1", ex=3600
-                )
-            await pipe.execute()
-        for r, exc in refused:
-            await engine.reply_error(
-                r.reply, "too_many_tasks", str(exc), action="start", task_id=r.task_id, ref=r.ref
-            )
-    if expired:
-        # Another attempt may have started the task meanwhile: fail only rows
-        # still queued (their live state too may be theirs: only if absent).
-        still = await _still_queued([r.task_id for r, _ in expired])
-        settled.extend(r.task_id for r, _ in expired)
-        expired = [(r, task) for r, task in expired if r.task_id in still]
-        for r, task in expired:
-            await engine.store.init_if_absent(r.task_id, tasks.live_fields(task))
-        await tasks.afinish_many(
-            [
-                tasks.Ending(
-                    r.task_id,
-                    Status.FAILED,
-                    error=failure(
-                        "not_started",
-                        f"no worker started the task in {r.attempt} attempts over "
-                        f"{progrock_settings.FAILURE_BUDGET:g}s",
-                    ),
-                )
-                for r, _ in expired
-            ],
-            engine.store,
-            from_statuses=(Status.QUEUED,),
-        )
+    settled.extend(r.task_id for r, _ in refused)
+    await _refuse(worker, refused)
+    await _fail_expired(worker, expired, settled)
     if not queued:
         return
     # Not over a live state that another attempt of this start has moved on.
-    await engine.store.init_queued({r.task_id: tasks.live_fields(task) for r, task in queued})
-
-    # Under light load, just before a point of the start grid, so the first
-    # polls come right after the backend's first steps (see progrock.worker.phase).
-    # Not under heavy load: batches sent at the same instants would crowd a
-    # few phases. The latencies count from the planned send time, so that
-    # they include how late the event loop wakes up.
-    planned = now_ms()
-    prepared = planned - began
-    engine.prep_lead.record(planned, [prepared])
-    grid = engine.start_grid_ms(planned)
-    fine = engine.tick_grid_ms
-    wait = engine.create_wait_ms(planned, grid)
-    # How far before its grid point a create sent in time is answered.
-    slack = 0.0 if wait is None else engine.create_lead.lead_ms(planned)
-    if wait:
-        planned += wait
-        await asyncio.sleep(wait / 1000)
-    results = await _create(engine, [r for r, _ in queued])
+    await worker.store.init_queued({r.task_id: tasks.live_fields(task) for r, task in queued})
+    asked = now_ms()
+    results = await _create(worker.service, [r for r, _ in queued])
     answered = now_ms()  # the backend's own clock for the tasks had started by then
-    if any(isinstance(result, ServiceStatus) for result in results):
-        # (A call that created nothing tells nothing of how long creates take.)
-        engine.create_lead.record(answered, [answered - planned])
-    due = first_due(answered, engine.interval_ms, grid, fine, slack, engine.tick_align_ms)
+    outcome = CreateOutcome.sort([r for r, _ in queued], results, time.time())
+    settled.extend(outcome.settled)
     if logger.isEnabledFor(logging.DEBUG):
-        aimed = (
-            "not aimed"
-            if wait is None
-            else f"answered {planned + slack - answered:.1f} ms before the point it aimed at"
-        )
         logger.debug(
-            "start batch of %d: prepared in %.1f ms, created in %.1f ms, %s; "
-            "first tick %.1f ms after the answer",
+            "start batch of %d: created %d in %.1f ms",
             len(queued),
-            prepared,
-            answered - planned,
-            aimed,
-            due - answered,
+            len(outcome.created),
+            answered - asked,
         )
-    created: list[tuple[StartRequest, ServiceStatus, float]] = []
-    endings: list[tasks.Ending] = []
-    retries: list[dict[str, Any]] = []
-    for (r, _), result in zip(queued, results, strict=True):
-        if isinstance(result, ServiceStatus):
-            created.append((r, result, due))
-        elif isinstance(result, ServiceRejected):
-            settled.append(r.task_id)
-            endings.append(
-                tasks.Ending(
-                    r.task_id, Status.FAILED, error=failure("backend_rejected", result.detail)
-                )
-            )
-        elif isinstance(result, ServiceError):
-            first = float(r.message.get("first_failure") or time.time())
-            if time.time() - first > progrock_settings.FAILURE_BUDGET:
-                settled.append(r.task_id)
-                endings.append(
-                    tasks.Ending(
-                        r.task_id, Status.FAILED, error=failure("backend_unreachable", str(result))
-                    )
-                )
-                continue
-            delay = backoff(
-                r.attempt + 1, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX
-            )
-            logger.warning("start of %s failed (%s); retrying in %.1fs", r.task_id, result, delay)
-            retries.append(
-                {
-                    "channel": progrock_settings.WORKER_CHANNEL,
-                    "content": {
-                        **r.message,
-                        "attempt": r.attempt + 1,
-                        "first_failure": first,
-                        "nonce": start_watch.nonce(),
-                    },
-                    "delay": delay * 1000,
-                    "key": start_watch.watch_key(r.task_id),  # replaces the watchdog
-                    "merge": False,
-                }
-            )
-        else:
-            # A bug in the service: the task stays queued; its watchdog tries again.
-            logger.error("starting %s failed", r.task_id, exc_info=result)
     try:
-        await _announce_started(engine, created)
-        settled.extend(r.task_id for r, _, _ in created)
+        await _announce_started(worker, outcome.created, answered)
+        settled.extend(r.task_id for r, _ in outcome.created)
     finally:
-        if retries:
-            await engine.delay.schedule_many(retries)
-        if endings:
+        if outcome.retries:
+            await worker.delay.schedule_many(outcome.retries)
+        if outcome.endings:
             # Only rows still queued: a racing attempt may have started the task.
-            await tasks.afinish_many(endings, engine.store, from_statuses=(Status.QUEUED,))
+            await tasks.afinish_many(outcome.endings, worker.store, from_statuses=(Status.QUEUED,))
+
+
+async def _refuse(
+    worker: Worker, refused: Sequence[tuple[StartRequest, exceptions.TooManyTasks]]
+) -> None:
+    """Mark starts refused for the owner's limit, then tell their sockets."""
+    if not refused:
+        return
+    # Marked before the client hears of it: no later attempt may start it.
+    async with worker.store.redis.pipeline(transaction=False) as pipe:
+        for r, _ in refused:
+            pipe.set(
+                start_watch.refused_key(progrock_settings.KEY_PREFIX, r.task_id), b"1", ex=3600
+            )
+        await pipe.execute()
+    for r, exc in refused:
+        await reply_error(
+            r.reply, "too_many_tasks", str(exc), action="start", task_id=r.task_id, ref=r.ref
+        )
+
+
+async def _fail_expired(
+    worker: Worker, expired: Sequence[tuple[StartRequest, Task]], settled: list[str]
+) -> None:
+    """Fail the tasks of starts lost for longer than the failure budget: ``not_started``."""
+    if not expired:
+        return
+    # Another attempt may have started the task meanwhile: fail only rows
+    # still queued (their live state too may be theirs: only if absent).
+    still = await _still_queued([r.task_id for r, _ in expired])
+    settled.extend(r.task_id for r, _ in expired)
+    expired = [(r, task) for r, task in expired if r.task_id in still]
+    for r, task in expired:
+        await worker.store.init_if_absent(r.task_id, tasks.live_fields(task))
+    budget = progrock_settings.FAILURE_BUDGET
+    await tasks.afinish_many(
+        [
+            tasks.Ending(
+                r.task_id,
+                Status.FAILED,
+                error=failure(
+                    "not_started",
+                    f"no worker started the task in {r.attempt} attempts over {budget:g}s",
+                ),
+            )
+            for r, _ in expired
+        ],
+        worker.store,
+        from_statuses=(Status.QUEUED,),
+    )
+
+
+@dataclass(slots=True)
+class CreateOutcome:
+    """What the backend's answers to a batch's creates lead to (decided without I/O)."""
+
+    created: list[tuple[StartRequest, ServiceStatus]] = field(default_factory=list)
+    endings: list[tasks.Ending] = field(default_factory=list)  # failed for good
+    retries: list[dict[str, Any]] = field(default_factory=list)  # delay-store envelopes
+    settled: list[str] = field(default_factory=list)  # task ids whose watchdog can go
+
+    @classmethod
+    def sort(
+        cls,
+        requests: Sequence[StartRequest],
+        results: Sequence[ServiceStatus | BaseException],
+        now: float,
+    ) -> CreateOutcome:
+        """Created, failed for good (rejected, or unreachable past the failure budget),
+        to retry with backoff, or left to the watchdog (a bug in the service, logged)."""
+        out = cls()
+        for r, result in zip(requests, results, strict=True):
+            if isinstance(result, ServiceStatus):
+                out.created.append((r, result))
+            elif isinstance(result, ServiceRejected):
+                out.settled.append(r.task_id)
+                error = failure("backend_rejected", result.detail)
+                out.endings.append(tasks.Ending(r.task_id, Status.FAILED, error=error))
+            elif isinstance(result, ServiceError):
+                first = float(r.message.get("first_failure") or now)
+                if now - first > progrock_settings.FAILURE_BUDGET:
+                    out.settled.append(r.task_id)
+                    error = failure("backend_unreachable", str(result))
+                    out.endings.append(tasks.Ending(r.task_id, Status.FAILED, error=error))
+                else:
+                    out.retries.append(_retry(r, result, first))
+            else:
+                # A bug in the service: the task stays queued; its watchdog tries again.
+                logger.error("starting %s failed", r.task_id, exc_info=result)
+        return out
+
+
+def _retry(r: StartRequest, error: ServiceError, first_failure: float) -> dict[str, Any]:
+    """The delayed next attempt of a start whose create failed transiently."""
+    delay = backoff(r.attempt + 1, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX)
+    logger.warning("start of %s failed (%s); retrying in %.1fs", r.task_id, error, delay)
+    return {
+        "channel": progrock_settings.WORKER_CHANNEL,
+        "content": {
+            **r.message,
+            "attempt": r.attempt + 1,
+            "first_failure": first_failure,
+            "nonce": start_watch.nonce(),
+        },
+        "delay": delay * 1000,
+        "key": start_watch.watch_key(r.task_id),  # replaces the watchdog
+        "merge": False,
+    }
 
 
 async def _create(
-    engine: Engine, batch: Sequence[StartRequest]
+    service: TaskService, batch: Sequence[StartRequest]
 ) -> Sequence[ServiceStatus | BaseException]:
     """Create a batch's backend tasks: one entry per start, a status or what was raised.
 
     In one call where the service offers ``create_many`` (the HTTP service:
     ``POST /tasks/batch``), else one ``create`` per start, concurrently.
     """
-    create_many = getattr(engine.service, "create_many", None)
+    create_many = getattr(service, "create_many", None)
     if create_many is not None:
         try:
             answers = await create_many([(r.kind, r.params, r.task_id) for r in batch])
@@ -309,7 +318,7 @@ async def _create(
             )
     # The task ids are the idempotency keys: a create the failed call made is found again.
     return await asyncio.gather(
-        *(engine.service.create(r.kind, r.params, key=r.task_id) for r in batch),
+        *(service.create(r.kind, r.params, key=r.task_id) for r in batch),
         return_exceptions=True,
     )
 
@@ -320,33 +329,32 @@ async def _still_queued(task_ids: Sequence[str]) -> set[str]:
 
 
 async def _announce_started(
-    engine: Engine, created: Sequence[tuple[StartRequest, ServiceStatus, float]]
+    worker: Worker, created: Sequence[tuple[StartRequest, ServiceStatus]], answered_ms: float
 ) -> None:
+    """Mark created tasks running, announce ``started`` and schedule their first ticks."""
     if not created:
         return
     started = datetime.now(UTC)
     updated = await sync_to_async(tasks.mark_running)(
-        [(r.task_id, status.ref) for r, status, _ in created], started
+        [(r.task_id, status.ref) for r, status in created], started
     )
     # False: cancelled or ended while the backend was creating them (or another
     # attempt got a different backend task); None: another attempt of this
     # start already runs it with this very backend task.
-    gone = [status.ref for (_, status, _), ok in zip(created, updated, strict=True) if ok is False]
+    gone = [status.ref for (_, status), ok in zip(created, updated, strict=True) if ok is False]
     if gone:
-        await asyncio.gather(*(engine.cancel_backend(ref) for ref in gone))
-    from progrock.worker.polls import Tick
-
-    now, clock_ms = time.time(), now_ms()
+        await asyncio.gather(*(cancel_backend(worker.service, ref) for ref in gone))
+    # The first poll is one interval after the backend created the tasks, in
+    # phase with a backend that steps on that interval (already due if this
+    # start took longer than that; skipped ahead only past two).
+    cadence = worker.cadence
+    now, due = time.time(), first_due(answered_ms, now_ms(), cadence.interval_ms, cadence.grid_ms)
     first: list[Tick] = []
     changes: list[Change] = []
-    for (r, status, due_ms), ok in zip(created, updated, strict=True):
+    for (r, status), ok in zip(created, updated, strict=True):
         if ok is not True:
             continue
-        # The first poll is one interval after the backend created the task,
-        # in phase with a backend that steps on that interval (already due if
-        # this start took longer than that; skipped ahead only past two).
-        tick = Tick(r.task_id, engine.first_tick(due_ms, clock_ms))
-        first.append(tick)
+        first.append(Tick(r.task_id, due))
         changes.append(
             Change(
                 r.task_id,
@@ -356,16 +364,16 @@ async def _announce_started(
                 {
                     "ref": status.ref,
                     "started_at": started.isoformat(),
-                    "rp": 0.0,
-                    "rt": now,
-                    "lp": now,
-                    "dbt": now,
-                    "nd": tick.due_ms,
+                    RATE_PROGRESS: 0.0,
+                    RATE_TIME: now,
+                    LAST_POLL: now,
+                    DB_WRITTEN: now,
+                    NEXT_DUE: due,
                 },
             )
         )
-    replies = await engine.store.apply_many(changes)
+    replies = await worker.store.apply_many(changes)
     for change, reply in zip(changes, replies, strict=True):
         if reply == UNKNOWN:
-            await tasks.arebuild(change.task_id, engine.store)
-    await engine.schedule_ticks(first)
+            await tasks.arebuild(change.task_id, worker.store)
+    await schedule_ticks(worker, first)

@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
@@ -30,9 +29,9 @@ from progrock.protocol import ACTIVE, TERMINAL, Status, failure
 from progrock.state import tasks
 from progrock.state.live import Change
 from progrock.worker import start_watch
-
-if TYPE_CHECKING:
-    from progrock.worker.engine import Engine
+from progrock.worker.context import Worker
+from progrock.worker.schedule import schedule_ticks
+from progrock.worker.ticks import Tick, on_grid
 
 logger = logging.getLogger("progrock.worker")
 
@@ -40,9 +39,10 @@ logger = logging.getLogger("progrock.worker")
 # -- sweep --------------------------------------------------------------
 
 
-async def sweep(engine: Engine) -> int:
-    """Re-arm running tasks whose poll chain was lost; returns how many."""
-    stall = float(progrock_settings.STALL_AFTER)
+async def sweep(worker: Worker) -> int:
+    """Repair what crashes and lost messages left behind; returns how many poll
+    chains it re-armed."""
+    stall = progrock_settings.STALL_AFTER
     now = time.time()
     active = Task.objects.filter(status__in=[s.value for s in ACTIVE], push=False)
     # One thread hop for the whole scan (async iteration hops per 100 rows).
@@ -56,37 +56,35 @@ async def sweep(engine: Engine) -> int:
     # Checked in Redis: at thousands of running tasks, decoding every task's
     # fields here cost a worker about 0.1 s of CPU per sweep, held up polls.
     now_ms = now * 1000
-    missing, stalled = await engine.store.overdue(
-        running, now_ms - stall * 1000, engine.interval_ms
+    missing, stalled = await worker.store.overdue(
+        running, now_ms - stall * 1000, worker.cadence.interval_ms
     )
-    from progrock.worker.polls import Tick
-
     rearm: list[Tick] = []
-    due = engine.on_grid(now_ms)  # every re-armed chain's new tick
+    due = on_grid(now_ms, worker.cadence.grid_ms)  # every re-armed chain's new tick
     try:
         for task_id, expected in [*missing.items(), *stalled.items()]:
             try:
                 if task_id in missing:
                     # Rebuilt from the row; 'nd' (if any) stays, and is what
                     # the re-arm must find.
-                    await tasks.arebuild(task_id, engine.store)
-                if await engine.store.rearm(task_id, expected, due):
+                    await tasks.arebuild(task_id, worker.store)
+                if await worker.store.rearm(task_id, expected, due):
                     rearm.append(Tick(task_id, due))
             except Exception:
                 # One task must not stop the repair of the others.
                 logger.exception("sweep could not repair the poll chain of %s", task_id)
     finally:
         # Every chain moved on above gets its tick, whatever happened after.
-        await engine.schedule_ticks(rearm)
+        await schedule_ticks(worker, rearm)
     if rearm:
         logger.warning("sweep re-armed %d stalled poll chains", len(rearm))
-    await _sweep_queued(engine, rows, now)
-    await _sweep_unannounced(engine, now)
+    await _sweep_queued(worker, rows, now)
+    await _sweep_unannounced(worker, now)
     return len(rearm)
 
 
 async def _sweep_queued(
-    engine: Engine, rows: Sequence[tuple[str, str, str | None]], now: float
+    worker: Worker, rows: Sequence[tuple[str, str, str | None]], now: float
 ) -> None:
     """Fail tasks stuck in ``queued``: their start was lost (expired, or a worker died).
 
@@ -97,7 +95,7 @@ async def _sweep_queued(
     takes and re-arms it. And only while its row is still queued: one
     started meanwhile is left alone.
     """
-    stuck_after = float(progrock_settings.FAILURE_BUDGET) + float(progrock_settings.STALL_AFTER)
+    stuck_after = progrock_settings.FAILURE_BUDGET + progrock_settings.STALL_AFTER
     queued = [pk for pk, status, _ in rows if status == Status.QUEUED.value]
     cutoff = datetime.fromtimestamp(now - stuck_after, UTC)
     stuck = [
@@ -105,13 +103,14 @@ async def _sweep_queued(
     ]
     unwatched: dict[str, float] = {}
     for task in stuck:
-        if not await engine.delay.has_pending(start_watch.watch_key(str(task.pk))):
-            unwatched[str(task.pk)] = engine.unwatched.get(str(task.pk), now)
-    patience = float(progrock_settings.SWEEP_INTERVAL)
+        if not await worker.delay.has_pending(start_watch.watch_key(str(task.pk))):
+            unwatched[str(task.pk)] = worker.unwatched.get(str(task.pk), now)
+    patience = progrock_settings.SWEEP_INTERVAL
     lost = [t for t in stuck if now - unwatched.get(str(t.pk), now) >= patience]
     for task in lost:
         unwatched.pop(str(task.pk))
-    engine.unwatched = unwatched
+    worker.unwatched.clear()  # what this sweep found is what the next one compares with
+    worker.unwatched.update(unwatched)
     if not lost:
         return
     for task in lost:
@@ -126,7 +125,7 @@ async def _sweep_queued(
             )
             for task in lost
         ],
-        engine.store,
+        worker.store,
         from_statuses=(Status.QUEUED,),
     )
 
@@ -140,12 +139,12 @@ def recently_finished(since: float, limit: int = 1000) -> QuerySet[Task]:
     ).order_by("-finished_at")[:limit]
 
 
-async def _sweep_unannounced(engine: Engine, now: float) -> None:
+async def _sweep_unannounced(worker: Worker, now: float) -> None:
     """Announce recent ends that the database has but live state lacks (a crash
     between the two); APPLY refuses anything a second time."""
     finished = [t async for t in recently_finished(now - 600)]
     # Per task whose live status is not its row's: whether it has live state at all.
-    differ = await engine.store.status_differs([(str(t.pk), t.status) for t in finished])
+    differ = await worker.store.status_differs([(str(t.pk), t.status) for t in finished])
     for task in finished:
         has_state = differ.get(str(task.pk))
         if has_state is None:
@@ -158,9 +157,9 @@ async def _sweep_unannounced(engine: Engine, now: float) -> None:
         if not has_state:
             before = tasks.live_fields(task, rebuilt=True)
             before["status"] = Status.RUNNING.value
-            if not await engine.store.init_if_absent(str(task.pk), before):
+            if not await worker.store.init_if_absent(str(task.pk), before):
                 continue  # someone rebuilt it meanwhile
-        await engine.store.apply(
+        await worker.store.apply(
             Change(
                 str(task.pk),
                 message,

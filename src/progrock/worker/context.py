@@ -1,0 +1,65 @@
+"""What a worker's start, poll, cancel and sweep work with, passed to each of them.
+
+:class:`Worker` holds the collaborators (the backend service, live state,
+the delay store), the poll cadence and the little state a worker keeps
+between messages. The channel consumer (:mod:`progrock.worker.consumer`)
+builds one per event loop from the settings; tests build their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from progrock.conf import progrock_settings
+from progrock.delay import DelayStore
+from progrock.services import load_service
+from progrock.services.base import TaskService
+from progrock.state.live import TaskStore
+from progrock.worker.progress_copy import ProgressCopy
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    """When poll ticks are due and how they travel (see :mod:`progrock.worker.ticks`)."""
+
+    interval_ms: float  # POLL_INTERVAL
+    grid_ms: float  # TICK_GRID (0: none)
+    batch: int  # TICK_BATCH: most ticks in one delayed message
+    channel: str  # WORKER_CHANNEL: where the delay server delivers them
+
+    @classmethod
+    def from_settings(cls) -> Cadence:
+        return cls(
+            interval_ms=progrock_settings.POLL_INTERVAL * 1000,
+            grid_ms=progrock_settings.TICK_GRID * 1000,
+            batch=progrock_settings.TICK_BATCH,
+            channel=progrock_settings.WORKER_CHANNEL,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """A worker's collaborators and cadence (one per event loop)."""
+
+    service: TaskService
+    store: TaskStore
+    delay: DelayStore
+    cadence: Cadence
+    #: Background copies of live progress to the database (see polls).
+    progress_copy: ProgressCopy = field(default_factory=ProgressCopy)
+    #: Queued tasks a sweep found without a start watchdog, and since when (see sweep).
+    unwatched: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls) -> Worker:
+        """A worker on the configured service, Redis and cadence (in the running loop)."""
+        return cls(
+            load_service(),
+            TaskStore.from_settings(),
+            DelayStore.from_settings(),
+            Cadence.from_settings(),
+        )
+
+    async def drain(self) -> None:
+        """Wait for the background database write, if one is under way (for tests)."""
+        await self.progress_copy.drain()
