@@ -13,8 +13,7 @@ from aiohttp import web
 
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.local.backend.kinds import generate_stream
-from progrock.local.backend.testing import BackendProcess, start_backend
-from progrock.local.redis_server import free_port
+from progrock.local.backend.testing import start_backend
 from progrock.services.base import ServiceStatus
 from progrock.services.http import HttpTaskService
 
@@ -329,19 +328,18 @@ async def test_a_busy_answer_to_a_batch_is_transient_for_each_create(status: int
 
 
 @contextlib.asynccontextmanager
-async def stub_backend(*answers: tuple[int, str]) -> AsyncIterator[tuple[str, list[object]]]:
-    """A tiny HTTP server answering GET /health with ``answers`` in turn (status, text
-    body); yields its URL and the client address of each request."""
+async def stub_backend() -> AsyncIterator[tuple[str, list[object]]]:
+    """A tiny HTTP server answering POST /tasks/status (it knows no task); yields its URL
+    and the client address of each request."""
     peers: list[object] = []
-    queue = list(answers)
 
-    async def health(request: web.Request) -> web.Response:
+    async def statuses(request: web.Request) -> web.Response:
         peers.append(request.transport.get_extra_info("peername") if request.transport else None)
-        status, text = queue.pop(0)
-        return web.Response(status=status, text=text)
+        ids = (await request.json())["ids"]
+        return web.json_response({"tasks": dict.fromkeys(ids)})
 
     app = web.Application()
-    app.router.add_get("/health", health)
+    app.router.add_post("/tasks/status", statuses)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -353,44 +351,13 @@ async def stub_backend(*answers: tuple[int, str]) -> AsyncIterator[tuple[str, li
         await runner.cleanup()
 
 
-async def test_warm_up_opens_a_connection_the_next_calls_reuse() -> None:
-    """Any answer below 500 will do, whatever its body (here plain text), on one connection."""
-    async with stub_backend((200, "ok"), (200, "ok")) as (url, peers):
+async def test_calls_one_after_another_reuse_one_connection() -> None:
+    """The service keeps its connection open: a later call goes out on the same one."""
+    async with stub_backend() as (url, peers):
         svc = HttpTaskService(url)
         try:
-            await svc.warm_up()
-            await svc.warm_up()
+            assert await svc.status_many(["a"]) == {"a": None}
+            assert await svc.status_many(["b"]) == {"b": None}
         finally:
             await svc.aclose()
     assert len(peers) == 2 and peers[0] == peers[1]  # the same client port: one connection
-
-
-async def test_warm_up_of_a_failing_backend_raises_service_error() -> None:
-    async with stub_backend((503, "busy")) as (url, _):
-        svc = HttpTaskService(url)
-        try:
-            with pytest.raises(ServiceError, match="answered 503 to GET /health"):
-                await svc.warm_up()
-        finally:
-            await svc.aclose()
-
-
-async def test_warm_up_accepts_a_service_without_the_health_route(
-    backend: BackendProcess,
-) -> None:
-    """A 4xx (a service of your own with no /health) still answered on the connection."""
-    svc = HttpTaskService(backend.url + "/no-such-prefix")
-    try:
-        await svc.warm_up()  # 404: no error
-    finally:
-        await svc.aclose()
-
-
-async def test_warm_up_of_an_unreachable_backend_raises_service_error() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    svc = HttpTaskService(url, timeout=2.0)
-    try:
-        with pytest.raises(ServiceError, match=f"backend {url} unreachable on GET /health"):
-            await svc.warm_up()
-    finally:
-        await svc.aclose()

@@ -11,7 +11,7 @@ from progrock.models import Task
 from progrock.protocol import Status, failure
 from progrock.state import tasks
 from progrock.state.rows import ended_statuses
-from progrock.worker.polls import copy_progress
+from progrock.worker.progress_copy import copy_progress
 
 pytestmark = pytest.mark.django_db
 

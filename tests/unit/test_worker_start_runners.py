@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
 
-from progrock.worker import engine as worker
-from progrock.worker.engine import WorkerConsumer
-
-
-class _Engine:
-    def __init__(self) -> None:
-        self.noted = 0
-
-    def note_starts(self, count: int) -> None:
-        self.noted += count
+from progrock.worker.consumer import WorkerConsumer
 
 
 @pytest.fixture
-def consumer(monkeypatch: pytest.MonkeyPatch) -> tuple[WorkerConsumer, asyncio.Event, list[int]]:
-    """A worker whose runners only wait for ``release`` (no engine, no I/O)."""
-    monkeypatch.setattr(worker, "get_engine", _Engine)
+def consumer() -> tuple[WorkerConsumer, asyncio.Event, list[int]]:
+    """A worker whose runners only wait for ``release`` (no worker context, no I/O)."""
     release = asyncio.Event()
     runs: list[int] = []
     c = WorkerConsumer()
@@ -88,66 +78,57 @@ async def test_a_slow_batch_lets_another_runner_start(
         await asyncio.sleep(0)
 
 
-class _SlowEngine(_Engine):
+class _SlowConsumer(WorkerConsumer):
     """Batches that take until ``release``: a slow backend or database."""
+
+    START_WINDOW = 0.0
 
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
         self.batches: list[int] = []
 
-    def gather_s(self, window: float) -> float:
-        return 0.0
-
-    async def start_many(self, batch: list[dict[str, Any]]) -> None:
+    async def start_batch(self, batch: Sequence[Mapping[str, Any]]) -> None:
         self.batches.append(len(batch))
         await self.release.wait()
 
 
-async def test_a_slow_batch_brings_another_runner_without_new_starts(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_slow_batch_brings_another_runner_without_new_starts() -> None:
     """Starts still wait behind a batch that takes longer than START_PATIENCE:
     another runner takes them even if no further start arrives."""
-    engine = _SlowEngine()
-    monkeypatch.setattr(worker, "get_engine", lambda: engine)
-    c = WorkerConsumer()
+    c = _SlowConsumer()
     c.START_BATCH = 2
     c.START_PATIENCE = 0.5  # long beside the loop's turns: "not yet" cannot be a stall
     await c.progrock_start({"type": "progrock.start", "starts": [start() for _ in range(5)]})
-    await until(lambda: bool(engine.batches))
-    assert c._start_runners == 1 and engine.batches == [2]
+    await until(lambda: bool(c.batches))
+    assert c._start_runners == 1 and c.batches == [2]
     async with asyncio.timeout(5):
-        while len(engine.batches) < 3:  # a second runner, then a third, each after the patience
+        while len(c.batches) < 3:  # a second runner, then a third, each after the patience
             await asyncio.sleep(0.01)
-    assert c._start_runners == 3 and engine.batches == [2, 2, 1] and not c._starts
-    engine.release.set()
+    assert c._start_runners == 3 and c.batches == [2, 2, 1] and not c._starts
+    c.release.set()
     async with asyncio.timeout(5):
         while c._start_runners:
             await asyncio.sleep(0.01)
 
 
-async def test_a_start_arriving_during_a_slow_batch_gets_a_runner_once_patience_runs_out(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_start_arriving_during_a_slow_batch_gets_a_runner_once_patience_runs_out() -> None:
     """The batch took every waiting start; one more arrives early in that slow
     batch, then nothing: it is taken once START_PATIENCE has passed, not after
     the slow batch."""
-    engine = _SlowEngine()
-    monkeypatch.setattr(worker, "get_engine", lambda: engine)
-    c = WorkerConsumer()
+    c = _SlowConsumer()
     c.START_PATIENCE = 0.5  # long beside the loop's turns: "too early" cannot be a stall
     await c.progrock_start(start())
-    await until(lambda: bool(engine.batches))
-    assert engine.batches == [1]
+    await until(lambda: bool(c.batches))
+    assert c.batches == [1]
     await c.progrock_start(start())  # too early for a second runner
     await asyncio.sleep(0)
     assert c._start_runners == 1 and len(c._starts or []) == 1
     async with asyncio.timeout(5):
-        while len(engine.batches) < 2:
+        while len(c.batches) < 2:
             await asyncio.sleep(0.01)
-    assert c._start_runners == 2 and engine.batches == [1, 1] and not c._starts
-    engine.release.set()
+    assert c._start_runners == 2 and c.batches == [1, 1] and not c._starts
+    c.release.set()
     async with asyncio.timeout(5):
         while c._start_runners:
             await asyncio.sleep(0.01)

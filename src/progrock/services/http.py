@@ -104,14 +104,12 @@ class HttpTaskService:
         body: object = None,
         *,
         absent_ok: bool = False,
-        decode: bool = True,
     ) -> tuple[int, Any, str]:
         """One exchange: return (status, decoded JSON, "METHOD /path") or raise ServiceError.
 
         5xx and non-JSON bodies raise; 2xx-4xx come back for the caller to judge.
         ``absent_ok``: a 4xx comes back (with None) whatever its body, for a
         route the backend may not have or may refuse (a proxy's HTML page).
-        ``decode=False``: any body is accepted, and None comes back for it.
         """
         what = f"{method} {path}"
         session = self._get_session()
@@ -134,8 +132,6 @@ class HttpTaskService:
         text = raw[:300].decode(errors="replace")
         if status >= 500:
             raise ServiceError(f"backend {self.url} answered {status} to {what}: {text!r}")
-        if not decode:
-            return status, None, what
         try:
             data = json.loads(raw)
         except ValueError:
@@ -345,15 +341,6 @@ class HttpTaskService:
         if status != 200:
             raise ServiceError(self._detail(status, data, what))
         return self._parse(data, what, expected_ref=ref)
-
-    async def warm_up(self) -> None:
-        """Open a connection to the backend with one light request (``GET /health``).
-
-        Any answer below 500 will do, whatever its body (a service without that
-        route still answers on the connection); a 5xx or no answer raises
-        ServiceError.
-        """
-        await self._call("GET", "/health", decode=False)
 
     async def aclose(self) -> None:
         self._closed = True
