@@ -67,6 +67,30 @@ def test_endings_write_each_rows_own_values_and_skip_finished_rows() -> None:
     assert got[ids[4]].status == "succeeded" and got[ids[4]].error is None
 
 
+def test_an_end_moves_a_row_only_from_where_the_protocol_allows_it() -> None:
+    """A queued row may fail or be cancelled in one batch, but not succeed: it never ran."""
+    ids = rows(3)
+    endings = [
+        tasks.Ending(ids[0], Status.SUCCEEDED, 100, {"n": 1}),
+        tasks.Ending(ids[1], Status.FAILED, error=failure("not_started", "lost")),
+        tasks.Ending(ids[2], Status.CANCELLED),
+    ]
+    assert tasks._write_endings(endings, datetime.now(UTC)) == [False, True, True]
+    got = {str(t.id): t.status for t in Task.objects.filter(pk__in=ids)}
+    assert got == {ids[0]: "queued", ids[1]: "failed", ids[2]: "cancelled"}
+
+
+def test_from_statuses_narrows_which_rows_an_end_may_move() -> None:
+    """A failed start ends only rows still queued: a row another attempt started is left alone."""
+    queued, running = rows(1)[0], rows(1, Status.RUNNING)[0]
+    endings = [
+        tasks.Ending(i, Status.FAILED, error=failure("not_started", "x")) for i in (queued, running)
+    ]
+    written = tasks._write_endings(endings, datetime.now(UTC), from_statuses=(Status.QUEUED,))
+    assert written == [True, False]
+    assert Task.objects.get(pk=running).status == "running"
+
+
 def test_copy_progress_writes_each_running_rows_own_values_only() -> None:
     ids = rows(150, Status.RUNNING)  # more than one statement's worth
     Task.objects.filter(pk=ids[7]).update(status=Status.SUCCEEDED.value, progress=100, seq=40)

@@ -46,8 +46,25 @@ def update_each(
     transaction. A row that does not exist, or whose status is not in
     ``status_in``, is left alone (read the rows back to see which moved).
     """
-    if not fields or not status_in:
+    if not status_in:
         raise ValueError("update_each needs at least one field and one status")
+    update_each_guarded(fields, ((pk, values, status_in) for pk, values in rows))
+
+
+def update_each_guarded(
+    fields: Sequence[str], rows: Iterable[tuple[Any, Sequence[Any], Sequence[str]]]
+) -> None:
+    """:func:`update_each` with a guard per row: ``(pk, values, status_in)``.
+
+    Still one statement: every row's status list is padded (repeating its
+    first status) to the longest one's length.
+    """
+    rows = list(rows)
+    if not fields or any(not statuses for _, _, statuses in rows):
+        raise ValueError("update_each needs at least one field and one status")
+    if not rows:
+        return
+    width = max(len(statuses) for _, _, statuses in rows)
     connection = connections[write_alias()]
     quote = connection.ops.quote_name
     columns = [_concrete(name) for name in fields]
@@ -56,7 +73,7 @@ def update_each(
         f"UPDATE {quote(Task._meta.db_table)} SET "
         + ", ".join(f"{quote(_column(column))} = %s" for column in columns)
         + f" WHERE {quote(_column(pk_field))} = %s"
-        + f" AND {quote(_column(_concrete('status')))} IN ({', '.join(['%s'] * len(status_in))})"
+        + f" AND {quote(_column(_concrete('status')))} IN ({', '.join(['%s'] * width)})"
     )
     params = [
         [
@@ -65,12 +82,11 @@ def update_each(
                 for column, value in zip(columns, values, strict=True)
             ),
             pk_field.get_db_prep_value(pk_field.to_python(pk), connection),
-            *status_in,
+            *statuses,
+            *[statuses[0]] * (width - len(statuses)),
         ]
-        for pk, values in rows
+        for pk, values, statuses in rows
     ]
-    if not params:
-        return
     # Rows in key order: two workers writing overlapping batches lock rows in
     # the same order (no deadlock on a database with row locks).
     params.sort(key=lambda row: str(row[len(columns)]))

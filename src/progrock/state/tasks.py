@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
@@ -28,9 +28,20 @@ from progrock.protocol import (
     terminal_message,
 )
 from progrock.state.live import UNKNOWN, Change, TaskStore
-from progrock.state.rows import ended_statuses, update_each, write_alias
+from progrock.state.rows import ended_statuses, update_each, update_each_guarded, write_alias
 
 # -- state changes shared by worker and push API ------------------------------------
+
+# The status moves of task rows, as the SQL guards below enforce them: from
+# which statuses a row may be marked running, and ended with each terminal
+# status. They are the moves progrock.protocol.TRANSITIONS allows
+# (tests/unit/test_transitions.py holds them to it).
+RUN_FROM: Final = frozenset({Status.QUEUED})
+END_FROM: Final[Mapping[Status, frozenset[Status]]] = {
+    Status.SUCCEEDED: frozenset({Status.RUNNING}),  # a task succeeds only once it ran
+    Status.FAILED: frozenset({Status.QUEUED, Status.RUNNING}),
+    Status.CANCELLED: frozenset({Status.QUEUED, Status.RUNNING}),
+}
 
 
 # The database copies seq only now and then; a rebuilt live state starts this
@@ -81,17 +92,20 @@ class Ending:
 def _write_endings(
     endings: Sequence[Ending], finished: datetime, from_statuses: Collection[Status] = ACTIVE
 ) -> list[bool]:
-    """Write ends to rows still in ``from_statuses`` (by default: active), in one
-    transaction; which rows moved.
+    """Write ends to rows still in ``from_statuses`` (by default: active) from which
+    their end may follow (:data:`END_FROM`), in one transaction; which rows moved.
 
     One conditional UPDATE sent once per row with ``executemany``
-    (:func:`progrock.state.rows.update_each`), then one plain SELECT per 200 rows
-    (:func:`progrock.state.rows.ended_statuses`).
+    (:func:`progrock.state.rows.update_each_guarded`), then one plain SELECT per
+    200 rows (:func:`progrock.state.rows.ended_statuses`).
     """
-    active = [s.value for s in from_statuses]
+    guards = {
+        status: [s.value for s in sorted(sources & set(from_statuses))]
+        for status, sources in END_FROM.items()
+    }
     moved: set[str] = set()
     with transaction.atomic(using=write_alias()):
-        update_each(
+        update_each_guarded(
             ("status", "progress", "result", "error", "finished_at", "seq"),
             (
                 (
@@ -104,10 +118,11 @@ def _write_endings(
                         finished,
                         e.seq_hint + 1,
                     ),
+                    guards[e.status],
                 )
                 for e in endings
+                if guards[e.status]  # else no row may move: none is written
             ),
-            status_in=active,
         )
         for i in range(0, len(endings), _ROWS_PER_STATEMENT):
             chunk = endings[i : i + _ROWS_PER_STATEMENT]
@@ -124,9 +139,10 @@ async def afinish_many(
     endings: Sequence[Ending], store: TaskStore, *, from_statuses: Collection[Status] = ACTIVE
 ) -> list[bool]:
     """Move tasks to terminal states: database first (one transaction), then announce
-    (one Redis call). Returns, per ending, False if its task was already over (or,
-    with ``from_statuses``, in a status not listed: a failed start passes
-    ``(Status.QUEUED,)``, so it never ends a task another attempt has started)."""
+    (one Redis call). Returns, per ending, False if its task was already over, or in
+    a status its end may not follow (:data:`END_FROM`: only a running task
+    succeeds), or, with ``from_statuses``, in a status not listed (a failed start
+    passes ``(Status.QUEUED,)``, so it never ends a task another attempt started)."""
     for e in endings:
         if e.status not in TERMINAL:
             raise InvalidTransition(f"{e.status.value!r} is not a terminal status")
@@ -206,7 +222,7 @@ def mark_running(started: Sequence[tuple[str, str]], at: datetime) -> list[bool 
         update_each(
             ("status", "started_at", "seq", "backend_ref"),
             ((task_id, (Status.RUNNING.value, at, 1, str(ref))) for task_id, ref in started),
-            status_in=(Status.QUEUED.value,),
+            status_in=[s.value for s in RUN_FROM],
         )
         for i in range(0, len(started), _ROWS_PER_STATEMENT):
             ids = [task_id for task_id, _ in started[i : i + _ROWS_PER_STATEMENT]]
