@@ -4,6 +4,8 @@ Everything that varies between machines comes from the environment:
 
 * ``PROGROCK_DATA_DIR`` — where the SQLite database and the secret key live
   (default: ``$XDG_DATA_HOME/progrock`` or ``~/.local/share/progrock``);
+* ``DATABASE_URL`` — ``postgres://USER:PASSWORD@HOST:PORT/NAME`` or ``sqlite:///PATH``
+  (default: SQLite, ``db.sqlite3`` in the data dir, or the file ``PROGROCK_DB`` names);
 * ``REDIS_URL`` — the Redis carrying every message (default ``redis://127.0.0.1:6379/0``);
 * ``PROGROCK_BACKEND_URL`` — the backend task service (default ``http://127.0.0.1:8001``);
 * ``DJANGO_DEBUG`` — ``1`` for debug mode;
@@ -15,6 +17,10 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
+
+from progrock.database_url import SQLITE_ENGINE, parse_database_url
+from progrock.exceptions import ImproperlyConfigured
 
 
 def _data_dir() -> Path:
@@ -92,23 +98,42 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("PROGROCK_DB", str(DATA_DIR / "db.sqlite3")),
+
+def _database() -> dict[str, Any]:
+    """``DATABASE_URL`` (postgres://… or sqlite:///…), else SQLite in the data dir."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        name = os.environ.get("PROGROCK_DB", str(DATA_DIR / "db.sqlite3"))
+        entry: dict[str, Any] = {"ENGINE": SQLITE_ENGINE, "NAME": name}
+    else:
+        try:
+            entry = parse_database_url(url)
+        except ImproperlyConfigured as exc:
+            raise SystemExit(str(exc)) from None  # one line, not a traceback
+    if entry["ENGINE"] != SQLITE_ENGINE:
+        # Django's advice for ASGI: no persistent connections (a request's
+        # thread may not outlive it, its connection would). ProgRock's workers
+        # and sockets query from one thread per process and close stale
+        # connections on their sweeps and resyncs. See docs/howto-postgresql.md.
+        return {**entry, "CONN_MAX_AGE": 0}
+    return {
+        **entry,
         # Several workers write: WAL lets readers run beside one writer, and
         # IMMEDIATE transactions wait for the lock instead of failing late.
         "OPTIONS": {
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
+            **entry.get("OPTIONS", {}),
         },
         "TEST": {"NAME": os.environ.get("PROGROCK_TEST_DB") or None},
         # Keep connections: workers touch the database from one thread, and a
         # new SQLite connection (with its PRAGMAs) per query costs more than the query.
         "CONN_MAX_AGE": None,
     }
-}
+
+
+DATABASES = {"default": _database()}
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -24,9 +24,11 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
+from progrock.database_url import mask_password
 from progrock.exceptions import ProgRockError
 from progrock.local.redis_server import RedisServer
 from progrock.local.supervisor import Aborted, ChildFailed, ChildSpec, Supervisor
+from progrock.preflight import check_database_url, check_redis
 
 __all__ = ["Aborted", "ChildFailed", "Stack", "add_up_parser", "default_data_dir", "run_up"]
 
@@ -147,6 +149,7 @@ class Stack:
         data_dir: Path | str | None = None,
         redis_url: str | None = None,
         backend_url: str | None = None,
+        database_url: str | None = None,
         env: Mapping[str, str] | None = None,
         echo: bool = False,
         web_processes: int = 1,
@@ -181,6 +184,9 @@ class Stack:
         self.redis_url = redis_url or ""
         self.backend_url = backend_url or ""
         self._start_redis = not redis_url
+        # DATABASE_URL of the Django processes; None: the project's default
+        # (the demo: SQLite in the data dir), whatever this process's environment says.
+        self.database_url = database_url or None
         self._start_backend = not backend_url
         self._extra_env = dict(env or {})
         self.ports: list[int] = []
@@ -339,6 +345,9 @@ class Stack:
                 REDIS_URL=self.redis_url,
                 PROGROCK_BACKEND_URL=self.backend_url,
             )
+            env.pop("DATABASE_URL", None)
+            if self.database_url:
+                env["DATABASE_URL"] = self.database_url
             if "DJANGO_ALLOWED_HOSTS" not in env and self.host not in _WILDCARDS:
                 host = f"[{self.host}]" if ":" in self.host else self.host
                 if host not in _LOCAL_HOSTS.split(","):
@@ -481,14 +490,22 @@ def run_up(args: argparse.Namespace) -> int:
     if args.poll_interval is not None:
         env["PROGROCK_POLL_INTERVAL"] = repr(args.poll_interval)
     data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
+    database_url = os.environ.get("DATABASE_URL", "").strip() or None
+    redis_url = os.environ.get("REDIS_URL", "").strip() or None
     try:
+        # A wrong URL: one line now, rather than children failing one after another.
+        if database_url:
+            check_database_url(database_url, "DATABASE_URL")
+        if redis_url:
+            check_redis(redis_url, "REDIS_URL")
         stack = Stack(
             port=args.port,
             host=args.host,
             workers=args.workers,
             data_dir=data_dir,
-            redis_url=os.environ.get("REDIS_URL") or None,
+            redis_url=redis_url,
             backend_url=args.backend_url,
+            database_url=database_url,
             env=env,
             echo=True,
             server=args.server,
@@ -536,6 +553,8 @@ def _run(stack: Stack, stop: threading.Event, log: Callable[[str], None]) -> int
         print(f"  also:    {url}/", flush=True)
     print(f"  Redis:   {stack.redis_url}", flush=True)
     print(f"  backend: {stack.backend_url}", flush=True)
+    if stack.database_url:
+        print(f"  database: {mask_password(stack.database_url)}", flush=True)
     print(f"  data:    {stack.data_dir}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     failure = stack.wait(stop)

@@ -8,10 +8,12 @@ import signal
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from progrock.conf import progrock_settings
 from progrock.delay import DelayServer
+from progrock.exceptions import ProgRockError
+from progrock.preflight import check_redis, redis_variable
 from progrock.runtime import install_fast_loop, tune_gc
 
 logger = logging.getLogger("progrock.delay")
@@ -21,6 +23,11 @@ class Command(BaseCommand):
     help = "Deliver messages sent to the asgi.delay channel when they are due (Redis-backed)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        url = progrock_settings.REDIS_URL
+        try:  # a wrong REDIS_URL: one line and exit (the delay server uses no database)
+            check_redis(url, redis_variable(url))
+        except ProgRockError as exc:
+            raise CommandError(str(exc)) from None
         install_fast_loop()
         tune_gc()
         asyncio.run(self._serve())

@@ -11,8 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from channels.management.commands.runworker import Command as RunWorkerCommand
+from django.core.management.base import CommandError
 
 from progrock.conf import progrock_settings
+from progrock.exceptions import ProgRockError
+from progrock.preflight import check_worker_start
 from progrock.runtime import install_fast_loop, tune_gc
 from progrock.services import preload
 
@@ -28,6 +31,10 @@ class Command(RunWorkerCommand):  # type: ignore[misc]
                 action.help = "channels to consume (default: PROGROCK['WORKER_CHANNEL'])"
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:  # a wrong DATABASE_URL / REDIS_URL: one line and exit, not a crash per message
+            check_worker_start()
+        except ProgRockError as exc:
+            raise CommandError(str(exc)) from None
         if not options.get("channels"):
             options["channels"] = [progrock_settings.WORKER_CHANNEL]
         install_fast_loop()
