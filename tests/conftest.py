@@ -3,16 +3,29 @@
 Redis-touching tests get a private ``redis-server`` (never the machine's own):
 one per test session, flushed before each test. Set ``PROGROCK_TEST_REDIS_URL``
 to use a server of your choosing instead (it is flushed too).
+
+The database: SQLite, or with ``PROGROCK_TEST_DATABASE=postgres`` a private
+PostgreSQL cluster the session starts itself (``initdb`` and ``postgres`` from
+the system's packages, on a free port; skipped, saying why, where there are
+none). Set ``PROGROCK_TEST_DATABASE_URL`` to use a server of your choosing
+instead (the tests create databases on it). A PostgreSQL run runs only the
+tests marked ``database`` (every ``django_db`` test, and the end-to-end tests
+marked so): ``make test`` runs them a second time that way. ``DATABASE_URL``
+plays no part in the tests: they pick their database themselves.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
+from progrock.database_url import parse_database_url
+from progrock.exceptions import ProgRockError
 from progrock.local.stack import _CHECKOUT_EXAMPLE
 
 # Child processes the tests start (``python -m django ...``) import the demo
@@ -21,7 +34,51 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(_CHECKOUT_EXAMPLE), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
 
+from progrock.local.postgres_server import PostgresServer
 from progrock.local.redis_server import RedisServer
+
+DATABASES = ("sqlite", "postgres")
+TEST_DATABASE = os.environ.get("PROGROCK_TEST_DATABASE", "").strip() or "sqlite"
+# The user's DATABASE_URL (for progrock up) never reaches a test's processes.
+_USER_DATABASE_URL = os.environ.pop("DATABASE_URL", "")
+
+NewDatabase = Callable[[], str | None]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "database: touches the database; run on SQLite, and again on PostgreSQL "
+        "(PROGROCK_TEST_DATABASE=postgres)",
+    )
+    if TEST_DATABASE not in DATABASES:
+        raise pytest.UsageError(
+            f"PROGROCK_TEST_DATABASE must be one of {', '.join(DATABASES)}, got {TEST_DATABASE!r}"
+        )
+    if _USER_DATABASE_URL:
+        raise pytest.UsageError(
+            "DATABASE_URL is set: the tests pick their database themselves "
+            "(PROGROCK_TEST_DATABASE=sqlite|postgres, PROGROCK_TEST_DATABASE_URL); unset it"
+        )
+
+
+def pytest_report_header() -> str:
+    if TEST_DATABASE == "postgres":
+        return "database: PostgreSQL (only the tests marked 'database' run)"
+    return "database: SQLite"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every django_db test ``database``; on PostgreSQL, run only those."""
+    for item in items:
+        if item.get_closest_marker("django_db") is not None:
+            item.add_marker(pytest.mark.database)
+    if TEST_DATABASE == "postgres":
+        kept = [item for item in items if item.get_closest_marker("database") is not None]
+        dropped = [item for item in items if item.get_closest_marker("database") is None]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +103,84 @@ def redis_url(redis_server: str) -> Iterator[str]:
     client.flushdb()
     client.close()
     yield redis_server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of the session's private PostgreSQL cluster (its ``postgres`` database)."""
+    explicit = os.environ.get("PROGROCK_TEST_DATABASE_URL", "").strip()
+    if explicit:
+        yield explicit
+        return
+    try:
+        server = PostgresServer()
+    except ProgRockError as exc:
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def new_database(request: pytest.FixtureRequest) -> Iterator[NewDatabase]:
+    """Factory: the ``DATABASE_URL`` of a new, empty database for a stack of processes;
+    None on SQLite (a stack's default: a file in its data dir)."""
+    if TEST_DATABASE != "postgres":
+        yield lambda: None
+        return
+    import psycopg
+
+    server: str = request.getfixturevalue("postgres_server")
+    base, _, _ = server.rpartition("/")
+    made: list[str] = []
+    numbers = itertools.count(1)
+
+    def make() -> str:
+        name = f"progrock_e2e_{os.getpid()}_{next(numbers)}"
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{base}/{name}"
+
+    try:
+        yield make
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            for name in made:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None, request: pytest.FixtureRequest
+) -> None:
+    """On PostgreSQL, point Django's default database at the session's server
+    (pytest-django then creates ``test_<name>`` there)."""
+    if TEST_DATABASE != "postgres":
+        return
+    from django.conf import settings
+    from django.db import connections
+
+    entry = parse_database_url(request.getfixturevalue("postgres_server"))
+    default = settings.DATABASES["default"]
+    default.update(entry, OPTIONS=entry.get("OPTIONS", {}), CONN_MAX_AGE=0)
+    default["TEST"]["NAME"] = None
+    connections.close_all()
+    # A connection object made before this (for SQLite) must not be reused.
+    with contextlib.suppress(AttributeError):
+        del connections["default"]
+
+
+@pytest.fixture(autouse=True)
+def _close_sync_thread_connections(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On PostgreSQL, close what a test left open in asgiref's sync thread (where
+    ``sync_to_async`` queries run): an open session would keep the test database
+    from being dropped at the end."""
+    yield
+    if TEST_DATABASE == "postgres" and request.node.get_closest_marker("django_db"):
+        from asgiref.sync import SyncToAsync
+        from django.db import connections
+
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)

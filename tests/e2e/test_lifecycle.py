@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -14,22 +13,15 @@ import redis
 
 from progrock.local.backend.testing import BackendProcess, start_backend
 from progrock.local.stack import Stack
+from tests.conftest import NewDatabase
 from tests.e2e.conftest import ECHO, MakeStack
+from tests.e2e.taskrows import backend_ref, queued_task_ids
 from tests.e2e.wsclient import Client, assert_well_ordered, new_session
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database]
 
 FAST = {"kind": "rock", "params": {"interval_ms": 20}}  # done in about 0.7 s
 SLOW = {"kind": "rock", "params": {"interval_ms": 400}}  # about 13.6 s
-
-
-def backend_ref(stack: Stack, task_id: str) -> str:
-    with sqlite3.connect(stack.data_dir / "db.sqlite3") as db:
-        row = db.execute(
-            "SELECT backend_ref FROM progrock_task WHERE id = ?", (uuid.UUID(task_id).hex,)
-        ).fetchone()
-    assert row is not None and row[0], f"task {task_id} has no backend reference"
-    return str(row[0])
 
 
 def backend_state(backend_url: str, ref: str) -> dict[str, object]:
@@ -200,12 +192,15 @@ def faulty_backend() -> Iterator[BackendProcess]:
 
 @pytest.fixture(scope="module")
 def fault_stack(
-    faulty_backend: BackendProcess, tmp_path_factory: pytest.TempPathFactory
+    faulty_backend: BackendProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+    new_database: NewDatabase,
 ) -> Iterator[Stack]:
     """A stack with a fault-injecting backend, a 2 s failure budget and a 1 s sweep."""
     stack = Stack(
         data_dir=tmp_path_factory.mktemp("faults"),
         backend_url=faulty_backend.url,
+        database_url=new_database(),
         echo=ECHO,
         env={"PROGROCK_FAILURE_BUDGET": "2", "PROGROCK_SWEEP_INTERVAL": "1"},
     )
@@ -273,12 +268,6 @@ async def test_a_killed_worker_does_not_strand_tasks(fault_stack: Stack) -> None
     for client, task_id in zip(clients, task_ids, strict=True):
         assert_well_ordered(client.of_task(task_id))
         await client.close()
-
-
-def queued_task_ids(stack: Stack) -> list[str]:
-    with sqlite3.connect(stack.data_dir / "db.sqlite3") as db:
-        rows = db.execute("SELECT id FROM progrock_task WHERE status = 'queued'").fetchall()
-    return [str(uuid.UUID(row[0])) for row in rows]
 
 
 async def test_a_start_taken_by_a_killed_worker_is_forwarded_again(

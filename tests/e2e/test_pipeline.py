@@ -13,7 +13,7 @@ from progrock.local.stack import Stack
 from tests.e2e.conftest import MakeStack
 from tests.e2e.wsclient import Client, assert_well_ordered
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database]
 
 
 async def seed_client(stack: Stack) -> list[dict[str, object]]:

@@ -91,9 +91,9 @@ def find_postgres_bindir() -> Path:
     else:
         tried.append("initdb (not on PATH)")
     for pattern in _PACKAGE_GLOBS:
-        for folder in sorted(glob.glob(pattern), key=_version_key, reverse=True):
-            if _has_binaries(folder):
-                return Path(folder)
+        for found in sorted(glob.glob(pattern), key=_version_key, reverse=True):
+            if _has_binaries(found):
+                return Path(found)
         tried.append(pattern)
     raise ProgRockError(
         "no PostgreSQL server binaries (initdb, postgres) found; tried "
