@@ -14,7 +14,7 @@ parameters, such as ``sslmode``, ``connect_timeout`` or ``application_name``).
 Anything else raises :class:`~progrock.exceptions.ImproperlyConfigured`
 with one line naming the variable, what it must be and what it was (the
 password masked). The ``ENGINE`` for PostgreSQL needs ``psycopg``
-(``pip install 'progrock[postgres]'``).
+(``pip install 'django-progrock[postgres]'``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ __all__ = [
 
 TIMEOUT = 5.0
 _REDIS_SHAPES = "redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH"
-_NEEDS_PSYCOPG = "a postgres:// URL needs psycopg: pip install 'progrock[postgres]'"
+_NEEDS_PSYCOPG = "a postgres:// URL needs psycopg: pip install 'django-progrock[postgres]'"
 
 
 def one_line(exc: BaseException) -> str:
