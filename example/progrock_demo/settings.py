@@ -111,10 +111,10 @@ def _database() -> dict[str, Any]:
         except ImproperlyConfigured as exc:
             raise SystemExit(str(exc)) from None  # one line, not a traceback
     if entry["ENGINE"] != SQLITE_ENGINE:
-        # Django's advice for ASGI: no persistent connections (a request's
-        # thread may not outlive it, its connection would). ProgRock's workers
-        # and sockets query from one thread per process and close stale
-        # connections on their sweeps and resyncs. See docs/howto-postgresql.md.
+        # No persistent connections under ASGI (Django's advice): each HTTP
+        # request runs in a thread of its own, and a connection kept open there
+        # stays open after it (100 page loads, 100 server connections). For
+        # many requests, Django's pool: see docs/howto-postgresql.md.
         return {**entry, "CONN_MAX_AGE": 0}
     return {
         **entry,

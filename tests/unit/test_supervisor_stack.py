@@ -164,3 +164,19 @@ def test_ports_a_stack_picks_are_held_until_all_are_picked() -> None:
             other.bind(("127.0.0.1", ports[0]))  # still held
     with socket.socket() as other:
         other.bind(("127.0.0.1", ports[0]))  # given back
+
+
+def test_django_children_get_the_stacks_database_url_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """database_url reaches the Django processes as DATABASE_URL; without one, a
+    DATABASE_URL of the calling process does not leak in (the project's default)."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://someone@elsewhere/theirs")
+    given = Stack(data_dir=tmp_path, database_url="postgres://rock@127.0.0.1:5999/stack")
+    default = Stack(data_dir=tmp_path)
+    try:
+        assert given._env(django=True)["DATABASE_URL"] == "postgres://rock@127.0.0.1:5999/stack"
+        assert "DATABASE_URL" not in default._env(django=True)
+    finally:
+        given.stop()
+        default.stop()
