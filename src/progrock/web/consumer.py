@@ -325,8 +325,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def hub_resync(self, task_id: str) -> None:
         if task_id not in self.watching:
             return
-        await aclose_old_connections()
-        found = await reads.aget_view_and_owner(task_id)
+        async with asyncio.timeout(REQUEST_TIMEOUT):  # the hub's reader waits for this
+            await aclose_old_connections()
+            found = await reads.aget_view_and_owner(task_id)
         last = self.watching.get(task_id)
         if (
             found is not None
