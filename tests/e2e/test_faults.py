@@ -7,12 +7,16 @@ and harms nobody else. Run alone with ``pytest -m fault``.
 from __future__ import annotations
 
 import asyncio
-import json
+import random
+from typing import Any
 
 import pytest
 import websockets
 
+from progrock.exceptions import ProtocolError
 from progrock.local.stack import Stack
+from progrock.protocol import Limits, parse_client_frame
+from tests.e2e.fuzz_frames import FrameGenerator, unreadable
 from tests.e2e.wsclient import TERMINAL, Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
@@ -146,4 +150,111 @@ def test_crafted_static_paths_are_404(stack: Stack, path: str) -> None:
     assert info.value.code == 404
 
 
-_ = json  # (kept for the fuzz section below)
+# -- fuzz ------------------------------------------------------------------------
+
+FUZZ_SEED = 20_261_207
+FUZZ_SOCKETS = 20
+FUZZ_UNREADABLE = 20  # frames the server cannot read, each on a socket of its own
+FUZZ_FRAMES = 10_000
+ANSWER_TYPES = {"error", "snapshot", "unsubscribed", "tasks", "started"}
+# Codes a request that parses may still get from a healthy stack.
+SERVING_CODES = {
+    "start": {"too_many_tasks", "rate_limited"},
+    "subscribe": {"forbidden"},
+    "unsubscribe": set(),
+    "cancel": {"forbidden", "not_cancellable"},
+    "list": set(),
+}
+REPLY_TYPES = {
+    "start": {"started", "failed"},
+    "subscribe": {"snapshot"},
+    "unsubscribe": {"unsubscribed"},
+    "cancel": set(),
+    "list": {"tasks"},
+}
+
+
+def is_answer(message: dict[str, Any], known: set[str]) -> bool:
+    """A message that answers a request, not a later update of a task: the first
+    message of a task this socket started (``started``, or ``failed`` when the
+    backend refused it) answers the start."""
+    kind = message.get("type")
+    if kind == "failed":
+        return message.get("task_id") not in known
+    return kind in ANSWER_TYPES
+
+
+async def fuzz_socket(stack: Stack, generator: FrameGenerator, count: int) -> list[str]:
+    """Send ``count`` frames one after another; return every mismatch found."""
+    client = await Client.connect(stack.url)
+    own: list[str] = []
+    known: set[str] = set()  # every task this socket has heard of
+    problems: list[str] = []
+    for _ in range(count):
+        frame = generator.frame(own)
+        try:
+            request = parse_client_frame(frame, Limits())
+            expected, action = None, request.action
+        except ProtocolError as exc:
+            expected, action = exc.code, None
+        await client.ws.send(frame)
+        shown = repr(frame[:80])
+        try:
+            answer = await client.recv(timeout=20)
+            while not is_answer(answer, known):
+                known.add(str(answer.get("task_id")))
+                answer = await client.recv(timeout=20)
+        except TimeoutError:
+            problems.append(f"{shown}: no answer within 20 s (last: {client.received[-3:]})")
+            break
+        if "task_id" in answer:
+            known.add(str(answer["task_id"]))
+        if expected is not None:
+            if answer.get("type") != "error" or answer.get("code") != expected:
+                problems.append(f"{shown}: expected error {expected}, got {answer}")
+        elif answer.get("type") == "error":
+            if answer.get("code") not in SERVING_CODES[str(action)]:
+                problems.append(f"{shown}: unexpected error {answer}")
+        elif answer.get("type") not in REPLY_TYPES[str(action)]:
+            problems.append(f"{shown}: {action} answered {answer}")
+        if answer.get("type") in ("started", "failed"):
+            own.append(answer["task_id"])
+    assert client.ws.close_code is None, f"the server closed a fuzz socket: {client.ws.close_code}"
+    await client.close()
+    return problems
+
+
+async def unreadable_socket(stack: Stack, rng: random.Random) -> str | None:
+    frame, code = unreadable(rng)
+    client = await Client.connect(stack.url)
+    await client.ws.send(frame, text=True)
+    try:
+        message = await client.recv(timeout=20)
+    except websockets.ConnectionClosed:
+        pass
+    else:
+        return f"{frame[:40]!r}: answered {message} instead of closing"
+    if client.ws.close_code != code:
+        return f"{frame[:40]!r}: closed with {client.ws.close_code}, expected {code}"
+    return None
+
+
+@pytest.mark.timeout(240)
+async def test_ten_thousand_fuzzed_frames_are_each_answered(stack: Stack) -> None:
+    """10,000 seeded random and mutated frames over real sockets: every one gets its
+    documented answer (what the pure parser says, or a request's reply), the frames
+    the server cannot read get their close code, and no process dies."""
+    before = stack.pids()
+    per_socket = (FUZZ_FRAMES - FUZZ_UNREADABLE) // FUZZ_SOCKETS
+    results = await asyncio.gather(
+        *(
+            fuzz_socket(stack, FrameGenerator(FUZZ_SEED + i), per_socket)
+            for i in range(FUZZ_SOCKETS)
+        )
+    )
+    rng = random.Random(FUZZ_SEED)
+    closes = [await unreadable_socket(stack, rng) for _ in range(FUZZ_UNREADABLE)]
+    problems = [p for found in results for p in found] + [c for c in closes if c]
+    assert problems == [], f"{len(problems)} frames answered wrongly:\n" + "\n".join(problems[:20])
+    assert per_socket * FUZZ_SOCKETS + FUZZ_UNREADABLE == FUZZ_FRAMES
+    assert stack.pids() == before, "a process died (or was restarted) during the fuzz"

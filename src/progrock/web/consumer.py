@@ -236,11 +236,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return found[0]
 
     async def subscribe(self, task_id: str) -> None:
-        await self._authorised_view(task_id, "subscribe")
-        if task_id in self.watching or task_id in self.pending:
-            # Already watching: answer with a fresh snapshot, keep the seq filter.
-            view = await self._authorised_view(task_id, "subscribe")
-            await self._send_view(task_id, view)
+        view = await self._authorised_view(task_id, "subscribe")
+        if task_id in self.watching:
+            await self._resubscribe(task_id, view)
             return
         self.pending[task_id] = []
         try:
@@ -255,6 +253,28 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self._send_view(task_id, view)
         for seq, flag, body in held:
             await self.hub_message(task_id, seq, flag, body)
+
+    async def _resubscribe(self, task_id: str, view: TaskView) -> None:
+        """Answer a subscribe to a task already watched: a fresh snapshot, never one
+        older than a message that went out (that would go back in time)."""
+        for _ in range(3):
+            last = self.watching.get(task_id)
+            if last is None:  # its end went out while the view loaded
+                if view.status.terminal:
+                    await self.send_json(view.snapshot())  # the end itself went out once
+                    return
+            elif view.seq >= last or view.status.terminal:
+                await self._send_view(task_id, view)
+                return
+            # A message newer than the view went out meanwhile: read again (live
+            # state is written with the message, so the next read is as new).
+            view = await self._authorised_view(task_id, "subscribe")
+        raise ProtocolError(
+            "unavailable",
+            f"task {task_id} changed faster than its state could be read; retry",
+            action="subscribe",
+            task_id=task_id,
+        )
 
     async def _send_view(self, task_id: str, view: TaskView) -> None:
         last = self.watching.get(task_id)
