@@ -106,3 +106,20 @@ def test_an_unreachable_redis_is_a_json_503(db: None) -> None:
     body = response.json()
     assert body["type"] == "error" and body["code"] == "unavailable"
     assert "127.0.0.1" not in body["detail"] and dead not in body["detail"]
+
+
+def test_too_many_tasks_does_not_show_the_session_key(redis_url: str) -> None:
+    """The owner limit's detail never quotes the owner (it holds the session key,
+    which the HttpOnly cookie keeps from the page's scripts)."""
+    with override_settings(
+        PROGROCK={"REDIS_URL": redis_url, "MAX_RUNNING_PER_OWNER": 1},
+        CHANNEL_LAYERS=_layers(redis_url),
+    ):
+        client = Client()
+        assert (
+            client.post("/prog/api/tasks/", {}, content_type="application/json").status_code == 201
+        )
+        refused = client.post("/prog/api/tasks/", {}, content_type="application/json")
+    key = client.cookies["sessionid"].value
+    assert refused.status_code == 429 and refused.json()["code"] == "too_many_tasks"
+    assert key not in refused.json()["detail"], refused.json()

@@ -364,7 +364,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             message = error_message(
                 str(event.get("code")),
-                redact(str(event.get("detail"))),
+                # No addresses, nor the owner string (it holds the session key).
+                redact(str(event.get("detail"))).replace(self.owner, "this owner"),
                 action=event.get("action"),
                 task_id=task_id,
                 ref=event.get("ref"),

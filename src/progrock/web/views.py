@@ -109,7 +109,8 @@ async def task_list(request: HttpRequest) -> HttpResponse:
     try:
         task_id = await api.astart_task(start.kind, start.params, owner=owner)
     except exceptions.TooManyTasks as exc:
-        return _error(429, "too_many_tasks", str(exc), action="start")
+        detail = str(exc).replace(owner, "this owner")  # the owner holds the session key
+        return _error(429, "too_many_tasks", detail, action="start")
     found = await reads.aget_view_and_owner(task_id)
     body = found[0].snapshot() if found else {"task_id": task_id}
     return JsonResponse(body, status=201)
