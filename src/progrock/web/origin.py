@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
@@ -121,5 +120,12 @@ class SameOriginValidator:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope.get("type") == "websocket" and not origin_allowed(scope):
-            return await WebsocketDenier.as_asgi()(scope, receive, send)
+            return await _refuse(receive, send)
         return await self.application(scope, receive, send)
+
+
+async def _refuse(receive: Any, send: Any) -> None:
+    """Close before accepting: the server answers the handshake with 403."""
+    message = await receive()
+    if message.get("type") == "websocket.connect":
+        await send({"type": "websocket.close"})
