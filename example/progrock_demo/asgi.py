@@ -12,19 +12,20 @@ django_asgi_app = get_asgi_application()
 # Imported after Django is set up: they load models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from progrock import routing  # noqa: E402
-from progrock.contrib import autobahn_logs, twisted_writes  # noqa: E402
+from progrock.contrib import autobahn_close, autobahn_logs, twisted_writes  # noqa: E402
 from progrock.runtime import tune_gc  # noqa: E402
+from progrock.web.origin import SameOriginValidator  # noqa: E402
+from progrock_demo.static import StaticFilesHandler  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # The demo serves its own static files; a production site would use
         # collectstatic behind a web server or WhiteNoise instead.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(
+        "http": StaticFilesHandler(django_asgi_app),
+        # Sockets only from the page's own origin (scheme, host and port).
+        "websocket": SameOriginValidator(
             AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))
         ),
         "channel": ChannelNameRouter(routing.channel_routing()),
@@ -40,3 +41,6 @@ twisted_writes.install()
 # Under Daphne, Autobahn's per-frame debug log arguments cost nothing when
 # unused (see progrock.contrib.autobahn_logs).
 autobahn_logs.install()
+# Under Daphne, a frame the server cannot take (over 1 MiB, invalid UTF-8)
+# closes the socket with its code (1009, 1007) instead of dropping it.
+autobahn_close.install()

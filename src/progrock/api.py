@@ -34,6 +34,7 @@ from progrock.protocol import (
 )
 from progrock.state.live import Change, TaskStore, get_redis
 from progrock.state.tasks import afinish, arebuild, check_limit, live_fields
+from progrock.values import find_problem
 from progrock.web.forward import forward_start
 
 __all__ = [
@@ -57,6 +58,9 @@ async def astart_task(
     kind = kind or progrock_settings.DEFAULT_KIND
     if not isinstance(owner, str) or not owner:
         raise ProgRockError(f"owner must be a non-empty string, got {owner!r}")
+    problem = find_problem(dict(params or {}), "params")
+    if problem is not None:  # it would fail in the channel layer, the database or the backend
+        raise ProgRockError(f"{problem[0]} {problem[1]}")
     await check_limit(owner)
     task_id = str(uuid.uuid4())
     now = datetime.now(UTC)

@@ -58,8 +58,15 @@ def owner_for_scope(scope: Mapping[str, Any], channel_name: str) -> str:
 
 
 def owner_for_request(request: HttpRequest, *, create_session: bool = False) -> str | None:
-    """Owner string of an HTTP request (creating its session if asked)."""
+    """Owner string of an HTTP request (creating its session if asked).
+
+    A session cookie counts only if the server issued it and it has not
+    expired: the session is loaded first, which forgets an unknown key (the
+    socket's session middleware does the same).
+    """
     session = getattr(request, "session", None)
+    if session is not None:
+        session.keys()  # loads it: an unknown or expired key becomes None
     if session is not None and not session.session_key and create_session:
         session.save()
     key = session.session_key if session is not None else None

@@ -17,9 +17,12 @@ from enum import StrEnum
 from typing import Any, Final
 
 from progrock.exceptions import InvalidTransition, ProtocolError
+from progrock.redact import redact
+from progrock.values import find_problem, scalar_problem, short, string_problem
 
 ACCEPT_FRAME: Final = '{"accept": true}'
 MAX_REF_LENGTH: Final = 200
+MAX_KIND_LENGTH: Final = 100  # the Task model's kind column
 LIST_LIMIT: Final = 50
 
 
@@ -89,7 +92,10 @@ ERROR_CODES: Final = frozenset(
         "forbidden",
         "too_many_tasks",
         "not_cancellable",
+        "rate_limited",
+        "too_many_sockets",
         "unavailable",
+        "internal_error",
     }
 )
 # Failure codes (docs/protocol.md, 3.4)
@@ -146,9 +152,7 @@ class Limits:
     default_kind: str = "rock"
 
 
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_short = short
 
 
 # A task id as str(uuid.UUID(...)) writes it: checked far faster than by parsing.
@@ -192,10 +196,15 @@ def parse_client_frame(text: str | bytes, limits: Limits = Limits()) -> ClientRe
             f"frame is {size} bytes, more than the limit of {limits.max_frame_bytes}",
         )
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
     return parse_client_message(data, limits)
+
+
+def _refuse_constant(name: str) -> None:
+    """``NaN``, ``Infinity`` and ``-Infinity``: Python's decoder takes them, JSON has none."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def parse_client_message(data: object, limits: Limits = Limits()) -> ClientRequest:
@@ -245,6 +254,9 @@ def _parse_start(data: dict[str, Any], limits: Limits) -> Start:
                 f"ref is {len(ref)} characters, more than {MAX_REF_LENGTH}",
                 action="start",
             )
+        problem = scalar_problem(ref)
+        if problem is not None:
+            raise ProtocolError("invalid_field", f"ref {problem}", action="start")
     context: dict[str, object] = {"action": "start"}
     if ref is not None:
         context["ref"] = ref
@@ -255,6 +267,15 @@ def _parse_start(data: dict[str, Any], limits: Limits) -> Start:
         raise ProtocolError(
             "invalid_field", f"kind must be a non-empty string, got {_short(kind)}", **context
         )
+    if len(kind) > MAX_KIND_LENGTH:
+        raise ProtocolError(
+            "invalid_field",
+            f"kind must be at most {MAX_KIND_LENGTH} characters, got {len(kind)}",
+            **context,
+        )
+    problem = string_problem(kind)
+    if problem is not None:
+        raise ProtocolError("invalid_field", f"kind {problem}", **context)
     if limits.kinds is not None and kind not in limits.kinds:
         raise ProtocolError(
             "unknown_kind",
@@ -270,14 +291,24 @@ def _parse_start(data: dict[str, Any], limits: Limits) -> Start:
             f"params must be a JSON object, got {type(params).__name__} {_short(params)}",
             **context,
         )
+    check_params(params, limits.max_params_bytes, **context)
+    return Start(kind=kind, params=params, ref=ref)
+
+
+def check_params(params: Mapping[str, Any], max_bytes: int, **context: object) -> None:
+    """Raise ``invalid_field`` (naming the part) or ``params_too_large`` unless
+    ``params`` can travel to a worker, the database and the backend as it is."""
+    found = find_problem(params, "params")
+    if found is not None:
+        path, why = found
+        raise ProtocolError("invalid_field", f"{path} {why}", **context)
     size = len(json.dumps(params, separators=(",", ":")).encode())
-    if size > limits.max_params_bytes:
+    if size > max_bytes:
         raise ProtocolError(
             "params_too_large",
-            f"params are {size} bytes as JSON, more than the limit of {limits.max_params_bytes}",
+            f"params are {size} bytes as JSON, more than the limit of {max_bytes}",
             **context,
         )
-    return Start(kind=kind, params=params, ref=ref)
 
 
 # --------------------------------------------------------------------------
@@ -312,10 +343,12 @@ def error_from(exc: ProtocolError) -> dict[str, Any]:
 
 
 def failure(code: str, detail: str) -> dict[str, str]:
-    """The ``error`` object of a ``failed`` message."""
+    """The ``error`` object of a ``failed`` message; URLs and network addresses in
+    ``detail`` are replaced by placeholders (:func:`progrock.redact.redact`):
+    watchers must not learn where the backend or Redis live."""
     if code not in FAILURE_CODES:
         raise ValueError(f"unknown failure code {code!r}")
-    return {"code": code, "detail": detail}
+    return {"code": code, "detail": redact(detail)}
 
 
 def clamp_progress(value: float) -> float:

@@ -4,7 +4,7 @@ Mount them in your project's ``asgi.py``::
 
     application = ProtocolTypeRouter({
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": SameOriginValidator(  # progrock.web.origin
             AuthMiddlewareStack(URLRouter(progrock.routing.websocket_urlpatterns))
         ),
         "channel": ChannelNameRouter(progrock.routing.channel_routing()),

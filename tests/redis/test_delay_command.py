@@ -109,3 +109,57 @@ async def test_rundelay_subprocess_survives_kill(
         assert await asyncio.wait_for(second.wait(), TIMEOUT) == 0
     finally:
         await layer.close_pools()
+
+
+@pytest.mark.fault
+async def test_rundelay_waits_for_redis_and_survives_an_outage(tmp_path: Path) -> None:
+    """Started before Redis, rundelay waits (no exit) and gets ready once Redis is
+    up; through a Redis outage it stays up and delivers afterwards; each change of
+    state is one log line, not one per retry."""
+    from progrock.local.redis_server import RedisServer, free_port
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "progrock_demo.settings",
+        "REDIS_URL": url,
+        "PROGROCK_DATA_DIR": str(tmp_path),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path / "rundelay.log"
+    with open(log_path, "wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "django", "rundelay", env=env, stdout=log, stderr=log
+        )
+    redis_server = RedisServer(port, tmp_path / "redis")
+
+    async def wait_for_log(text: str, count: int = 1) -> None:
+        async with asyncio.timeout(READY_TIMEOUT):
+            while log_path.read_text().count(text) < count:
+                assert process.returncode is None, log_path.read_text()
+                await asyncio.sleep(0.1)
+
+    layer = RedisChannelLayer(hosts=[url])
+    try:
+        await wait_for_log("cannot reach Redis")
+        await asyncio.sleep(3)  # several retries, all quiet
+        await asyncio.to_thread(redis_server.start)
+        await wait_for_log("rundelay ready")
+        await asyncio.to_thread(redis_server.stop)  # the outage
+        await wait_for_log("cannot reach Redis", 2)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(redis_server.start)
+        await wait_for_log("reaches Redis again", 2)
+        with override_settings(PROGROCK={"REDIS_URL": url}):
+            await asyncio.to_thread(send_delayed_sync, "out", {"type": "t", "n": 1}, 50)
+        message = await asyncio.wait_for(layer.receive("out"), TIMEOUT)
+        assert message == {"type": "t", "n": 1}
+        text = log_path.read_text()
+        assert process.returncode is None, text
+        assert text.count("cannot reach Redis") == 2, text
+        assert text.count("reaches Redis again") == 2, text
+    finally:
+        await layer.close_pools()
+        await reap(process)
+        await asyncio.to_thread(redis_server.cleanup)

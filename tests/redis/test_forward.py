@@ -134,3 +134,72 @@ async def test_the_worker_queues_each_start_of_a_batch() -> None:
     good = {"type": "progrock.start", "task_id": str(uuid.uuid4())}
     await consumer.progrock_start({"type": "progrock.start", "starts": [good, "junk"]})
     assert consumer._starts == [good, {"invalid": "junk"}]
+
+
+async def _drain_starts(layer: Any, expected: int) -> list[dict[str, Any]]:
+    """Every start on the worker channel, as single starts, until ``expected`` arrived."""
+    starts: list[dict[str, Any]] = []
+    while len(starts) < expected:
+        message = await asyncio.wait_for(layer.receive("prog-rocker"), 5)
+        starts += message.get("starts", [message])
+    return starts
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [{"big": 2**70}, {"text": "\ud800"}, {"key\udfff": 1}],
+    ids=["int-beyond-64-bits", "lone-surrogate", "lone-surrogate-key"],
+)
+async def test_a_poison_start_fails_alone_and_its_batch_still_goes(
+    layer_settings: None, poison: dict[str, Any]
+) -> None:
+    """A start the channel layer cannot serialise, batched with 10 good ones, fails
+    alone (Unsendable, its watchdog dropped); the 10 reach the workers intact."""
+    good = [str(uuid.uuid4()) for _ in range(10)]
+    bad = str(uuid.uuid4())
+
+    async def start(task_id: str, params: dict[str, Any]) -> None:
+        await forward.forward_start(
+            task_id=task_id, kind="rock", params=params, owner="o", reply_channel=None, ref=1
+        )
+
+    try:
+        calls = [start(t, {"n": i}) for i, t in enumerate(good[:5])]
+        calls += [start(bad, poison)]
+        calls += [start(t, {"n": i}) for i, t in enumerate(good[5:], 5)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        arrived = await _drain_starts(get_channel_layer(), 10)
+        bad_watched = await has_pending(start_watch.watch_key(bad))
+        good_watched = [await has_pending(start_watch.watch_key(t)) for t in good]
+    finally:
+        await close_default_stores()
+    assert [r is None for r in results] == [True] * 5 + [False] + [True] * 5
+    assert isinstance(results[5], forward.Unsendable)
+    assert sorted(s["task_id"] for s in arrived) == sorted(good)
+    assert {s["task_id"]: s["params"] for s in arrived} == {t: {"n": i} for i, t in enumerate(good)}
+    assert not bad_watched and good_watched == [True] * 10
+
+
+async def test_a_caller_that_gave_up_before_the_send_has_nothing_sent(
+    layer_settings: None,
+) -> None:
+    """A start whose caller was cancelled (its request timed out) while it waited
+    for the batch window is left out of the batch: nothing was done for it."""
+    kept, dropped = str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def start(task_id: str) -> None:
+        await forward.forward_start(
+            task_id=task_id, kind="rock", params={}, owner="o", reply_channel=None
+        )
+
+    try:
+        waiting = asyncio.ensure_future(start(dropped))
+        await asyncio.sleep(0)  # queued, the batch window still open
+        waiting.cancel()
+        await start(kept)
+        message = await asyncio.wait_for(get_channel_layer().receive("prog-rocker"), 5)
+        dropped_watched = await has_pending(start_watch.watch_key(dropped))
+    finally:
+        await close_default_stores()
+    assert message["task_id"] == kept and "starts" not in message
+    assert not dropped_watched

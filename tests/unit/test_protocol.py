@@ -208,3 +208,85 @@ def test_error_message_refuses_unknown_codes() -> None:
         p.error_message("whatever", "x")
     with pytest.raises(ValueError):
         p.failure("whatever", "x")
+
+
+# -- values every hop can carry (poison frames) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "words"),
+    [
+        ('{"action": "start", "ref": ' + str(2**70) + "}", "ref must be an integer within"),
+        ('{"action": "start", "ref": "\\ud800"}', "ref must be valid Unicode"),
+        (
+            '{"action": "start", "params": {"n": ' + str(-(2**64)) + "}}",
+            "params.n must be an integer",
+        ),
+        ('{"action": "start", "params": {"s": ["ok", "\\udc00"]}}', "params.s[1] must be valid"),
+        ('{"action": "start", "params": {"\\ud800": 1}}', "params key '\\ud800' must be valid"),
+        ('{"action": "start", "params": {"f": 1e400}}', "params.f must be a finite number"),
+        ('{"action": "start", "params": {"z": "\\u0000"}}', "params.z must not contain NUL"),
+        (
+            '{"action": "start", "params": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}",
+            "deeper than 32 levels",
+        ),
+        ('{"action": "start", "kind": "\\ud800"}', "kind must be valid Unicode"),
+        ('{"action": "start", "kind": "' + "k" * 101 + '"}', "kind must be at most 100"),
+    ],
+    ids=[
+        "ref-int-70-bits",
+        "ref-lone-surrogate",
+        "params-int-below-int64",
+        "params-lone-surrogate-in-list",
+        "params-lone-surrogate-key",
+        "params-overflowing-float",
+        "params-nul",
+        "params-too-deep",
+        "kind-lone-surrogate",
+        "kind-too-long",
+    ],
+)
+def test_poison_values_are_refused_naming_the_field(frame: str, words: str) -> None:
+    """Values the channel layer, database or backend cannot hold are invalid_field,
+    with the detail naming where they are."""
+    with pytest.raises(ProtocolError) as info:
+        p.parse_client_frame(frame, p.Limits(kinds=None))
+    assert info.value.code == "invalid_field"
+    assert words in info.value.detail, info.value.detail
+    assert info.value.context.get("action") == "start"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_constants_are_bad_json(constant: str) -> None:
+    """NaN and Infinity, which Python's decoder accepts, are not JSON: bad_json."""
+    assert code_of('{"action": "start", "params": {"x": ' + constant + "}}") == "bad_json"
+
+
+def test_a_refused_ref_is_not_echoed() -> None:
+    """An error about ref itself does not carry the bad ref back."""
+    with pytest.raises(ProtocolError) as info:
+        p.parse_client_frame('{"action": "start", "ref": ' + str(2**70) + "}")
+    assert "ref" not in p.error_from(info.value)
+
+
+def test_values_at_the_limits_are_accepted() -> None:
+    """The largest and smallest 64-bit integers and any valid Unicode pass."""
+    frame = json.dumps(
+        {
+            "action": "start",
+            "ref": 2**63 - 1,
+            "params": {"lo": -(2**63), "text": "🎸 ünïcödé", "deep": [[[[1]]]]},
+        }
+    )
+    request = p.parse_client_frame(frame)
+    assert isinstance(request, p.Start) and request.ref == 2**63 - 1
+
+
+def test_failure_details_hide_addresses() -> None:
+    """A failure's detail keeps what happened and loses where the backend lives."""
+    error = p.failure(
+        "backend_unreachable",
+        "backend http://10.0.0.7:8001 unreachable: Cannot connect to host 10.0.0.7:8001",
+    )
+    assert "10.0.0.7" not in error["detail"] and "8001" not in error["detail"]
+    assert "unreachable" in error["detail"] and "Cannot connect" in error["detail"]

@@ -141,14 +141,37 @@ def test_crashed_child_is_restarted_with_a_log_line(
     assert "restarting worker-1" in stream.getvalue()
 
 
-def test_gives_up_after_repeated_fast_crashes(sup: Supervisor, fast_backoff: None) -> None:
-    """A child that keeps crashing right after start makes the supervisor give up."""
-    sup.add(ChildSpec("delay", [PY, "-c", "import time; time.sleep(0.05); raise SystemExit(2)"]))
-    sup.spawn("delay")
+def test_never_gives_up_on_a_crash_looping_child(
+    sup: Supervisor,
+    stream: io.StringIO,
+    fast_backoff: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A child that keeps crashing (its dependency is down) is restarted for as long
+    as it takes, quietly after QUIET_AFTER crashes; once the dependency is back and
+    the child stays up, the supervisor says so. It never gives up."""
+    monkeypatch.setattr(_supervisor, "FAST_CRASH_SECONDS", 1.0)
+    flag = tmp_path / "redis-is-back"
+    code = f"""
+        import os, sys, time
+        if not os.path.exists({str(flag)!r}):
+            sys.exit(2)
+        time.sleep(60)
+    """
+    sup.add(ChildSpec("worker-1", script(code)))
+    sup.spawn("worker-1")
     sup.supervise()
-    until(sup.failed.is_set, 20, "the supervisor to give up")
-    assert sup.failure is not None and "delay exited with code 2" in sup.failure
-    assert "giving up" in sup.failure
+    quiet = "restarting it every"
+    until(lambda: quiet in stream.getvalue(), 20, "the quiet-restart line")
+    crashes = sup.get("worker-1").fast_crashes
+    until(lambda: sup.get("worker-1").fast_crashes >= crashes + 3, 20, "more restarts")
+    assert not sup.failed.is_set()
+    assert stream.getvalue().count(quiet) == 1
+    assert stream.getvalue().count("restarting worker-1") == _supervisor.QUIET_AFTER - 1
+    flag.touch()  # the dependency is back
+    until(lambda: "has stayed up" in stream.getvalue(), 20, "the child to stay up")
+    assert sup.get("worker-1").alive() and not sup.failed.is_set()
 
 
 def test_killed_child_stays_down_until_restart(sup: Supervisor, fast_backoff: None) -> None:

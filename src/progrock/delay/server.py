@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,6 +25,29 @@ TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
 
 
 _Pairs = list[tuple[str, str | None]]  # (message id, key)
+
+
+class _Health:
+    """Whether Redis answers the delay server: one log line when it stops, one
+    when it answers again, however many retries each loop makes meanwhile."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+
+    def failed(self, where: str, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            logger.warning(
+                "delay server cannot reach Redis (%s: %s); waiting for it, retrying quietly",
+                where,
+                exc,
+            )
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            lasted = time.monotonic() - self.down_since
+            self.down_since = None
+            logger.warning("delay server reaches Redis again (after %.1f s)", lasted)
 
 
 class _Backoff:
@@ -114,6 +138,7 @@ class DelayServer:
         self._queue: asyncio.Queue[Envelope] = asyncio.Queue()
         self._listening = asyncio.Event()
         self._claimed_once = asyncio.Event()
+        self.health = _Health()
 
     @property
     def store(self) -> DelayStore:
@@ -182,6 +207,7 @@ class DelayServer:
             pubsub = self.store.client.pubsub()
             try:
                 await pubsub.subscribe(self.store.wake_channel)
+                self.health.ok()
                 self._wake.set()  # messages may have been announced while deaf
                 self._listening.set()
                 backoff.reset()
@@ -192,7 +218,7 @@ class DelayServer:
                     if message is not None:
                         self._announced(message.get("data"))
             except TRANSIENT as exc:
-                logger.warning("delay wake-up listener lost Redis (%s); retrying", exc)
+                self.health.failed("wake-up listener", exc)
                 await asyncio.sleep(backoff.next())
             finally:
                 with contextlib.suppress(*TRANSIENT):
@@ -215,10 +241,15 @@ class DelayServer:
         while not self._stopping:
             try:
                 message = await self.layer.receive(channel)
-            except Exception as exc:  # Redis errors mostly; never stop receiving
+            except TRANSIENT as exc:
+                self.health.failed(f"receiving from {channel!r}", exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            except Exception as exc:  # never stop receiving
                 logger.warning("receiving from %r failed (%r); retrying", channel, exc)
                 await asyncio.sleep(backoff.next())
                 continue
+            self.health.ok()
             backoff.reset()
             try:
                 envelope = Envelope.from_message(message)
@@ -236,13 +267,14 @@ class DelayServer:
             while True:
                 try:
                     await self.store.schedule_many(batch)
+                    self.health.ok()
                     backoff.reset()
                     break
                 except InvalidEnvelope:  # not JSON-serializable: drop them one by one
                     await self._store_each(batch)
                     break
                 except TRANSIENT as exc:
-                    logger.warning("storing %d delayed messages failed (%s)", len(batch), exc)
+                    self.health.failed(f"storing {len(batch)} delayed messages", exc)
                     if self._stopping:
                         for envelope in batch:
                             self._queue.put_nowait(envelope)
@@ -282,6 +314,7 @@ class DelayServer:
                 self._planned = math.inf  # any announcement during the claim wakes us
                 pass_began = now_ms()
                 claim = await self.store.claim(pass_began, self.lease_ms, self.claim_limit)
+                self.health.ok()
                 self._claimed_once.set()
                 backoff.reset()
                 if claim.reclaimed:
@@ -311,7 +344,7 @@ class DelayServer:
             except Exception as exc:  # Redis errors, and bugs: log, never stop serving
                 pause = backoff.next()
                 if isinstance(exc, TRANSIENT):
-                    logger.warning("delay scheduler: Redis error (%s); retry in %.2fs", exc, pause)
+                    self.health.failed("delay scheduler", exc)
                 else:
                     logger.exception("delay scheduler: unexpected error; retry in %.2fs", pause)
                 self._wake.clear()
@@ -368,7 +401,7 @@ class DelayServer:
                     delivery.content,
                 )
             except TRANSIENT as exc:
-                logger.warning("sending to %r failed (%s); retrying later", channel, exc)
+                self.health.failed(f"sending to {channel!r}", exc)
                 return done, [(m.id, m.key) for d in deliveries[index:] for m in d.sources]
             done += [(m.id, m.key) for m in delivery.sources]
         return done, []
@@ -381,13 +414,14 @@ class DelayServer:
             try:
                 if await self.store.try_lock("sweep:lock", max(1, int(interval * 1000))):
                     await self.layer.send(progrock_settings.WORKER_CHANNEL, _SWEEP)
+                self.health.ok()
             except ChannelFull:
                 logger.warning(
                     "worker channel %r is full; skipping this sweep trigger",
                     progrock_settings.WORKER_CHANNEL,
                 )
             except TRANSIENT as exc:
-                logger.warning("sweep trigger failed (%s)", exc)
+                self.health.failed("sweep trigger", exc)
             # Try often, win at most once per interval (the lock's lifetime).
             await asyncio.sleep(interval / 4)
 

@@ -36,8 +36,15 @@ _LAUNCHER = (
 )
 _USE_LAUNCHER = sys.platform.startswith("linux")
 
+# A child that exits within this many seconds of starting counts as a fast
+# crash; its restarts back off from BACKOFF_BASE to BACKOFF_MAX seconds. Once
+# supervising, the supervisor never gives up on a child (a child that cannot
+# reach Redis or the database exits and is retried until they are back, at
+# most BACKOFF_MAX seconds after); from QUIET_AFTER fast crashes in a row, it
+# stops logging each restart and says so once, then once more when the child
+# stays up again.
 FAST_CRASH_SECONDS = 10.0
-MAX_FAST_CRASHES = 5
+QUIET_AFTER = 5
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
 STOP_TIMEOUT = 5.0
@@ -152,6 +159,8 @@ class Supervisor:
         self.echo = echo
         self.stream = stream
         self.children: dict[str, Child] = {}
+        # Why supervising stopped for good: nothing sets it since the supervisor
+        # never gives up on a child (QUIET_AFTER); Stack.wait() still looks.
         self.failure: str | None = None
         self.failed = threading.Event()
         self._width = 8
@@ -294,8 +303,19 @@ class Supervisor:
                 if child.spec.oneshot or child.stopping or child.held or not child.spec.restart:
                     continue
                 self._schedule_restart(child, now, proc.returncode)
+            if (
+                child.fast_crashes >= QUIET_AFTER
+                and child.alive()
+                and now - child.started_at >= FAST_CRASH_SECONDS
+            ):
+                self.log(
+                    f"{child.name} has stayed up for {FAST_CRASH_SECONDS:g} s after "
+                    f"{child.fast_crashes} fast crashes in a row"
+                )
+                child.fast_crashes = 0
             if child.restart_at is not None and now >= child.restart_at and not child.held:
-                self.log(f"restarting {child.name}")
+                if child.fast_crashes < QUIET_AFTER:
+                    self.log(f"restarting {child.name}")
                 try:
                     self._spawn_now(child)
                 except ChildFailed as exc:
@@ -303,23 +323,25 @@ class Supervisor:
                     self._schedule_restart(child, now, None)
 
     def _schedule_restart(self, child: Child, now: float, code: int | None) -> None:
+        """Restart ``child`` after a backoff; never give up (see :data:`QUIET_AFTER`)."""
         lived = now - child.started_at
-        child.fast_crashes = child.fast_crashes + 1 if lived < FAST_CRASH_SECONDS else 1
+        fast = lived < FAST_CRASH_SECONDS
+        child.fast_crashes = child.fast_crashes + 1 if fast else 1
         how = "could not start" if code is None else f"exited with {describe_exit(code)}"
-        if child.fast_crashes >= MAX_FAST_CRASHES:
-            self.failure = (
-                f"{child.name} {how} after {lived:.1f} s: {child.fast_crashes} crashes in a row, "
-                f"each within {FAST_CRASH_SECONDS:g} s of starting; giving up"
-            )
-            self.log(self.failure)
-            self.failed.set()
-            return
         delay = min(BACKOFF_BASE * 2 ** (child.fast_crashes - 1), BACKOFF_MAX)
-        self.log(
-            f"{child.name} {how} after {lived:.1f} s (unexpected); restarting in {delay:g} s "
-            f"(fast crash {child.fast_crashes}/{MAX_FAST_CRASHES})"
-        )
         child.restart_at = now + delay
+        if child.fast_crashes < QUIET_AFTER:
+            self.log(
+                f"{child.name} {how} after {lived:.1f} s (unexpected); restarting in {delay:g} s"
+                + (f" (fast crash {child.fast_crashes} in a row)" if fast else "")
+            )
+        elif child.fast_crashes == QUIET_AFTER:
+            self.log(
+                f"{child.name} {how} after {lived:.1f} s: {child.fast_crashes} crashes in a row, "
+                f"each within {FAST_CRASH_SECONDS:g} s of starting (is Redis or the database "
+                f"down?); restarting it every {BACKOFF_MAX:g} s at most, without a line per "
+                "restart, until it stays up"
+            )
 
     # -- readiness --------------------------------------------------------------
 

@@ -261,7 +261,8 @@ async def check_limit(owner: str) -> None:
         return
     running = await Task.objects.filter(owner=owner, status__in=[s.value for s in ACTIVE]).acount()
     if running >= limit:
-        raise TooManyTasks(f"owner {owner!r} already runs {running} tasks (limit {limit})")
+        # Not the owner string: it holds the session key, and details reach browsers.
+        raise TooManyTasks(f"this owner already runs {running} tasks (limit {limit})")
 
 
 def admit_many(
@@ -313,7 +314,7 @@ def admit_many(
             )
             if ahead >= limit:
                 refused[task_id] = TooManyTasks(
-                    f"owner {row.owner!r} already runs {ahead} tasks (limit {limit})"
+                    f"this owner already runs {ahead} tasks (limit {limit})"
                 )
         if refused:
             Task.objects.filter(pk__in=list(refused), status=Status.QUEUED.value).delete()

@@ -8,19 +8,20 @@ sees a message twice or out of order.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
-from channels.exceptions import ChannelFull, StopConsumer
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
-from django.db import DatabaseError
-from redis.exceptions import RedisError
 
 from progrock import permissions
 from progrock.conf import protocol_limits
@@ -36,17 +37,48 @@ from progrock.protocol import (
     TaskView,
     Unsubscribe,
     dumps,
-    error_from,
     error_message,
     parse_client_frame,
 )
+from progrock.redact import redact
 from progrock.state import reads
-from progrock.web import forward
+from progrock.web import forward, limits
+from progrock.web.failures import REQUEST_TIMEOUT, UNAVAILABLE, OutageLog, error_for
 from progrock.web.fanout import get_hub
 
 logger = logging.getLogger("progrock.consumers")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+#: Close code of a socket refused for its address's open sockets (RFC 6455: try again later).
+CLOSE_TRY_AGAIN_LATER = 1013
+# Seconds between two attempts of a socket's channel-layer receive while it fails.
+RECEIVE_RETRY_MIN = 0.2
+RECEIVE_RETRY_MAX = 5.0
+
+_receive_outage = OutageLog(logger, "receiving from the channel layer")
+
+
+async def receive_through_outages(receive: Receive) -> dict[str, Any]:
+    """``receive()``, retried (with backoff and jitter) while Redis fails it.
+
+    Channels ends a consumer, and Daphne closes its socket with 1011, when the
+    channel-layer receive raises: every socket of a web process would close at
+    once when Redis drops. Here the socket stays open; its requests meanwhile
+    get ``unavailable``, and the fan-out resynchronises it once Redis is back.
+    """
+    delay = RECEIVE_RETRY_MIN
+    while True:
+        try:
+            message = await receive()
+        except UNAVAILABLE as exc:
+            _receive_outage.failed(exc)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(RECEIVE_RETRY_MAX, delay * 2)
+            continue
+        _receive_outage.recovered()
+        return message
 
 
 def frame_send(send: Send) -> Send:
@@ -71,6 +103,18 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     pending: dict[str, list[tuple[int, str, str]]]  # messages held while a snapshot loads
     refs: dict[str, str | int]
     send_frame: Send  # the unwrapped send for task updates (see frame_send)
+    address: str | None = None  # the client's address, once counted in limits.sockets
+    counted: bool = False
+
+    @property
+    def channel_receive(self) -> Receive:
+        return self._channel_receive
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Receive) -> None:
+        # Channels sets this to the channel layer's receive before it reads
+        # anything: wrapped, a failing Redis does not end the consumer.
+        self._channel_receive = functools.partial(receive_through_outages, receive)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' default dispatch hops to a thread before every message to
@@ -89,10 +133,21 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.pending = {}
         self.refs = {}
         self.send_frame = frame_send(self.base_send)
+        self.address = limits.client_address(self.scope)
         await self.accept()
+        if not limits.sockets.acquire(self.address):
+            logger.warning("refused a socket of %s: too many open sockets", self.address)
+            detail = f"more than {limits.sockets.limit} open sockets from this address"
+            await self.send_json(error_message("too_many_sockets", detail))
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
+        self.counted = True
         await self.send(text_data=ACCEPT_FRAME)
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            self.counted = False
+            limits.sockets.release(self.address)
         hub = get_hub()
         for task_id in list(self.watching) + list(self.pending):
             await hub.unsubscribe(task_id, self)
@@ -121,35 +176,33 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         request = None
         try:
             request = parse_client_frame(frame, self.limits)
-            if isinstance(request, (Subscribe, Cancel, ListTasks)):
-                await aclose_old_connections()  # these may read the database
-            if isinstance(request, Start):
-                await self.start(request)
-            elif isinstance(request, Subscribe):
-                await self.subscribe(request.task_id)
-            elif isinstance(request, Unsubscribe):
-                await self.unsubscribe(request.task_id)
-            elif isinstance(request, Cancel):
-                await self.cancel(request.task_id)
-            elif isinstance(request, ListTasks):
-                await self.list_tasks()
-        except ProtocolError as exc:
-            await self.send_json(error_from(exc))
-        except (RedisError, OSError, ChannelFull, DatabaseError) as exc:
-            # Redis, the channel layer or the database failed us: say so, keep the socket.
-            logger.warning("could not serve %s: %s", getattr(request, "action", "a frame"), exc)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await self._serve(request)
+        except Exception as exc:
+            # Whatever failed, it failed this request only: answer it, keep the socket.
             context: dict[str, object] = {"action": getattr(request, "action", None)}
             if isinstance(request, Start):
                 context["ref"] = request.ref
             elif request is not None and hasattr(request, "task_id"):
                 context["task_id"] = request.task_id
-            await self.send_json(
-                error_message(
-                    "unavailable",
-                    f"the server could not serve this request right now: {exc}",
-                    **context,
-                )
-            )
+            await self.send_json(error_for(exc, f"{context['action'] or 'a frame'}", **context))
+
+    async def _serve(self, request: Any) -> None:
+        if isinstance(request, (Subscribe, Cancel, ListTasks)):
+            await aclose_old_connections()  # these may read the database
+        if isinstance(request, Start):
+            refusal = limits.starts.refusal(self.owner, self.address)
+            if refusal is not None:
+                raise ProtocolError("rate_limited", refusal, action="start", ref=request.ref)
+            await self.start(request)
+        elif isinstance(request, Subscribe):
+            await self.subscribe(request.task_id)
+        elif isinstance(request, Unsubscribe):
+            await self.unsubscribe(request.task_id)
+        elif isinstance(request, Cancel):
+            await self.cancel(request.task_id)
+        elif isinstance(request, ListTasks):
+            await self.list_tasks()
 
     async def start(self, request: Start) -> None:
         task_id = str(uuid.uuid4())
@@ -183,11 +236,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return found[0]
 
     async def subscribe(self, task_id: str) -> None:
-        await self._authorised_view(task_id, "subscribe")
-        if task_id in self.watching or task_id in self.pending:
-            # Already watching: answer with a fresh snapshot, keep the seq filter.
-            view = await self._authorised_view(task_id, "subscribe")
-            await self._send_view(task_id, view)
+        view = await self._authorised_view(task_id, "subscribe")
+        if task_id in self.watching:
+            await self._resubscribe(task_id, view)
             return
         self.pending[task_id] = []
         try:
@@ -202,6 +253,28 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self._send_view(task_id, view)
         for seq, flag, body in held:
             await self.hub_message(task_id, seq, flag, body)
+
+    async def _resubscribe(self, task_id: str, view: TaskView) -> None:
+        """Answer a subscribe to a task already watched: a fresh snapshot, never one
+        older than a message that went out (that would go back in time)."""
+        for _ in range(3):
+            last = self.watching.get(task_id)
+            if last is None:  # its end went out while the view loaded
+                if view.status.terminal:
+                    await self.send_json(view.snapshot())  # the end itself went out once
+                    return
+            elif view.seq >= last or view.status.terminal:
+                await self._send_view(task_id, view)
+                return
+            # A message newer than the view went out meanwhile: read again (live
+            # state is written with the message, so the next read is as new).
+            view = await self._authorised_view(task_id, "subscribe")
+        raise ProtocolError(
+            "unavailable",
+            f"task {task_id} changed faster than its state could be read; retry",
+            action="subscribe",
+            task_id=task_id,
+        )
 
     async def _send_view(self, task_id: str, view: TaskView) -> None:
         last = self.watching.get(task_id)
@@ -272,8 +345,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def hub_resync(self, task_id: str) -> None:
         if task_id not in self.watching:
             return
-        await aclose_old_connections()
-        found = await reads.aget_view_and_owner(task_id)
+        async with asyncio.timeout(REQUEST_TIMEOUT):  # the hub's reader waits for this
+            await aclose_old_connections()
+            found = await reads.aget_view_and_owner(task_id)
         last = self.watching.get(task_id)
         if (
             found is not None
@@ -290,7 +364,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             message = error_message(
                 str(event.get("code")),
-                str(event.get("detail")),
+                # No addresses, nor the owner string (it holds the session key).
+                redact(str(event.get("detail"))).replace(self.owner, "this owner"),
                 action=event.get("action"),
                 task_id=task_id,
                 ref=event.get("ref"),

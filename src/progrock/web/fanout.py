@@ -224,7 +224,9 @@ class Hub:
 
     async def _reconnect(self, attempt: int) -> None:
         """Retry until connected again; every listener is then resynchronised as
-        Redis confirms its task's channel on the new connection."""
+        Redis confirms its task's channel on the new connection. Logs the first
+        failed attempt and the success, not every retry of a long outage."""
+        failures = 0
         while True:
             await asyncio.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)))
             try:
@@ -232,10 +234,16 @@ class Hub:
                     await self._connect()
             except Exception as exc:
                 attempt += 1
-                logger.warning("fan-out reconnect failed (%s); retrying", exc)
+                failures += 1
+                if failures == 1:
+                    logger.warning("fan-out reconnect failed (%s); retrying quietly", exc)
                 continue
             break
-        logger.info("fan-out reconnected; resynchronising %d tasks", len(self._listeners))
+        logger.warning(
+            "fan-out reconnected after %d failed attempts; resynchronising %d tasks",
+            failures,
+            len(self._listeners),
+        )
         self._resync_when_confirmed()
 
     def _resync_when_confirmed(self) -> None:

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
 
 from progrock.conf import progrock_settings
 from progrock.delay.store import default_store
 from progrock.exceptions import ProgRockError
 from progrock.worker import start_watch
+
+logger = logging.getLogger("progrock.forward")
 
 # Starts forwarded together in one channel-layer message, at most this many.
 FORWARD_BATCH = 100
@@ -28,6 +33,18 @@ FORWARD_BATCH = 100
 # watchdog call (a few Redis round trips each): at 100 starts a second, most
 # would otherwise go alone.
 FORWARD_WINDOW = 0.01
+# Seconds a batch's watchdog call and send may take together before its
+# callers are told it failed (a frozen Redis must not hold them forever).
+FORWARD_TIMEOUT = 3.0
+# Failures of Redis or the channel layer themselves: the same for every start
+# of a batch, so every caller gets them. Any other failure belongs to a
+# start (a value the layer cannot serialise): the batch is split to find it.
+TRANSIENT = (RedisError, OSError, ChannelFull, TimeoutError)
+
+
+class Unsendable(ProgRockError):
+    """A start that cannot be sent for a reason of its own (it holds a value
+    the channel layer or the delay store cannot serialise)."""
 
 
 async def to_workers(message: dict[str, Any]) -> None:
@@ -36,6 +53,9 @@ async def to_workers(message: dict[str, Any]) -> None:
     if layer is None:
         raise ProgRockError("no channel layer is configured (settings.CHANNEL_LAYERS)")
     await layer.send(progrock_settings.WORKER_CHANNEL, message)
+
+
+_Batch = list[tuple[dict[str, Any], asyncio.Future[None]]]
 
 
 class _StartForwarder:
@@ -53,7 +73,7 @@ class _StartForwarder:
     """
 
     def __init__(self) -> None:
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._queue: _Batch = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def send(self, start: dict[str, Any]) -> None:
@@ -67,28 +87,60 @@ class _StartForwarder:
     async def _flush(self) -> None:
         await asyncio.sleep(FORWARD_WINDOW)  # let the starts of the next few ms join
         while self._queue:
-            batch = self._queue[:FORWARD_BATCH]
+            # A caller that gave up (its request timed out) before its start
+            # went out gets nothing sent: it was told nothing was done.
+            batch = [(s, d) for s, d in self._queue[:FORWARD_BATCH] if not d.done()]
             del self._queue[:FORWARD_BATCH]
-            starts = [start for start, _ in batch]
-            message: dict[str, Any] = (
-                starts[0] if len(batch) == 1 else {"type": "progrock.start", "starts": starts}
-            )
-            try:
-                await start_watch.arm(default_store(), starts)
-                try:
-                    await to_workers(message)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await start_watch.disarm(default_store(), [s["task_id"] for s in starts])
-                    raise
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+            if batch:
+                await self._send_batch(batch)
+
+    async def _send_batch(self, batch: _Batch) -> None:
+        """Send ``batch`` as one message; one start's own failure never fails the others.
+
+        If the send fails for a reason that is not Redis's (a start holds a
+        value the layer cannot serialise), the batch is split in halves and
+        each half sent again, down to the guilty start, whose caller alone
+        gets :class:`Unsendable`.
+        """
+        starts = [start for start, _ in batch]
+        try:
+            async with asyncio.timeout(FORWARD_TIMEOUT):
+                await self._send(starts)
+        except TRANSIENT as exc:
+            _settle(batch, exc)
+        except Exception as exc:
+            if len(batch) == 1:
+                logger.error("cannot forward start %s: %r", starts[0].get("task_id"), exc)
+                _settle(batch, Unsendable(f"the start cannot be sent: {type(exc).__name__}"))
+                return
+            half = len(batch) // 2
+            await self._send_batch(batch[:half])
+            await self._send_batch(batch[half:])
+        else:
+            _settle(batch, None)
+
+    async def _send(self, starts: list[dict[str, Any]]) -> None:
+        message: dict[str, Any] = (
+            starts[0] if len(starts) == 1 else {"type": "progrock.start", "starts": starts}
+        )
+        await start_watch.arm(default_store(), starts)
+        try:
+            await to_workers(message)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(FORWARD_TIMEOUT):
+                    await start_watch.disarm(default_store(), [s["task_id"] for s in starts])
+            raise
+
+
+def _settle(batch: _Batch, exc: Exception | None) -> None:
+    for _, done in batch:
+        if done.done():
+            continue
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
 
 
 _forwarders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StartForwarder] = (

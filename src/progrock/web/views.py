@@ -8,7 +8,10 @@ CSRF-protected like any Django form (send the ``X-CSRFToken`` header).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -26,11 +29,45 @@ from progrock.protocol import (
     parse_task_id,
 )
 from progrock.state import reads
-from progrock.web import forward
+from progrock.web import forward, limits
+from progrock.web.failures import REQUEST_TIMEOUT, error_for
+
+View = Callable[..., Coroutine[Any, Any, HttpResponse]]
+
+#: HTTP status of each error code the API answers (400 for the others).
+STATUS = {
+    "forbidden": 404,
+    "frame_too_large": 413,
+    "too_many_tasks": 429,
+    "rate_limited": 429,
+    "not_cancellable": 409,
+    "unavailable": 503,
+    "internal_error": 500,
+}
 
 
 def _error(status: int, code: str, detail: str, **ctx: Any) -> JsonResponse:
     return JsonResponse(error_message(code, detail, **ctx), status=status)
+
+
+def answered(view: View) -> View:
+    """Run ``view`` under the request timeout; whatever fails becomes a JSON error.
+
+    Redis, the channel layer or the database failing (or not answering within
+    ``REQUEST_TIMEOUT``) is ``unavailable`` with 503, a bug ``internal_error``
+    with 500 (traceback in the log): never Django's HTML error page.
+    """
+
+    @functools.wraps(view)
+    async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                return await view(request, *args, **kwargs)
+        except Exception as exc:
+            message = error_for(exc, f"{request.method} {request.path}")
+            return JsonResponse(message, status=STATUS.get(message["code"], 400))
+
+    return wrapper
 
 
 def _forbidden(task_id: str) -> JsonResponse:
@@ -38,6 +75,7 @@ def _forbidden(task_id: str) -> JsonResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@answered
 async def task_list(request: HttpRequest) -> HttpResponse:
     """GET: your tasks, newest first. POST {"kind", "params"}: start one (201)."""
     if request.method == "GET":
@@ -65,10 +103,14 @@ async def task_list(request: HttpRequest) -> HttpResponse:
     owner = await _owner(request, create=True)
     if owner is None:  # pragma: no cover - a session was just created
         return _error(403, "forbidden", "no session")
+    refusal = limits.starts.refusal(owner, request.META.get("REMOTE_ADDR") or None)
+    if refusal is not None:
+        return _error(429, "rate_limited", refusal, action="start")
     try:
         task_id = await api.astart_task(start.kind, start.params, owner=owner)
     except exceptions.TooManyTasks as exc:
-        return _error(429, "too_many_tasks", str(exc), action="start")
+        detail = str(exc).replace(owner, "this owner")  # the owner holds the session key
+        return _error(429, "too_many_tasks", detail, action="start")
     found = await reads.aget_view_and_owner(task_id)
     body = found[0].snapshot() if found else {"task_id": task_id}
     return JsonResponse(body, status=201)
@@ -94,6 +136,7 @@ async def _authorised(
 
 
 @require_http_methods(["GET"])
+@answered
 async def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     """GET: the task's snapshot."""
     found = await _authorised(request, task_id, "subscribe")
@@ -103,6 +146,7 @@ async def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
 
 
 @require_http_methods(["POST"])
+@answered
 async def task_cancel(request: HttpRequest, task_id: str) -> HttpResponse:
     """POST: ask a worker to cancel the task (202); 409 if it is already over."""
     found = await _authorised(request, task_id, "cancel")

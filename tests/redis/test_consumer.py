@@ -1,0 +1,129 @@
+"""The socket consumer's defences, in process over a real Redis: whatever fails
+fails one request (an error frame, the socket stays open), and per-address limits."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from progrock.web import consumer as consumer_module
+from progrock.web import limits
+from progrock.web.consumer import ProgressConsumer
+
+pytestmark = pytest.mark.redis
+
+ADDRESS = "203.0.113.9"
+
+
+@pytest.fixture
+def wired(redis_url: str) -> Iterator[str]:
+    layers = {
+        "default": {
+            "BACKEND": "progrock.contrib.layer.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    with override_settings(PROGROCK={"REDIS_URL": redis_url}, CHANNEL_LAYERS=layers):
+        channel_layers.backends.clear()
+        yield redis_url
+    channel_layers.backends.clear()
+
+
+def communicator(address: str = ADDRESS) -> WebsocketCommunicator:
+    socket = WebsocketCommunicator(ProgressConsumer.as_asgi(), "/prog/")
+    socket.scope["client"] = [address, 40_000]
+    return socket
+
+
+@pytest.fixture
+async def socket(wired: str) -> AsyncIterator[WebsocketCommunicator]:
+    opened = communicator()
+    connected, _ = await opened.connect()
+    assert connected
+    assert json.loads(await opened.receive_from()) == {"accept": True}
+    yield opened
+    await opened.disconnect()
+
+
+async def ask(socket: WebsocketCommunicator, message: dict[str, Any]) -> dict[str, Any]:
+    await socket.send_to(text_data=json.dumps(message))
+    answer: dict[str, Any] = json.loads(await socket.receive_from(timeout=10))
+    return answer
+
+
+async def test_a_bug_in_a_request_is_internal_error_and_the_socket_lives(
+    socket: WebsocketCommunicator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception answers internal_error (no traceback, no internals in
+    the detail) and the next request on the socket is served."""
+
+    async def broken(task_id: str) -> None:
+        raise RuntimeError("secret at /srv/app/settings.py")
+
+    monkeypatch.setattr(consumer_module.reads, "aget_view_and_owner", broken)
+    task_id = str(uuid.uuid4())
+    answer = await ask(socket, {"action": "subscribe", "task_id": task_id})
+    assert answer["code"] == "internal_error" and answer["task_id"] == task_id
+    assert "secret" not in answer["detail"] and "/srv" not in answer["detail"]
+    assert await ask(socket, {"action": "unsubscribe", "task_id": task_id}) == {
+        "type": "unsubscribed",
+        "task_id": task_id,
+    }
+
+
+async def test_a_redis_failure_is_unavailable_without_its_address(
+    socket: WebsocketCommunicator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis failing a request answers unavailable; its address stays in the log."""
+
+    async def down(task_id: str) -> None:
+        raise RedisConnectionError("Error 111 connecting to 10.9.8.7:6379. Connection refused.")
+
+    monkeypatch.setattr(consumer_module.reads, "aget_view_and_owner", down)
+    answer = await ask(socket, {"action": "cancel", "task_id": str(uuid.uuid4())})
+    assert answer["code"] == "unavailable" and answer["action"] == "cancel"
+    assert "10.9.8.7" not in answer["detail"] and "6379" not in answer["detail"]
+
+
+async def test_starts_beyond_the_rate_are_rate_limited(
+    socket: WebsocketCommunicator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its starts-per-minute, a start is refused rate_limited, with its ref."""
+    monkeypatch.setattr(limits, "starts", limits.StartLimits(per_owner=0))
+    answer = await ask(socket, {"action": "start", "ref": "r9"})
+    assert answer["code"] == "rate_limited" and answer["ref"] == "r9"
+
+
+async def test_sockets_beyond_an_address_s_limit_are_closed_1013(
+    wired: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An address's socket beyond MAX_SOCKETS_PER_ADDRESS gets too_many_sockets and
+    close 1013; once one of its sockets closes, the next is accepted."""
+    monkeypatch.setattr(limits, "sockets", limits.SocketCounter(limit=2))
+    first, second, third = communicator(), communicator(), communicator()
+    for accepted in (first, second):
+        assert (await accepted.connect())[0]
+        assert json.loads(await accepted.receive_from()) == {"accept": True}
+    assert (await third.connect())[0]
+    refused = json.loads(await third.receive_from())
+    assert refused["code"] == "too_many_sockets"
+    assert await third.receive_output() == {"type": "websocket.close", "code": 1013}
+    await third.disconnect(code=1013)
+    other = communicator("198.51.100.4")  # another address is not affected
+    assert (await other.connect())[0]
+    assert json.loads(await other.receive_from()) == {"accept": True}
+    await first.disconnect()
+    fourth = communicator()
+    assert (await fourth.connect())[0]
+    assert json.loads(await fourth.receive_from()) == {"accept": True}
+    for still in (second, other, fourth):
+        await still.disconnect()
+    assert limits.sockets.open == {}
