@@ -12,7 +12,10 @@
  *
  * The client reconnects by itself (capped, jittered exponential backoff),
  * re-subscribes the unfinished tasks it watches, applies their snapshots,
- * drops duplicate messages and re-syncs when it sees a gap in `seq`.
+ * drops duplicate messages and re-syncs when it sees a gap in `seq`. When
+ * sockets keep failing before their first message (a proxy that drops
+ * upgrades) and the HTTP API answers, it follows its tasks over HTTP long-polls
+ * instead, and goes back to the socket as soon as one works.
  */
 
 const TERMINAL_TYPES = new Set(["complete", "failed", "cancelled"]);
@@ -20,6 +23,10 @@ const TERMINAL_STATUSES = new Set(["succeeded", "failed", "cancelled"]);
 const STATUS_OF_TYPE = { complete: "succeeded", failed: "failed", cancelled: "cancelled" };
 const TASK_TYPES = new Set(["started", "progress", "complete", "failed", "cancelled", "snapshot"]);
 const DEFAULT_BACKOFF = { initial: 0.5, max: 30, factor: 1.618, jitter: 1 };
+const DEFAULT_FALLBACK_AFTER = 2; // sockets dead before their first message
+const DEFAULT_FIRST_MESSAGE_TIMEOUT = 10; // seconds an open socket may stay silent
+const DEFAULT_FOLLOW_WAIT = 25; // seconds the server holds a long-poll
+const SHARED_CLIENT = Symbol.for("progrock.sharedClient");
 
 /** An error the client raises or rejects a promise with. */
 export class ProgRockError extends Error {
@@ -107,6 +114,7 @@ export class TaskHandle extends Emitter {
     this.done = false;
     this._lastWasSnapshot = false;
     this._terminalMessage = null;
+    this._synced = false; // some state came from the server
   }
 
   /**
@@ -152,6 +160,7 @@ export class TaskHandle extends Emitter {
 
   /** Apply one server message; returns false when it was a duplicate. */
   _apply(msg) {
+    this._synced = true;
     const seq = typeof msg.seq === "number" ? msg.seq : null;
     const terminal = TERMINAL_TYPES.has(msg.type);
     if (msg.type === "snapshot") {
@@ -211,11 +220,37 @@ export class TaskHandle extends Emitter {
   }
 }
 
-/** Read defaults from `<script data-progrock-url=...>` ({% progrock_script %}). */
+/**
+ * Read defaults from `<script data-progrock-url=... data-progrock-api=...
+ * data-progrock-csrf=...>` ({% progrock_script %}, {% progrock_bar %}).
+ */
 function scriptConfig() {
   if (typeof document === "undefined") return {};
-  const el = document.querySelector("script[data-progrock-url]");
-  return el ? { url: el.dataset.progrockUrl } : {};
+  const config = {};
+  const url = document.querySelector("script[data-progrock-url]");
+  if (url) config.url = url.dataset.progrockUrl;
+  const api = document.querySelector("script[data-progrock-api]");
+  if (api) config.api = api.dataset.progrockApi;
+  const csrf = document.querySelector("script[data-progrock-csrf]");
+  if (csrf) config.csrfToken = csrf.dataset.progrockCsrf;
+  return config;
+}
+
+/** The value of cookie `name`, or null. */
+function cookie(name) {
+  if (typeof document === "undefined" || !document.cookie) return null;
+  for (const part of document.cookie.split(";")) {
+    const [key, ...rest] = part.trim().split("=");
+    if (key === name) return decodeURIComponent(rest.join("="));
+  }
+  return null;
+}
+
+/** Turn an API prefix ("/prog/api/") into an absolute http(s) URL ending in "/". */
+export function apiUrl(url, location = globalThis.location) {
+  const absolute = new URL(url, location.href);
+  if (!absolute.pathname.endsWith("/")) absolute.pathname += "/";
+  return absolute.href;
 }
 
 /** Turn "/prog/", "http(s)://…" or "ws(s)://…" into a ws(s):// URL. */
@@ -234,6 +269,13 @@ export function websocketUrl(url, location = globalThis.location) {
 export function backoffDelay(attempt, { initial, max, factor, jitter }, random = Math.random) {
   const ceiling = Math.min(max, initial * factor ** attempt);
   return ceiling * (1 - jitter * random());
+}
+
+function checkPositive(name, value) {
+  if (typeof value !== "number" || !(value > 0)) {
+    throw new TypeError(`${name} must be a positive number, got ${value}`);
+  }
+  return value;
 }
 
 function checkBackoff(backoff) {
@@ -268,15 +310,43 @@ export class ProgRock extends Emitter {
    *   reconnect delays in seconds; defaults 0.5, 30, 1.618, 1 (full jitter).
    * @param {boolean} [options.autoConnect] default true.
    * @param {typeof WebSocket} [options.WebSocket] constructor to use.
+   * @param {string|null} [options.api] prefix of the HTTP API
+   *   (`include("progrock.urls")`), e.g. "/prog/api/"; default the tag's
+   *   data-progrock-api. null: no fallback.
+   * @param {number} [options.fallbackAfter] sockets in a row that die before
+   *   their first message before following over HTTP; default 2.
+   * @param {number} [options.firstMessageTimeout] seconds an open socket may
+   *   stay silent before it counts as dead; default 10.
+   * @param {number} [options.followWait] seconds the server may hold a
+   *   long-poll; default 25.
+   * @param {string|(() => string)} [options.csrfToken] for HTTP starts and
+   *   cancels; default the tag's data-progrock-csrf, else the csrftoken cookie.
+   * @param {typeof fetch} [options.fetch] fetch function to use.
    */
   constructor(options = {}) {
     super();
     const config = { ...scriptConfig(), ...options };
     this.url = websocketUrl(config.url || "/prog/");
     this.backoff = checkBackoff(config.backoff);
+    this.api = config.api ? apiUrl(config.api) : null;
+    this.fallbackAfter = Math.ceil(
+      checkPositive("fallbackAfter", config.fallbackAfter ?? DEFAULT_FALLBACK_AFTER),
+    );
+    this.firstMessageTimeout = checkPositive(
+      "firstMessageTimeout",
+      config.firstMessageTimeout ?? DEFAULT_FIRST_MESSAGE_TIMEOUT,
+    );
+    this.followWait = checkPositive("followWait", config.followWait ?? DEFAULT_FOLLOW_WAIT);
     this.state = "closed";
+    this.transport = null; // "websocket" | "http" | null
     this.tasks = new Map(); // task id -> TaskHandle, every handle we know
     this._WebSocket = config.WebSocket || globalThis.WebSocket;
+    this._fetch = config.fetch || globalThis.fetch?.bind(globalThis);
+    this._csrfToken = config.csrfToken ?? null;
+    this._failures = 0; // sockets in a row closed before their first message
+    this._silenceTimer = null;
+    this._http = null; // the HTTP follower while sockets fail, see _startHttp
+    this._httpGeneration = 0;
     this._watched = new Set(); // ids to (re)subscribe on every connection
     this._outbox = []; // frames waiting for an open socket
     this._pendingStarts = new Map(); // ref -> {resolve, reject, frame, sent}
@@ -316,7 +386,10 @@ export class ProgRock extends Emitter {
     this._closed = true;
     clearTimeout(this._timer);
     this._timer = null;
+    clearTimeout(this._silenceTimer);
     this._listen(false);
+    this._stopHttp();
+    this.transport = null;
     const socket = this._socket;
     this._socket = null;
     if (socket) socket.close(1000);
@@ -346,6 +419,10 @@ export class ProgRock extends Emitter {
       }
       const pending = { resolve, reject, sent: false };
       this._pendingStarts.set(key, pending);
+      if (this._http?.live) {
+        this._httpStart(frame, pending);
+        return;
+      }
       pending.sent = this._send(frame);
       if (!pending.sent) this._outbox.push({ frame, pending });
     });
@@ -359,7 +436,8 @@ export class ProgRock extends Emitter {
     const handle = this._handle(taskId);
     if (!this._watched.has(taskId)) {
       this._watched.add(taskId);
-      this._send({ action: "subscribe", task_id: taskId });
+      if (this._http) this._refollow();
+      else this._send({ action: "subscribe", task_id: taskId });
     }
     return handle;
   }
@@ -377,7 +455,8 @@ export class ProgRock extends Emitter {
       throw new TypeError(`expected a task id string, got ${JSON.stringify(taskId)}`);
     }
     const frame = { action: "cancel", task_id: taskId };
-    if (!this._send(frame)) this._outbox.push({ frame, pending: null });
+    if (this._http?.live) this._httpCancel(taskId);
+    else if (!this._send(frame)) this._outbox.push({ frame, pending: null });
   }
 
   /** Resolve with the owner's running and recent tasks (snapshot objects, newest first). */
@@ -389,7 +468,9 @@ export class ProgRock extends Emitter {
       }
       this._pendingLists.push({ resolve, reject });
       // One request answers every waiting list(); it is re-sent after a reconnect.
-      if (this._pendingLists.length === 1) this._send({ action: "list" });
+      if (this._pendingLists.length !== 1) return;
+      if (this._http?.live) this._httpList();
+      else this._send({ action: "list" });
     });
   }
 
@@ -409,28 +490,57 @@ export class ProgRock extends Emitter {
   }
 
   _open(state) {
-    this._setState(state);
+    if (!this._http?.live) this._setState(state); // probing the socket keeps "fallback"
     let socket;
     try {
       socket = new this._WebSocket(this.url);
     } catch (err) {
       this._reportError(new ProgRockError("connection_failed", String(err)));
+      this._failures += 1;
       this._scheduleReconnect();
+      this._maybeFallBack();
       return;
     }
     this._socket = socket;
+    let heard = false; // a first message arrived: this socket works
     socket.onopen = () => {
       if (this._socket !== socket) return;
-      this._attempt = 0;
+      // A proxy may accept the upgrade and pass nothing: silence counts as death.
+      clearTimeout(this._silenceTimer);
+      this._silenceTimer = setTimeout(() => {
+        if (this._socket !== socket || heard) return;
+        this._socket = null;
+        socket.onopen = socket.onmessage = socket.onclose = null;
+        socket.close();
+        this._failures += 1;
+        this._lost();
+      }, this.firstMessageTimeout * 1000);
+      if (this._http) return; // following over HTTP: switch once the socket speaks
+      this.transport = "websocket";
       this._setState("open");
       this._flush();
     };
     socket.onmessage = (event) => {
-      if (this._socket === socket) this._receive(event.data);
+      if (this._socket !== socket) return;
+      if (!heard) {
+        heard = true;
+        clearTimeout(this._silenceTimer);
+        this._failures = 0;
+        this._attempt = 0;
+        if (this._http) {
+          this._stopHttp();
+          this.transport = "websocket";
+          this._setState("open");
+          this._flush();
+        }
+      }
+      this._receive(event.data);
     };
     socket.onclose = () => {
       if (this._socket !== socket) return;
       this._socket = null;
+      clearTimeout(this._silenceTimer);
+      if (!heard) this._failures += 1;
       this._lost();
     };
     socket.onerror = () => {
@@ -450,15 +560,17 @@ export class ProgRock extends Emitter {
       }
     }
     this._resyncing.clear();
+    if (this.transport === "websocket") this.transport = null;
     if (this._closed) {
       this._setState("closed");
       return;
     }
     this._scheduleReconnect();
+    this._maybeFallBack();
   }
 
   _scheduleReconnect() {
-    this._setState("reconnecting");
+    if (!this._http?.live) this._setState("reconnecting");
     clearTimeout(this._timer);
     const delay = backoffDelay(this._attempt, this.backoff);
     this._attempt += 1;
@@ -520,6 +632,208 @@ export class ProgRock extends Emitter {
     }
   }
 
+  // ----- fallback delivery over the HTTP API -----
+  //
+  // After `fallbackAfter` sockets in a row died before their first message,
+  // the client asks the HTTP API (GET follow/, docs/client-js.md). While that
+  // fails too (the server is down) nothing changes: state "reconnecting",
+  // starts and cancels wait in the outbox. Once it answers, the state is
+  // "fallback": requests go over HTTP and one long-poll at a time follows
+  // every watched task. Socket attempts continue meanwhile; the first socket
+  // that speaks ends the fallback and re-subscribes everything.
+
+  _maybeFallBack() {
+    if (this._http || this._closed || !this.api || typeof this._fetch !== "function") return;
+    if (this._failures < this.fallbackAfter) return;
+    this._http = { live: false, attempt: 0, failing: false, controller: null, timer: null };
+    this._refollow();
+  }
+
+  _stopHttp() {
+    const http = this._http;
+    if (!http) return;
+    this._http = null;
+    this._httpGeneration += 1;
+    clearTimeout(http.timer);
+    http.controller?.abort();
+  }
+
+  /** (Re)start the follow loop soon: the request in flight has an outdated task list. */
+  _refollow() {
+    const http = this._http;
+    if (!http || http.scheduled) return;
+    http.scheduled = true;
+    queueMicrotask(() => {
+      http.scheduled = false;
+      if (this._http !== http) return;
+      clearTimeout(http.timer);
+      http.controller?.abort();
+      this._follow(http, ++this._httpGeneration);
+    });
+  }
+
+  _followQuery(wait) {
+    const query = new URLSearchParams();
+    for (const id of this._watched) {
+      const handle = this.tasks.get(id);
+      // A task we know nothing of, or whose end we have not seen: ask for a snapshot.
+      const known = handle && handle._synced && !TERMINAL_STATUSES.has(handle.status);
+      query.append("task", known ? `${id}:${handle.seq}` : id);
+    }
+    query.set("wait", String(wait));
+    return query.toString();
+  }
+
+  async _follow(http, generation) {
+    const current = () => this._http === http && this._httpGeneration === generation;
+    const pause = () =>
+      new Promise((resolve) => {
+        http.timer = setTimeout(resolve, backoffDelay(http.attempt++, this.backoff) * 1000);
+      });
+    while (current()) {
+      if (http.live && this._watched.size === 0) return; // idle until subscribe or start
+      // Probing (not live yet) must not hold a request: wait=0.
+      const query = this._followQuery(http.live ? this.followWait : 0);
+      const controller = new AbortController();
+      http.controller = controller;
+      let body;
+      try {
+        body = await this._request(`follow/?${query}`, { signal: controller.signal });
+      } catch (err) {
+        if (!current()) return;
+        this._httpFailed(http, err);
+        await pause();
+        continue;
+      }
+      if (!current()) return;
+      this._httpAnswered(http);
+      const messages = Array.isArray(body.messages) ? body.messages : [];
+      for (const msg of messages) this._dispatch(msg);
+      // Never spin: news that moved no cursor is odd, so back off before asking again.
+      if (messages.length > 0 && this._followQuery(this.followWait) === query) await pause();
+    }
+  }
+
+  _httpAnswered(http) {
+    const recovered = http.failing;
+    const becameLive = !http.live;
+    http.attempt = 0;
+    http.failing = false;
+    if (becameLive) {
+      http.live = true;
+      this.transport = "http";
+      this._setState("fallback");
+      const outbox = this._outbox;
+      this._outbox = [];
+      for (const { frame, pending } of outbox) {
+        if (frame.action === "cancel") this._httpCancel(frame.task_id);
+        else if (this._pendingStarts.get(String(frame.ref)) === pending) {
+          this._httpStart(frame, pending);
+        }
+      }
+      if (this._pendingLists.length > 0) this._httpList();
+    }
+    // The server answers: maybe it was down, not the socket blocked. Try one now.
+    if (recovered || becameLive) this._reconnectNow();
+  }
+
+  _httpFailed(http, err) {
+    if (http.live) {
+      http.live = false;
+      this.transport = null;
+      this._setState("reconnecting");
+    }
+    // A server that is down is what reconnecting means; an HTTP error is news.
+    if (!http.failing && err.code !== "connection_failed") this._reportError(err);
+    http.failing = true;
+  }
+
+  _httpStart(frame, pending) {
+    // Answered by the response, not matched by ref: no longer a pending socket start.
+    this._pendingStarts.delete(String(frame.ref));
+    const body = {};
+    if (frame.kind !== undefined) body.kind = frame.kind;
+    if (frame.params !== undefined) body.params = frame.params;
+    this._request("tasks/", { method: "POST", body: JSON.stringify(body) }).then(
+      (snapshot) => {
+        if (typeof snapshot.task_id !== "string") {
+          pending.reject(new ProgRockError("bad_json", "the start answer has no task_id", snapshot));
+          return;
+        }
+        const handle = this._handle(snapshot.task_id);
+        this._watched.add(handle.id);
+        handle._apply(snapshot);
+        pending.resolve(handle);
+        if (this._http) this._refollow();
+        else this._send({ action: "subscribe", task_id: handle.id });
+      },
+      (err) => {
+        if (err.code === "connection_failed") {
+          err = new ProgRockError("connection_lost", "the start request failed: the task may or may not exist");
+        }
+        pending.reject(err);
+      },
+    );
+  }
+
+  _httpCancel(taskId) {
+    this._request(`tasks/${encodeURIComponent(taskId)}/cancel/`, { method: "POST" }).catch((err) => {
+      const message = err.serverMessage || { type: "error", code: err.code, detail: err.detail };
+      this._receiveError({ ...message, action: "cancel", task_id: taskId });
+    });
+  }
+
+  _httpList() {
+    this._request("tasks/").then(
+      (body) => this._receiveTasks(body),
+      (err) => {
+        if (err.code === "connection_failed") return; // still pending: re-sent on the next open
+        const lists = this._pendingLists;
+        this._pendingLists = [];
+        for (const p of lists) p.reject(err);
+      },
+    );
+  }
+
+  _csrf() {
+    const token = typeof this._csrfToken === "function" ? this._csrfToken() : this._csrfToken;
+    return token || cookie("csrftoken");
+  }
+
+  /** One HTTP API request; resolves with its JSON object, rejects with a ProgRockError. */
+  async _request(path, { method = "GET", body = undefined, signal = undefined } = {}) {
+    const url = this.api + path;
+    const headers = { Accept: "application/json" };
+    if (method !== "GET") {
+      headers["Content-Type"] = "application/json";
+      const token = this._csrf();
+      if (token) headers["X-CSRFToken"] = token;
+    }
+    let response;
+    try {
+      response = await this._fetch(url, {
+        method, headers, body, signal, credentials: "same-origin", cache: "no-store",
+      });
+    } catch (err) {
+      if (err?.name === "AbortError") throw err;
+      throw new ProgRockError("connection_failed", `${method} ${url} failed: ${err}`);
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      if (data && data.type === "error") throw new ProgRockError(data.code, data.detail, data);
+      throw new ProgRockError("http_error", `${method} ${url} answered HTTP ${response.status}`);
+    }
+    if (!data || typeof data !== "object") {
+      throw new ProgRockError("bad_json", `${method} ${url} did not answer a JSON object`);
+    }
+    return data;
+  }
+
   // ----- incoming messages -----
 
   _receive(text) {
@@ -530,6 +844,10 @@ export class ProgRock extends Emitter {
       this._reportError(new ProgRockError("bad_json", `unparsable server frame: ${text}`));
       return;
     }
+    this._dispatch(msg);
+  }
+
+  _dispatch(msg) {
     if (!msg || typeof msg !== "object") return;
     this._emit("message", msg);
     if (msg.type === "error") this._receiveError(msg);
@@ -606,7 +924,8 @@ export class ProgRock extends Emitter {
   }
 
   _resync(taskId) {
-    if (this._resyncing.has(taskId) || !this._watched.has(taskId)) return;
+    // Over HTTP every message carries the full state: a gap needs nothing.
+    if (this._http || this._resyncing.has(taskId) || !this._watched.has(taskId)) return;
     if (this._send({ action: "subscribe", task_id: taskId })) this._resyncing.add(taskId);
   }
 
@@ -614,6 +933,16 @@ export class ProgRock extends Emitter {
     this._watched.delete(taskId);
     this._resyncing.delete(taskId);
   }
+}
+
+/**
+ * The page's one shared client, created on the first call (with `options`;
+ * later calls return it as it is). The bars of {% progrock_bar %} use it, so
+ * page code that calls it too shares their socket.
+ */
+export function sharedClient(options = undefined) {
+  if (!globalThis[SHARED_CLIENT]) globalThis[SHARED_CLIENT] = new ProgRock(options);
+  return globalThis[SHARED_CLIENT];
 }
 
 if (typeof window !== "undefined" && !window.ProgRock) {

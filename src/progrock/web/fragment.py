@@ -1,0 +1,52 @@
+"""``GET <prefix>/tasks/<id>/fragment/``: a task's bar as an HTML fragment, for htmx.
+
+The same markup as ``{% progrock_bar %}``, rendered from the task's current
+state and not wired to a socket, for pages that poll instead::
+
+    <div hx-get="/prog/api/tasks/<id>/fragment/" hx-trigger="load, every 1s">…</div>
+
+Same ownership rules as the JSON API (someone else's task answers 404, a bad id
+400, each with an inert bar saying why). When htmx asks (``HX-Request``) and
+the task is over, the answer's status is 286, which stops htmx's polling, and
+its ``HX-Trigger`` header fires ``progrock:complete`` (or ``failed``,
+``cancelled``) on the polling element with the terminal message as detail.
+``?label=`` names the bar (default "Progress").
+"""
+
+from __future__ import annotations
+
+import json
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from progrock.web import access
+from progrock.web.bar import DEFAULT_LABEL, inert_bar, render_bar, view_bar
+
+HTMX_STOP_POLLING = 286
+"""The status htmx reads as "stop polling" (its documentation, hx-trigger's every)."""
+MAX_LABEL = 200
+
+
+@require_GET
+async def task_fragment(request: HttpRequest, task_id: str) -> HttpResponse:
+    """The task's bar, rendered from its current state."""
+    label = (request.GET.get("label") or DEFAULT_LABEL)[:MAX_LABEL]
+    found = await access.authorise(request, task_id, "subscribe")
+    if isinstance(found, access.Denied):
+        return HttpResponse(render_bar(inert_bar(found.detail, label=label)), status=found.status)
+    view = found
+    namespace = request.resolver_match.namespace if request.resolver_match else "progrock"
+    cancel_url = reverse(f"{namespace}:task-cancel", kwargs={"task_id": view.task_id})
+    # CSRF_USE_SESSIONS reads the session: from a thread.
+    token = await sync_to_async(get_token)(request)
+    bar = view_bar(view, label=label, cancel_url=cancel_url, csrf_token=token)
+    response = HttpResponse(render_bar(bar))
+    terminal = view.terminal()
+    if terminal is not None and request.headers.get("HX-Request") == "true":
+        response.status_code = HTMX_STOP_POLLING
+        response["HX-Trigger"] = json.dumps({f"progrock:{terminal['type']}": terminal})
+    return response
