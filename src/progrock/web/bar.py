@@ -159,7 +159,7 @@ def view_bar(
         task_id=view.task_id,
         kind=view.kind,
         progress=None if status == "queued" else view.progress,
-        message=view.message or "",
+        message=(view.message or "") if status in ACTIVE else "",
         eta_s=view.eta_s if status == "running" else None,
         outcome=outcome_text(status, view.result, view.error),
         live=False,

@@ -102,7 +102,7 @@ function render(el, state) {
   }
   setText(part(el, "percent"), percent);
   setText(part(el, "eta"), status === "running" ? formatEta(state.eta_s) : "");
-  setText(part(el, "message"), state.message || "");
+  setText(part(el, "message"), ACTIVE.has(status) ? state.message || "" : "");
   showOutcome(el, outcomeText(status, state.result, state.error));
   const cancel = part(el, "cancel");
   if (cancel) {
