@@ -189,7 +189,8 @@ def test_requests_go_over_http_in_fallback(harness: Any) -> None:
           detail: "task is already succeeded", action: "cancel", task_id: TASK }});
         await until(() => log.some((e) => e[0] === "error"), "the handle's error");
         return {{ post: [post.url, post.body, post.headers["X-CSRFToken"]], id: handle.id,
-                  status: handle.status, follow, cancel: [cancel.url, cancel.headers["X-CSRFToken"]],
+                  status: handle.status, follow,
+                  cancel: [cancel.url, cancel.headers["X-CSRFToken"]],
                   log: log.filter((e) => e[0] !== "connection") }};
         """,
     )
@@ -223,7 +224,8 @@ def test_server_down_is_reconnecting_and_requests_wait(harness: Any) -> None:
         sock().deliver({ accept: true });
         const sent = sock().sent;
         return { posts, stateDown, state: client.state, transport: client.transport,
-                 sent: sent.map((f) => f.action), errors: log.filter((e) => e[0] === "client-error") };
+                 sent: sent.map((f) => f.action),
+                 errors: log.filter((e) => e[0] === "client-error") };
         """,
     )
     assert result["posts"] == 0
