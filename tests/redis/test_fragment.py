@@ -62,7 +62,7 @@ def test_finished_task_stops_htmx_polling_and_fires_the_end_event(wired: str) ->
     assert response.status_code == 286
     trigger = json.loads(response["HX-Trigger"])
     assert trigger["progrock:complete"]["result"] == {"rows": 42}
-    assert '>{&quot;rows&quot;:42}</output>' in response.content.decode()
+    assert ">{&quot;rows&quot;:42}</output>" in response.content.decode()
 
 
 def test_someone_elses_task_renders_an_inert_404(wired: str) -> None:
