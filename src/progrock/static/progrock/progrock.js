@@ -26,6 +26,7 @@ const DEFAULT_BACKOFF = { initial: 0.5, max: 30, factor: 1.618, jitter: 1 };
 const DEFAULT_FALLBACK_AFTER = 2; // sockets dead before their first message
 const DEFAULT_FIRST_MESSAGE_TIMEOUT = 10; // seconds an open socket may stay silent
 const DEFAULT_FOLLOW_WAIT = 25; // seconds the server holds a long-poll
+const DEFAULT_FOLLOW_PACE = 0.5; // seconds between the starts of two long-polls
 const SHARED_CLIENT = Symbol.for("progrock.sharedClient");
 
 /** An error the client raises or rejects a promise with. */
@@ -319,6 +320,9 @@ export class ProgRock extends Emitter {
    *   stay silent before it counts as dead; default 10.
    * @param {number} [options.followWait] seconds the server may hold a
    *   long-poll; default 25.
+   * @param {number} [options.followPace] least seconds between the starts
+   *   of two long-polls (news in between arrives together); default 0.5.
+   *   0: ask again at once.
    * @param {string|(() => string)} [options.csrfToken] for HTTP starts and
    *   cancels; default the tag's data-progrock-csrf, else the csrftoken cookie.
    * @param {typeof fetch} [options.fetch] fetch function to use.
@@ -337,6 +341,10 @@ export class ProgRock extends Emitter {
       config.firstMessageTimeout ?? DEFAULT_FIRST_MESSAGE_TIMEOUT,
     );
     this.followWait = checkPositive("followWait", config.followWait ?? DEFAULT_FOLLOW_WAIT);
+    this.followPace = config.followPace ?? DEFAULT_FOLLOW_PACE;
+    if (typeof this.followPace !== "number" || !(this.followPace >= 0)) {
+      throw new TypeError(`followPace must be a number >= 0, got ${this.followPace}`);
+    }
     this.state = "closed";
     this.transport = null; // "websocket" | "http" | null
     this.tasks = new Map(); // task id -> TaskHandle, every handle we know
@@ -686,12 +694,21 @@ export class ProgRock extends Emitter {
 
   async _follow(http, generation) {
     const current = () => this._http === http && this._httpGeneration === generation;
-    const pause = () =>
+    const sleep = (seconds) =>
       new Promise((resolve) => {
-        http.timer = setTimeout(resolve, backoffDelay(http.attempt++, this.backoff) * 1000);
+        http.timer = setTimeout(resolve, seconds * 1000);
       });
+    const pause = () => sleep(backoffDelay(http.attempt++, this.backoff));
+    let lastStart = null;
     while (current()) {
       if (http.live && this._watched.size === 0) return; // idle until subscribe or start
+      // Each request costs the server about as much as a page view: pace them.
+      const since = lastStart === null ? Infinity : (performance.now() - lastStart) / 1000;
+      if (http.live && since < this.followPace) {
+        await sleep(this.followPace - since);
+        if (!current()) return;
+      }
+      lastStart = performance.now();
       // Probing (not live yet) must not hold a request: wait=0.
       const query = this._followQuery(http.live ? this.followWait : 0);
       const controller = new AbortController();

@@ -1,0 +1,1 @@
+"""The example project plus a Server-Sent Events stream, for fallback_delivery.py only."""
