@@ -122,7 +122,8 @@ def test_bad_task_id_renders_an_inert_bar(page: Any, stack: Any) -> None:
 def test_fallback_when_websockets_are_blocked_then_back(
     context: Any, page: Any, stack: Any
 ) -> None:
-    """With every WebSocket upgrade refused the bars follow their tasks over HTTP to 100 %;
+    """With every WebSocket upgrade refused the bars follow their tasks over an HTTP event
+    stream to 100 %;
     once sockets work again the page switches back to one, and a task that runs across
     the switch ends exactly once."""
     blocked = {"on": True}
@@ -136,12 +137,17 @@ def test_fallback_when_websockets_are_blocked_then_back(
             ws.connect_to_server()
 
     context.route_web_socket(re.compile(r"/prog/$"), upgrade)
+    follows: list[str] = []
+    page.on("request", lambda r: follows.append(r.url) if "/follow/" in r.url else None)
     bars = start_three(page, stack)
     page.evaluate(RECORD_EVENTS)  # before any can end: they run for about 5 s
     page.wait_for_function(f"{CLIENT}?.state === 'fallback'", timeout=ms(15))
     assert page.evaluate(f"{CLIENT}.transport") == "http"
     assert len(refused) >= 2
     expect_all_succeeded(bars)
+    # Followed over one event stream at a time (a probe first), not a request per bar.
+    streams = [url for url in follows if url.endswith("&stream=1")]
+    assert streams and all(url.count("task=") == 3 for url in streams), follows
 
     # A slow task started over HTTP, then sockets come back mid-task.
     rock = page.locator("#start-bars [data-progrock-bar]").nth(1)  # fails at 50 %

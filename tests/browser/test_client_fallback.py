@@ -28,7 +28,9 @@ class FakeFetch {
                      aborted: false };
       init.signal?.addEventListener("abort", () => {
         call.aborted = true;
-        reject(new DOMException("aborted", "AbortError"));
+        const error = new DOMException("aborted", "AbortError");
+        reject(error);
+        call.streamController?.error(error);
       });
       this.calls.push(call);
       if (this.handler) this.handler(call);
@@ -36,6 +38,16 @@ class FakeFetch {
   }
   open() { return this.calls.filter((c) => !c.aborted && !c.answered); }
   last() { return this.open()[this.open().length - 1]; }
+  stream(call) {
+    // Answer with an event stream the test writes to: call.push(text), call.end().
+    call.answered = true;
+    const encoder = new TextEncoder();
+    const body = new ReadableStream({ start: (c) => { call.streamController = c; } });
+    call.push = (text) => call.streamController.enqueue(encoder.encode(text));
+    call.end = () => call.streamController.close();
+    call.resolve(new Response(body, { status: 200,
+                                      headers: { "Content-Type": "text/event-stream" } }));
+  }
   answer(call, status, body) {
     call.answered = true;
     call.resolve(new Response(JSON.stringify(body),
@@ -44,7 +56,8 @@ class FakeFetch {
 }
 window.fakeFetch = new FakeFetch();
 window.makeFallback = (options = {}) => make({
-  api: "/api/", fetch: fakeFetch.fn, csrfToken: "tok", ...options,
+  api: "/api/", fetch: fakeFetch.fn, csrfToken: "tok", followStream: false, followPace: 0,
+  ...options,
 });
 window.refuse = async (count = 2) => {
   // `count` sockets in a row that close before opening (an upgrade refused).
@@ -287,3 +300,97 @@ def test_forbidden_task_is_dropped_from_the_follow(harness: Any) -> None:
     )
     assert TASK not in result["url"] and OTHER in result["url"]
     assert result["log"] == [["error", "forbidden", None]]
+
+
+def test_stream_follows_in_fallback(harness: Any) -> None:
+    """With streams on, the live fallback opens one event stream whose events (split
+    across chunks) are applied in seq order, an older seq dropped, the end once."""
+    result = run(
+        harness,
+        f"""
+        const client = makeFallback({{ followStream: true }});
+        const handle = track(client.subscribe(TASK));
+        await refuse(2);
+        await pendingFollow();
+        const probe = fakeFetch.last();
+        fakeFetch.answer(probe, 200, {{ messages: [{snapshot(3)}] }});
+        const stream = await nextFollow(probe);
+        fakeFetch.stream(stream);
+        stream.push(": ready\\n\\n");
+        const progress = JSON.stringify({{ type: "progress", task_id: TASK, seq: 5,
+                                           progress: 50, message: "m", eta_s: 1, rate: 10 }});
+        stream.push("data: " + progress.slice(0, 20));
+        stream.push(progress.slice(20) + "\\n\\n");
+        stream.push("data: " + JSON.stringify({{ type: "progress", task_id: TASK, seq: 4,
+                                                 progress: 40 }}) + "\\n\\n");
+        const end = JSON.stringify({{ type: "complete", task_id: TASK, seq: 6, complete: true,
+                                      progress: 100, result: 1 }});
+        stream.push(`data: ${{end}}\\n\\ndata: ${{end}}\\n\\n`);
+        stream.end();
+        await until(() => handle.done, "the end");
+        await new Promise((r) => setTimeout(r, 50));  // any (wrong) further request
+        return {{ url: stream.url, accept: stream.headers.Accept,
+                  follows: fakeFetch.calls.filter((c) => c.url.includes("follow")).length,
+                  state: client.state, log: log.filter((e) => e[0] !== "connection") }};
+        """,
+    )
+    assert result["url"] == f"{ORIGIN}/api/follow/?task={TASK}%3A3&wait=25&stream=1"
+    assert result["accept"] == "text/event-stream"
+    assert result["log"] == [
+        ["snapshot", 3, 30],
+        ["progress", 5, 50],
+        ["complete", 6, 100],
+        ["end", 6, 100],
+    ]
+    assert result["follows"] == 2
+    assert result["state"] == "fallback"
+
+
+def test_buffered_stream_turns_to_long_polls(harness: Any) -> None:
+    """A stream whose first bytes do not come within streamTimeout (a buffering proxy)
+    is dropped for long-polls, for good."""
+    result = run(
+        harness,
+        f"""
+        const client = makeFallback({{ followStream: true, streamTimeout: 0.1 }});
+        client.subscribe(TASK);
+        await refuse(2);
+        await pendingFollow();
+        const probe = fakeFetch.last();
+        fakeFetch.answer(probe, 200, {{ messages: [{snapshot(3)}] }});
+        const stream = await nextFollow(probe);
+        fakeFetch.stream(stream);  // headers, then nothing
+        const poll = await nextFollow(stream);
+        fakeFetch.answer(poll, 200, {{ messages: [] }});
+        const next = await nextFollow(poll);
+        return {{ stream: stream.url, aborted: stream.aborted, poll: poll.url, next: next.url }};
+        """,
+    )
+    assert result["stream"].endswith("&stream=1")
+    assert result["aborted"] is True
+    assert result["poll"] == f"{ORIGIN}/api/follow/?task={TASK}%3A3&wait=25"
+    assert result["next"] == result["poll"]
+
+
+def test_long_polls_are_paced(harness: Any) -> None:
+    """With followPace, the next long-poll waits that long after the previous one started."""
+    result = run(
+        harness,
+        f"""
+        const client = makeFallback({{ followPace: 1 }});
+        client.subscribe(TASK);
+        await refuse(2);
+        await pendingFollow();
+        const probe = fakeFetch.last();
+        fakeFetch.answer(probe, 200, {{ messages: [{snapshot(3)}] }});
+        const first = await nextFollow(probe);
+        fakeFetch.answer(first, 200, {{ messages: [
+          {{ type: "progress", task_id: TASK, seq: 4, progress: 40 }}] }});
+        await new Promise((r) => setTimeout(r, 100));
+        const earlyCount = fakeFetch.calls.length;
+        const second = await nextFollow(first);
+        return {{ earlyCount, firstIndex: fakeFetch.calls.indexOf(first), second: second.url }};
+        """,
+    )
+    assert result["earlyCount"] == result["firstIndex"] + 1  # nothing asked within 100 ms
+    assert result["second"].endswith("%3A4&wait=25")

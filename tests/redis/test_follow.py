@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -123,6 +124,7 @@ async def test_a_request_without_tasks_is_an_immediate_probe(hub: Any) -> None:
     [
         ({"task": "nope"}, "task must be <uuid> or <uuid>:<seq>, got 'nope'"),
         ({"wait": "99"}, "wait must be a number of seconds within 0..30, got '99'"),
+        ({"stream": "2"}, "stream must be 0 or 1, got '2'"),
     ],
 )
 async def test_bad_queries_are_refused_precisely(
@@ -132,3 +134,34 @@ async def test_bad_queries_are_refused_precisely(
     response = await AsyncClient().get(URL, query)
     assert response.status_code == 400
     assert response.json() == {"type": "error", "code": "invalid_field", "detail": detail}
+
+
+async def test_a_stream_sends_news_as_it_comes_and_ends_with_the_tasks(hub: Any) -> None:
+    """stream=1: a ready comment, then an event per message as it is published (a
+    snapshot first for a task without seq), and the stream ends when its tasks end."""
+    client, owner = await visitor()
+    running = await astart_task("rock", owner=owner, push=True)
+    fresh = await astart_task("rock", owner=owner, push=True)
+    response = await client.get(URL, {"task": [f"{running}:1", fresh], "stream": "1"})
+    assert response["Content-Type"].startswith("text/event-stream")
+    assert response["X-Accel-Buffering"] == "no"
+    chunks = aiter(response.streaming_content)
+
+    async def event() -> Any:
+        chunk = (await asyncio.wait_for(anext(chunks), 10)).decode()
+        assert chunk.startswith("data: ") and chunk.endswith("\n\n"), chunk
+        return json.loads(chunk[len("data: ") :])
+
+    assert await asyncio.wait_for(anext(chunks), 10) == b": ready\n\n"
+    snapshot = await event()
+    assert (snapshot["type"], snapshot["task_id"]) == ("snapshot", fresh)
+    await areport_progress(running, 30, "half way")
+    progress = await event()
+    assert (progress["type"], progress["seq"], progress["progress"]) == ("progress", 2, 30)
+    await areport_progress(running, 100, status="succeeded")
+    await areport_progress(fresh, 100, status="cancelled")
+    ends = {(m["task_id"], m["type"]) for m in [await event(), await event()]}
+    assert ends == {(running, "complete"), (fresh, "cancelled")}
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(chunks), 10)
+    assert hub.watched() == 0

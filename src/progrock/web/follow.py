@@ -13,6 +13,12 @@ connection at a time however many bars it shows::
   the terminal message after it if the task is over (as ``subscribe``).
 * ``wait`` — seconds to hold the request when there is no news (0..30,
   default 25). The answer is ``{"messages": [...]}``, empty on timeout.
+* ``stream=1`` — instead, a ``text/event-stream`` (Server-Sent Events): a
+  ``: ready`` comment at once, then one ``data:`` event per message as news
+  comes, a ``: keep-alive`` comment every 15 s, until every task has ended or
+  after 5 minutes (the client opens a new one). ``progrock.js`` prefers it
+  (benchmarks/fallback_delivery.py: several times less CPU than long-polls)
+  and long-polls when a proxy buffers it.
 
 The request waits on the process's fan-out hub (the pub/sub subscription the
 sockets use), so news is answered as soon as it is published, and the state
@@ -26,26 +32,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 from redis.exceptions import RedisError
 
 from progrock.protocol import (
+    CANCELLED,
+    COMPLETE,
+    ERROR,
+    FAILED,
     TaskView,
     canonical_task_id,
+    dumps,
     error_message,
     progress_message,
 )
 from progrock.web import access
 from progrock.web.fanout import get_hub
 
+ENDS = frozenset({COMPLETE, FAILED, CANCELLED, ERROR})
+"""Message types after which a stream no longer follows a task."""
 MAX_TASKS = 50
 """Tasks one request may follow (a page watching more holds more requests)."""
 MAX_WAIT = 30.0
 DEFAULT_WAIT = 25.0
+KEEPALIVE = 15.0
+"""Seconds between keep-alive comments of a quiet stream (proxies close idle ones)."""
+MAX_STREAM = 300.0
+"""Seconds a stream lasts at most: the client reopens it, so none lingers forever."""
 
 
 class BadQuery(ValueError):
@@ -79,6 +97,15 @@ def parse_cursors(values: list[str]) -> list[Cursor]:
         raise BadQuery(f"task may be given at most {MAX_TASKS} times, got {len(values)}")
     cursors = {c.task_id: c for c in map(parse_cursor, values)}
     return list(cursors.values())
+
+
+def parse_stream(value: str | None) -> bool:
+    """The ``stream`` parameter: ``1`` for Server-Sent Events, absent or ``0`` for JSON."""
+    if value in (None, "", "0"):
+        return False
+    if value == "1":
+        return True
+    raise BadQuery(f"stream must be 0 or 1, got {value[:20]!r}")
 
 
 def parse_wait(value: str | None) -> float:
@@ -133,15 +160,35 @@ async def collect(owner: str | None, cursors: list[Cursor]) -> list[dict[str, An
     return messages
 
 
+def advance(cursors: dict[str, Cursor], message: dict[str, Any]) -> None:
+    """Move a stream's cursors past ``message``; drop a task that ended or is forbidden."""
+    task_id = message.get("task_id")
+    if not isinstance(task_id, str) or task_id not in cursors:
+        return
+    if message["type"] in ENDS:
+        del cursors[task_id]
+    elif isinstance(message.get("seq"), int):
+        cursors[task_id] = Cursor(task_id, message["seq"])
+
+
 @require_GET
-async def follow(request: HttpRequest) -> HttpResponse:
-    """The news of the ``task`` cursors, held up to ``wait`` seconds while there is none."""
+async def follow(request: HttpRequest) -> HttpResponseBase:
+    """The news of the ``task`` cursors, held up to ``wait`` seconds while there is none
+    (or, with ``stream=1``, streamed as Server-Sent Events)."""
     try:
         cursors = parse_cursors(request.GET.getlist("task"))
         wait = parse_wait(request.GET.get("wait"))
+        stream = parse_stream(request.GET.get("stream"))
     except BadQuery as exc:
         return JsonResponse(error_message("invalid_field", str(exc)), status=400)
     owner = await access.request_owner(request)
+    if stream:
+        response = StreamingHttpResponse(
+            events(owner, cursors), content_type="text/event-stream; charset=utf-8"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+        return response
     if not cursors:
         return JsonResponse({"messages": []})  # a probe: the API is reachable
     hub = get_hub()
@@ -169,6 +216,42 @@ async def follow(request: HttpRequest) -> HttpResponse:
         return JsonResponse(
             error_message("unavailable", f"could not follow the tasks: {exc}"), status=503
         )
+    finally:
+        for cursor in cursors:
+            with contextlib.suppress(RedisError, OSError):
+                await hub.unsubscribe(cursor.task_id, wake)
+
+
+async def events(owner: str | None, cursors: list[Cursor]) -> AsyncIterator[str]:
+    """The Server-Sent Events of a stream (see the module docstring)."""
+    hub = get_hub()
+    wake = _Wake()
+    open_cursors = {c.task_id: c for c in cursors}
+    try:
+        results = await asyncio.gather(
+            *(hub.subscribe(c.task_id, wake) for c in cursors), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        yield ": ready\n\n"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAX_STREAM
+        while open_cursors and loop.time() < deadline:
+            wake.event.clear()
+            for message in await collect(owner, list(open_cursors.values())):
+                advance(open_cursors, message)
+                yield f"data: {dumps(message)}\n\n"
+            if not open_cursors:
+                break
+            timeout = min(KEEPALIVE, deadline - loop.time())
+            try:
+                await asyncio.wait_for(wake.event.wait(), max(0.0, timeout))
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+    except (RedisError, OSError) as exc:
+        error = error_message("unavailable", f"could not follow the tasks: {exc}")
+        yield f"data: {dumps(error)}\n\n"
     finally:
         for cursor in cursors:
             with contextlib.suppress(RedisError, OSError):

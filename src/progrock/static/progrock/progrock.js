@@ -27,7 +27,10 @@ const DEFAULT_FALLBACK_AFTER = 2; // sockets dead before their first message
 const DEFAULT_FIRST_MESSAGE_TIMEOUT = 10; // seconds an open socket may stay silent
 const DEFAULT_FOLLOW_WAIT = 25; // seconds the server holds a long-poll
 const DEFAULT_FOLLOW_PACE = 0.5; // seconds between the starts of two long-polls
+const DEFAULT_STREAM_TIMEOUT = 5; // seconds for a stream's first bytes, else it is buffered
+const STREAM_IDLE = 45; // seconds without bytes (the server sends one each 15 s): dead
 const SHARED_CLIENT = Symbol.for("progrock.sharedClient");
+const BUFFERED = Symbol("a follow stream buffered by the network");
 
 /** An error the client raises or rejects a promise with. */
 export class ProgRockError extends Error {
@@ -323,6 +326,10 @@ export class ProgRock extends Emitter {
    * @param {number} [options.followPace] least seconds between the starts
    *   of two long-polls (news in between arrives together); default 0.5.
    *   0: ask again at once.
+   * @param {boolean} [options.followStream] follow over a Server-Sent Events
+   *   stream (default true), or long-poll only (false).
+   * @param {number} [options.streamTimeout] seconds for a stream's first
+   *   bytes; later than that a proxy buffers it: long-poll; default 5.
    * @param {string|(() => string)} [options.csrfToken] for HTTP starts and
    *   cancels; default the tag's data-progrock-csrf, else the csrftoken cookie.
    * @param {typeof fetch} [options.fetch] fetch function to use.
@@ -341,6 +348,11 @@ export class ProgRock extends Emitter {
       config.firstMessageTimeout ?? DEFAULT_FIRST_MESSAGE_TIMEOUT,
     );
     this.followWait = checkPositive("followWait", config.followWait ?? DEFAULT_FOLLOW_WAIT);
+    this.followStream = config.followStream ?? true;
+    this.streamTimeout = checkPositive(
+      "streamTimeout",
+      config.streamTimeout ?? DEFAULT_STREAM_TIMEOUT,
+    );
     this.followPace = config.followPace ?? DEFAULT_FOLLOW_PACE;
     if (typeof this.followPace !== "number" || !(this.followPace >= 0)) {
       throw new TypeError(`followPace must be a number >= 0, got ${this.followPace}`);
@@ -646,14 +658,19 @@ export class ProgRock extends Emitter {
   // the client asks the HTTP API (GET follow/, docs/client-js.md). While that
   // fails too (the server is down) nothing changes: state "reconnecting",
   // starts and cancels wait in the outbox. Once it answers, the state is
-  // "fallback": requests go over HTTP and one long-poll at a time follows
-  // every watched task. Socket attempts continue meanwhile; the first socket
-  // that speaks ends the fallback and re-subscribes everything.
+  // "fallback": requests go over HTTP and one request at a time follows
+  // every watched task: a Server-Sent Events stream, or, once a stream's
+  // first bytes came late (a buffering proxy), paced long-polls. Socket
+  // attempts continue meanwhile; the first socket that speaks ends the
+  // fallback and re-subscribes everything.
 
   _maybeFallBack() {
     if (this._http || this._closed || !this.api || typeof this._fetch !== "function") return;
     if (this._failures < this.fallbackAfter) return;
-    this._http = { live: false, attempt: 0, failing: false, controller: null, timer: null };
+    this._http = {
+      live: false, attempt: 0, failing: false, controller: null, timer: null,
+      buffered: !this.followStream, // streams do not get through: long-poll
+    };
     this._refollow();
   }
 
@@ -709,6 +726,24 @@ export class ProgRock extends Emitter {
         if (!current()) return;
       }
       lastStart = performance.now();
+      if (http.live && !http.buffered && typeof ReadableStream !== "undefined") {
+        let delivered;
+        try {
+          delivered = await this._stream(http, current);
+        } catch (err) {
+          if (!current()) return;
+          if (err === BUFFERED) {
+            http.buffered = true;
+            continue;
+          }
+          this._httpFailed(http, err);
+          await pause();
+          continue;
+        }
+        // The server closed the stream: every task ended, or its time was up.
+        if (delivered === 0 && current()) await pause(); // never spin
+        continue;
+      }
       // Probing (not live yet) must not hold a request: wait=0.
       const query = this._followQuery(http.live ? this.followWait : 0);
       const controller = new AbortController();
@@ -729,6 +764,71 @@ export class ProgRock extends Emitter {
       // Never spin: news that moved no cursor is odd, so back off before asking again.
       if (messages.length > 0 && this._followQuery(this.followWait) === query) await pause();
     }
+  }
+
+  /**
+   * Follow the watched tasks over one Server-Sent Events stream until the
+   * server ends it; resolves with the number of messages it delivered.
+   * Rejects with BUFFERED when its first bytes come later than streamTimeout.
+   */
+  async _stream(http, current) {
+    const controller = new AbortController();
+    http.controller = controller;
+    let heard = false;
+    let watchdog = null;
+    let buffered = false;
+    const arm = (seconds) => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => {
+        buffered = !heard;
+        controller.abort();
+      }, seconds * 1000);
+    };
+    arm(this.streamTimeout);
+    let delivered = 0;
+    try {
+      const query = this._followQuery(this.followWait);
+      const response = await this._fetchOk(`follow/?${query}&stream=1`, {
+        signal: controller.signal,
+        accept: "text/event-stream",
+      });
+      if (typeof response.body?.getReader !== "function") throw BUFFERED; // cannot stream
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || !current()) break;
+        if (!heard) {
+          heard = true;
+          this._httpAnswered(http);
+        }
+        arm(STREAM_IDLE);
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const event = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = event
+            .split("\n")
+            .filter((line) => line.startsWith("data:"))
+            .map((line) => line.slice(5).replace(/^ /, ""))
+            .join("\n");
+          if (!data || !current()) continue;
+          delivered += 1;
+          this._receive(data);
+        }
+      }
+    } catch (err) {
+      if (buffered) throw BUFFERED;
+      if (err?.name === "AbortError" && current()) {
+        throw new ProgRockError("connection_failed", "the follow stream went silent");
+      }
+      throw err;
+    } finally {
+      clearTimeout(watchdog);
+    }
+    return delivered;
   }
 
   _httpAnswered(http) {
@@ -817,10 +917,11 @@ export class ProgRock extends Emitter {
     return token || cookie("csrftoken");
   }
 
-  /** One HTTP API request; resolves with its JSON object, rejects with a ProgRockError. */
-  async _request(path, { method = "GET", body = undefined, signal = undefined } = {}) {
+  /** One HTTP API request; resolves with its Response if it is a 2xx, else rejects
+   * with a ProgRockError (the server's error, or http_error, or connection_failed). */
+  async _fetchOk(path, { method = "GET", body = undefined, signal = undefined, accept } = {}) {
     const url = this.api + path;
-    const headers = { Accept: "application/json" };
+    const headers = { Accept: accept || "application/json" };
     if (method !== "GET") {
       headers["Content-Type"] = "application/json";
       const token = this._csrf();
@@ -835,15 +936,27 @@ export class ProgRock extends Emitter {
       if (err?.name === "AbortError") throw err;
       throw new ProgRockError("connection_failed", `${method} ${url} failed: ${err}`);
     }
+    if (response.ok) return response;
     let data = null;
     try {
       data = await response.json();
     } catch {
       data = null;
     }
-    if (!response.ok) {
-      if (data && data.type === "error") throw new ProgRockError(data.code, data.detail, data);
-      throw new ProgRockError("http_error", `${method} ${url} answered HTTP ${response.status}`);
+    if (data && data.type === "error") throw new ProgRockError(data.code, data.detail, data);
+    throw new ProgRockError("http_error", `${method} ${url} answered HTTP ${response.status}`);
+  }
+
+  /** One HTTP API request; resolves with its JSON object, rejects with a ProgRockError. */
+  async _request(path, options = {}) {
+    const response = await this._fetchOk(path, options);
+    const url = this.api + path;
+    const method = options.method || "GET";
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
     }
     if (!data || typeof data !== "object") {
       throw new ProgRockError("bad_json", `${method} ${url} did not answer a JSON object`);

@@ -1,1 +1,0 @@
-"""The example project plus a Server-Sent Events stream, for fallback_delivery.py only."""
