@@ -123,9 +123,8 @@ def test_fallback_when_websockets_are_blocked_then_back(
     context: Any, page: Any, stack: Any
 ) -> None:
     """With every WebSocket upgrade refused the bars follow their tasks over an HTTP event
-    stream to 100 %;
-    once sockets work again the page switches back to one, and a task that runs across
-    the switch ends exactly once."""
+    stream to 100 %; once sockets work again the page switches back to one, and a task
+    that runs across the switch ends exactly once."""
     blocked = {"on": True}
     refused: list[str] = []
 
