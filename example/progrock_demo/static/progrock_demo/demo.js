@@ -9,6 +9,7 @@ const CONNECTION_LABELS = {
   connecting: "Connecting…",
   open: "Live",
   reconnecting: "Reconnecting…",
+  fallback: "Live over HTTP",
   closed: "Offline",
 };
 const STATUS_LABELS = {
