@@ -236,7 +236,7 @@ function scriptConfig() {
   const api = document.querySelector("script[data-progrock-api]");
   if (api) config.api = api.dataset.progrockApi;
   const csrf = document.querySelector("script[data-progrock-csrf]");
-  if (csrf) config.csrfToken = csrf.dataset.progrockCsrf;
+  if (csrf) config.csrfFromPage = csrf.dataset.progrockCsrf;
   return config;
 }
 
@@ -331,7 +331,8 @@ export class ProgRock extends Emitter {
    * @param {number} [options.streamTimeout] seconds for a stream's first
    *   bytes; later than that a proxy buffers it: long-poll; default 5.
    * @param {string|(() => string)} [options.csrfToken] for HTTP starts and
-   *   cancels; default the tag's data-progrock-csrf, else the csrftoken cookie.
+   *   cancels; default the csrftoken cookie, else the tag's data-progrock-csrf
+   *   (the cookie is read at each request: it is current even on a cached page).
    * @param {typeof fetch} [options.fetch] fetch function to use.
    */
   constructor(options = {}) {
@@ -363,6 +364,7 @@ export class ProgRock extends Emitter {
     this._WebSocket = config.WebSocket || globalThis.WebSocket;
     this._fetch = config.fetch || globalThis.fetch?.bind(globalThis);
     this._csrfToken = config.csrfToken ?? null;
+    this._csrfFromPage = config.csrfFromPage ?? null;
     this._failures = 0; // sockets in a row closed before their first message
     this._silenceTimer = null;
     this._http = null; // the HTTP follower while sockets fail, see _startHttp
@@ -914,7 +916,7 @@ export class ProgRock extends Emitter {
 
   _csrf() {
     const token = typeof this._csrfToken === "function" ? this._csrfToken() : this._csrfToken;
-    return token || cookie("csrftoken");
+    return token || cookie("csrftoken") || this._csrfFromPage;
   }
 
   /** One HTTP API request; resolves with its Response if it is a 2xx, else rejects
