@@ -11,6 +11,7 @@ import pytest
 from django.test import AsyncClient, override_settings
 
 from progrock.api import areport_progress, astart_task
+from progrock.local.redis_server import free_port
 from progrock.web.fanout import get_hub
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -165,3 +166,20 @@ async def test_a_stream_sends_news_as_it_comes_and_ends_with_the_tasks(hub: Any)
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(anext(chunks), 10)
     assert hub.watched() == 0
+
+
+async def test_redis_down_is_a_503_unavailable_error(redis_url: str) -> None:
+    """Redis refusing connections: the long-poll and the stream answer the protocol's
+    ``unavailable`` error (503 / an error event), not Django's error page."""
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    task_id = "0b7f0c1e-8d2a-4c3b-9e4f-5a6b7c8d9e0f"
+    with override_settings(PROGROCK={"REDIS_URL": closed}):
+        client, _ = await visitor()
+        response = await client.get(URL, {"task": task_id, "wait": "1"})
+        assert response.status_code == 503
+        assert response.json()["code"] == "unavailable"
+        stream = await client.get(URL, {"task": task_id, "stream": "1"})
+        chunks = [chunk async for chunk in stream.streaming_content]
+        assert len(chunks) == 1 and chunks[0].startswith(b"data: ")
+        assert json.loads(chunks[0][len(b"data: ") :])["code"] == "unavailable"
+        await get_hub().aclose()

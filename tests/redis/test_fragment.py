@@ -9,6 +9,7 @@ import pytest
 from django.test import Client, override_settings
 
 from progrock.api import report_progress, start_task
+from progrock.local.redis_server import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -84,3 +85,13 @@ def test_a_bad_id_renders_an_inert_400(wired: str) -> None:
     assert "task_id must be a UUID string, got &#x27;nope&#x27;</output>" in (
         response.content.decode()
     )
+
+
+def test_redis_down_renders_an_inert_503(wired: str) -> None:
+    """Redis refusing connections: 503 and an inert bar saying to retry, not an error page."""
+    client, _ = visitor()
+    with override_settings(PROGROCK={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}):
+        response = client.get(url("0b7f0c1e-8d2a-4c3b-9e4f-5a6b7c8d9e0f"))
+    assert response.status_code == 503
+    html = response.content.decode()
+    assert 'data-status="invalid"' in html and "retry later</output>" in html

@@ -38,7 +38,6 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
-from redis.exceptions import RedisError
 
 from progrock.protocol import (
     CANCELLED,
@@ -52,7 +51,9 @@ from progrock.protocol import (
     progress_message,
 )
 from progrock.web import access
-from progrock.web.fanout import get_hub
+from progrock.web.failures import REQUEST_TIMEOUT, UNAVAILABLE, error_for
+from progrock.web.fanout import Hub, get_hub
+from progrock.web.views import STATUS
 
 ENDS = frozenset({COMPLETE, FAILED, CANCELLED, ERROR})
 """Message types after which a stream no longer follows a task."""
@@ -171,20 +172,51 @@ def advance(cursors: dict[str, Cursor], message: dict[str, Any]) -> None:
         cursors[task_id] = Cursor(task_id, message["seq"])
 
 
+async def _subscribe_all(hub: Hub, cursors: list[Cursor], wake: _Wake) -> None:
+    """Subscribe ``wake`` to every task; every subscribe settles before this returns
+    or raises, so the caller's clean-up leaves none behind."""
+    async with asyncio.timeout(REQUEST_TIMEOUT):
+        results = await asyncio.gather(
+            *(hub.subscribe(c.task_id, wake) for c in cursors), return_exceptions=True
+        )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _collect_in_time(owner: str | None, cursors: list[Cursor]) -> list[dict[str, Any]]:
+    async with asyncio.timeout(REQUEST_TIMEOUT):  # Redis and the database: never hang
+        return await collect(owner, cursors)
+
+
+async def _unsubscribe_all(hub: Hub, cursors: list[Cursor], wake: _Wake) -> None:
+    for cursor in cursors:
+        with contextlib.suppress(*UNAVAILABLE):
+            await hub.unsubscribe(cursor.task_id, wake)
+
+
 @require_GET
 async def follow(request: HttpRequest) -> HttpResponseBase:
     """The news of the ``task`` cursors, held up to ``wait`` seconds while there is none
-    (or, with ``stream=1``, streamed as Server-Sent Events)."""
+    (or, with ``stream=1``, streamed as Server-Sent Events).
+
+    As the JSON API: each Redis and database step runs under ``REQUEST_TIMEOUT``,
+    and a failure is a protocol ``error`` (503 ``unavailable``, 500 for a bug)."""
     try:
         cursors = parse_cursors(request.GET.getlist("task"))
         wait = parse_wait(request.GET.get("wait"))
         stream = parse_stream(request.GET.get("stream"))
     except BadQuery as exc:
         return JsonResponse(error_message("invalid_field", str(exc)), status=400)
-    owner = await access.request_owner(request)
+    what = f"GET {request.path}"
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            owner = await access.request_owner(request)
+    except Exception as exc:
+        return _failed(exc, what)
     if stream:
         response = StreamingHttpResponse(
-            events(owner, cursors), content_type="text/event-stream; charset=utf-8"
+            events(owner, cursors, what), content_type="text/event-stream; charset=utf-8"
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
@@ -195,51 +227,44 @@ async def follow(request: HttpRequest) -> HttpResponseBase:
     wake = _Wake()
     try:
         # Subscribed before the first read: nothing published after it is missed.
-        # Every subscribe settles before going on, so `finally` leaves none behind.
-        results = await asyncio.gather(
-            *(hub.subscribe(c.task_id, wake) for c in cursors), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await _subscribe_all(hub, cursors, wake)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             wake.event.clear()
-            messages = await collect(owner, cursors)
+            messages = await _collect_in_time(owner, cursors)
             remaining = deadline - loop.time()
             if messages or remaining <= 0:
                 return JsonResponse({"messages": messages})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.event.wait(), remaining)
-    except (RedisError, OSError) as exc:
-        return JsonResponse(
-            error_message("unavailable", f"could not follow the tasks: {exc}"), status=503
-        )
+    except Exception as exc:
+        return _failed(exc, what)
     finally:
-        for cursor in cursors:
-            with contextlib.suppress(RedisError, OSError):
-                await hub.unsubscribe(cursor.task_id, wake)
+        await _unsubscribe_all(hub, cursors, wake)
 
 
-async def events(owner: str | None, cursors: list[Cursor]) -> AsyncIterator[str]:
-    """The Server-Sent Events of a stream (see the module docstring)."""
+def _failed(exc: Exception, what: str) -> JsonResponse:
+    message = error_for(exc, what)
+    return JsonResponse(message, status=STATUS.get(message["code"], 400))
+
+
+async def events(
+    owner: str | None, cursors: list[Cursor], what: str = "a follow stream"
+) -> AsyncIterator[str]:
+    """The Server-Sent Events of a stream (see the module docstring). A failure
+    ends it with an ``error`` event (the client opens a new one later)."""
     hub = get_hub()
     wake = _Wake()
     open_cursors = {c.task_id: c for c in cursors}
     try:
-        results = await asyncio.gather(
-            *(hub.subscribe(c.task_id, wake) for c in cursors), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await _subscribe_all(hub, cursors, wake)
         yield ": ready\n\n"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MAX_STREAM
         while open_cursors and loop.time() < deadline:
             wake.event.clear()
-            for message in await collect(owner, list(open_cursors.values())):
+            for message in await _collect_in_time(owner, list(open_cursors.values())):
                 advance(open_cursors, message)
                 yield f"data: {dumps(message)}\n\n"
             if not open_cursors:
@@ -249,10 +274,7 @@ async def events(owner: str | None, cursors: list[Cursor]) -> AsyncIterator[str]
                 await asyncio.wait_for(wake.event.wait(), max(0.0, timeout))
             except TimeoutError:
                 yield ": keep-alive\n\n"
-    except (RedisError, OSError) as exc:
-        error = error_message("unavailable", f"could not follow the tasks: {exc}")
-        yield f"data: {dumps(error)}\n\n"
+    except Exception as exc:
+        yield f"data: {dumps(error_for(exc, what))}\n\n"
     finally:
-        for cursor in cursors:
-            with contextlib.suppress(RedisError, OSError):
-                await hub.unsubscribe(cursor.task_id, wake)
+        await _unsubscribe_all(hub, cursors, wake)

@@ -15,6 +15,7 @@ its ``HX-Trigger`` header fires ``progrock:complete`` (or ``failed``,
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from asgiref.sync import sync_to_async
@@ -25,6 +26,8 @@ from django.views.decorators.http import require_GET
 
 from progrock.web import access
 from progrock.web.bar import DEFAULT_LABEL, inert_bar, render_bar, view_bar
+from progrock.web.failures import REQUEST_TIMEOUT, error_for
+from progrock.web.views import STATUS
 
 HTMX_STOP_POLLING = 286
 """The status htmx reads as "stop polling" (its documentation, hx-trigger's every)."""
@@ -33,16 +36,26 @@ MAX_LABEL = 200
 
 @require_GET
 async def task_fragment(request: HttpRequest, task_id: str) -> HttpResponse:
-    """The task's bar, rendered from its current state."""
+    """The task's bar, rendered from its current state.
+
+    As the JSON API, Redis and the database get ``REQUEST_TIMEOUT``; a failure
+    answers an inert bar with the error's detail (503 ``unavailable``, 500 for
+    a bug), never Django's error page."""
     label = (request.GET.get("label") or DEFAULT_LABEL)[:MAX_LABEL]
-    found = await access.authorise(request, task_id, "subscribe")
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            found = await access.authorise(request, task_id, "subscribe")
+            # CSRF_USE_SESSIONS reads the session: from a thread.
+            token = await sync_to_async(get_token)(request)
+    except Exception as exc:
+        error = error_for(exc, f"GET {request.path}")
+        bar = inert_bar(error["detail"], label=label)
+        return HttpResponse(render_bar(bar), status=STATUS.get(error["code"], 400))
     if isinstance(found, access.Denied):
         return HttpResponse(render_bar(inert_bar(found.detail, label=label)), status=found.status)
     view = found
     namespace = request.resolver_match.namespace if request.resolver_match else "progrock"
     cancel_url = reverse(f"{namespace}:task-cancel", kwargs={"task_id": view.task_id})
-    # CSRF_USE_SESSIONS reads the session: from a thread.
-    token = await sync_to_async(get_token)(request)
     bar = view_bar(view, label=label, cancel_url=cancel_url, csrf_token=token)
     response = HttpResponse(render_bar(bar))
     terminal = view.terminal()
