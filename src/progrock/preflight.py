@@ -1,16 +1,26 @@
 """Start-up checks: can this process reach its database and its Redis?
 
-A worker or delay server started with a wrong ``DATABASE_URL`` or ``REDIS_URL``
-should say so once and exit, not crash on its first message, be restarted
-and crash again. Each check raises :class:`~progrock.exceptions.ProgRockError`
-with one line naming the variable (or setting) and the reason, passwords
-masked; the management commands turn it into a ``CommandError`` and
-``progrock up`` into its own one-line exit.
+A worker or delay server started with a malformed ``DATABASE_URL`` or
+``REDIS_URL`` says so once and exits, rather than crash on its first message,
+be restarted and crash again. Each check raises
+:class:`~progrock.exceptions.ProgRockError` with one line naming the variable
+(or setting) and the reason, passwords masked; the management commands turn
+it into a ``CommandError`` and ``progrock up`` into its own one-line exit.
+
+A well-formed URL whose server does not answer raises :class:`Unreachable`.
+``progrock up`` exits on it too (someone is watching its terminal); a worker
+waits for the server instead (:func:`wait_until_reachable`), logging one line
+when it starts waiting and one when it gets through: under systemd or compose
+the database and Redis may simply start later, and an outage after start is
+survived the same way (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +30,25 @@ from progrock.database_url import POSTGRES_ENGINE, mask_password, parse_database
 from progrock.exceptions import ImproperlyConfigured, ProgRockError
 
 __all__ = [
+    "Unreachable",
     "check_database",
     "check_database_url",
     "check_redis",
     "check_worker_start",
     "database_variable",
     "redis_variable",
+    "wait_until_reachable",
 ]
 
 TIMEOUT = 5.0
+# Between two tries of a server that does not answer yet, doubling up to this.
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0
+
+
+class Unreachable(ProgRockError):
+    """A well-formed URL whose server does not answer (a wait may help; a fix of the URL won't)."""
+
+
 _REDIS_SHAPES = "redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH"
 _NEEDS_PSYCOPG = "a postgres:// URL needs psycopg: pip install 'django-progrock[postgres]'"
 
@@ -51,7 +71,7 @@ def check_redis(url: str, variable: str = "REDIS_URL") -> None:
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        raise ProgRockError(f"{variable}: cannot reach Redis at {shown}: {one_line(exc)}") from None
+        raise Unreachable(f"{variable}: cannot reach Redis at {shown}: {one_line(exc)}") from None
     finally:
         client.close()
 
@@ -88,7 +108,7 @@ def check_database_url(url: str, variable: str = "DATABASE_URL") -> None:
     try:
         psycopg.connect(**{k: v for k, v in params.items() if v is not None}).close()
     except psycopg.Error as exc:
-        raise ProgRockError(f"{variable}: cannot connect to {shown}: {one_line(exc)}") from None
+        raise Unreachable(f"{variable}: cannot connect to {shown}: {one_line(exc)}") from None
 
 
 def database_variable(alias: str = "default") -> str:
@@ -126,7 +146,7 @@ def check_database(alias: str = "default") -> None:
     try:
         connection.ensure_connection()
     except Exception as exc:  # the driver's OperationalError, whichever driver
-        raise ProgRockError(
+        raise Unreachable(
             f"{variable}: cannot connect to {connection.vendor} at {where}: {one_line(exc)}"
         ) from None
     finally:
@@ -140,3 +160,25 @@ def check_worker_start() -> None:
     check_database()
     url = progrock_settings.REDIS_URL
     check_redis(url, redis_variable(url))
+
+
+def wait_until_reachable(check: Callable[[], None], logger: logging.Logger) -> None:
+    """Run ``check`` until it passes, waiting out :class:`Unreachable` with backoff.
+
+    Logs one warning when the wait begins and one line when it ends; any other
+    :class:`~progrock.exceptions.ProgRockError` (a malformed URL) is raised at once.
+    """
+    delay, waiting = RETRY_FIRST, False
+    while True:
+        try:
+            check()
+        except Unreachable as exc:
+            if not waiting:
+                logger.warning("%s; waiting for it", exc)
+                waiting = True
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+            continue
+        if waiting:
+            logger.warning("reached the database and Redis; starting")
+        return

@@ -1,4 +1,7 @@
-"""A wrong DATABASE_URL or REDIS_URL: every process says so in one line at start and exits.
+"""A wrong DATABASE_URL or REDIS_URL: every process says so in one line at start.
+
+A malformed one ends the process; one whose server does not answer ends
+``progrock up`` but makes a worker wait for it.
 
 And a right DATABASE_URL: ``progrock up`` hands it to its children and migrates it.
 """
@@ -9,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,35 +81,89 @@ def test_up_refuses_an_unreachable_redis_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["runprogrock", "rundelay"])
-@pytest.mark.parametrize(
-    ("url", "words"),
-    [
-        ("redis://127.0.0.1:{port}/0", "REDIS_URL: cannot reach Redis at redis://127.0.0.1:"),
-        ("http://127.0.0.1:{port}/0", "REDIS_URL must be redis://HOST:PORT/DB"),
-    ],
-    ids=["unreachable", "malformed"],
-)
-def test_workers_and_delay_servers_refuse_a_bad_redis_url_in_one_line(
-    tmp_path: Path, command: str, url: str, words: str
+def test_workers_and_delay_servers_refuse_a_malformed_redis_url_in_one_line(
+    tmp_path: Path, command: str
 ) -> None:
     """runprogrock and rundelay exit 1 at start with one CommandError line naming REDIS_URL."""
-    code, lines = run(django(command), tmp_path, REDIS_URL=url.format(port=free_port()))
+    url = f"http://127.0.0.1:{free_port()}/0"
+    code, lines = run(django(command), tmp_path, REDIS_URL=url)
     assert code == 1 and len(lines) == 1, lines
-    assert lines[0].startswith(f"CommandError: {words}"), lines
+    assert lines[0].startswith("CommandError: REDIS_URL must be redis://HOST:PORT/DB"), lines
 
 
-def test_a_worker_refuses_an_unreachable_database_in_one_line(
+def wait_for_line(process: subprocess.Popen[str], words: str) -> list[str]:
+    """The process's output lines up to the first one containing ``words`` (it must not exit)."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:  # bounded by the process's own timeout below
+        lines.append(line.rstrip())
+        if words in line:
+            return lines
+    raise AssertionError(f"exited ({process.wait()}) without {words!r}: {lines}")
+
+
+def test_a_worker_waits_for_an_unreachable_redis_saying_so_once(tmp_path: Path) -> None:
+    """A well-formed REDIS_URL where nothing listens yet: runprogrock logs one line naming
+    REDIS_URL and keeps waiting (under compose or systemd Redis may start later)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(PROGROCK_DATA_DIR=str(tmp_path / "data"), REDIS_URL=url)
+    process = subprocess.Popen(
+        django("runprogrock"),
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    timer = threading.Timer(TIMEOUT, process.kill)
+    timer.start()
+    try:
+        lines = wait_for_line(process, "waiting for it")
+        assert f"REDIS_URL: cannot reach Redis at {url}" in lines[-1], lines
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=3)  # still waiting, not exited
+    finally:
+        timer.cancel()
+        process.kill()
+        process.wait()
+    rest = process.stdout.read() if process.stdout else ""
+    assert "waiting for it" not in rest, rest  # one line, not one per retry
+
+
+def test_a_worker_waits_for_an_unreachable_database_saying_so_once(
     tmp_path: Path, redis_url: str
 ) -> None:
-    """runprogrock (the process that writes task rows): one line naming DATABASE_URL."""
+    """runprogrock (the process that writes task rows): one line naming DATABASE_URL,
+    the password masked, then it waits for the database."""
     pytest.importorskip("psycopg")
     port = free_port()
     url = BAD_DATABASE.format(port=port)
-    code, lines = run(django("runprogrock"), tmp_path, DATABASE_URL=url, REDIS_URL=redis_url)
-    assert code == 1 and len(lines) == 1, lines
-    expected = f"CommandError: DATABASE_URL: cannot connect to postgresql at 127.0.0.1:{port}/"
-    assert lines[0].startswith(expected), lines
-    assert "s3cret" not in lines[0], lines
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(PROGROCK_DATA_DIR=str(tmp_path / "data"), DATABASE_URL=url, REDIS_URL=redis_url)
+    process = subprocess.Popen(
+        django("runprogrock"),
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    timer = threading.Timer(TIMEOUT, process.kill)
+    timer.start()
+    try:
+        lines = wait_for_line(process, "waiting for it")
+        expected = f"DATABASE_URL: cannot connect to postgresql at 127.0.0.1:{port}/"
+        assert expected in lines[-1], lines
+        assert "s3cret" not in "\n".join(lines), lines
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=3)
+    finally:
+        timer.cancel()
+        process.kill()
+        process.wait()
 
 
 @pytest.mark.parametrize("command", ["runprogrock", "rundelay", "migrate"])

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from progrock.conf import progrock_settings
 from progrock.delay import DelayServer
 from progrock.exceptions import ProgRockError
-from progrock.preflight import check_redis, redis_variable
+from progrock.preflight import Unreachable, check_redis, redis_variable
 from progrock.runtime import install_fast_loop, tune_gc
 
 logger = logging.getLogger("progrock.delay")
@@ -24,8 +24,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         url = progrock_settings.REDIS_URL
-        try:  # a wrong REDIS_URL: one line and exit (the delay server uses no database)
+        try:  # a malformed REDIS_URL: one line and exit (the delay server uses no database)
             check_redis(url, redis_variable(url))
+        except Unreachable:
+            pass  # the delay server waits for Redis itself, one log line per change of state
         except ProgRockError as exc:
             raise CommandError(str(exc)) from None
         install_fast_loop()

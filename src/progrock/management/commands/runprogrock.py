@@ -8,6 +8,7 @@ the first message (see :func:`progrock.services.preload`).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from channels.management.commands.runworker import Command as RunWorkerCommand
@@ -15,9 +16,11 @@ from django.core.management.base import CommandError
 
 from progrock.conf import progrock_settings
 from progrock.exceptions import ProgRockError
-from progrock.preflight import check_worker_start
+from progrock.preflight import check_worker_start, wait_until_reachable
 from progrock.runtime import install_fast_loop, tune_gc
 from progrock.services import preload
+
+logger = logging.getLogger("progrock.worker")
 
 
 class Command(RunWorkerCommand):  # type: ignore[misc]
@@ -31,8 +34,8 @@ class Command(RunWorkerCommand):  # type: ignore[misc]
                 action.help = "channels to consume (default: PROGROCK['WORKER_CHANNEL'])"
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:  # a wrong DATABASE_URL / REDIS_URL: one line and exit, not a crash per message
-            check_worker_start()
+        try:  # a malformed DATABASE_URL / REDIS_URL: one line and exit, not a crash per message
+            wait_until_reachable(check_worker_start, logger)  # servers not up yet: wait
         except ProgRockError as exc:
             raise CommandError(str(exc)) from None
         if not options.get("channels"):
