@@ -44,3 +44,10 @@ class TaskNotFound(ProgRockError):
 
 class TooManyTasks(ProgRockError):
     """The owner already runs ``PROGROCK["MAX_RUNNING_PER_OWNER"]`` tasks."""
+
+
+class MissingExtra(ImportError, ProgRockError):
+    """An optional part of ProgRock was imported without its extra installed.
+
+    The message names what is missing and the ``pip install`` line that adds it.
+    """

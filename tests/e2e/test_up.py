@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,99 +14,9 @@ import pytest
 import redis
 
 from progrock.local.stack import Stack
+from tests.e2e.upprocess import STARTUP, Up, until
 
 pytestmark = pytest.mark.e2e
-
-UP_LINE = re.compile(r"ProgRock is up: (http://\S+?)/?$")
-STARTUP = 90.0
-
-
-def until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Wait until ``condition()`` is true, or fail naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def progrock_command() -> list[str]:
-    script = Path(sys.executable).with_name("progrock")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "progrock.cli"]
-
-
-class Up:
-    """``progrock up`` as a real subprocess in its own session, its output collected."""
-
-    def __init__(self, *args: str, cwd: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-        self.proc = subprocess.Popen(
-            [*progrock_command(), "up", *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self.seen: dict[int, psutil.Process] = {}  # every descendant ever observed
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._watcher = threading.Thread(target=self._watch, daemon=True)
-        self._watcher.start()
-
-    def _watch(self) -> None:
-        try:
-            parent = psutil.Process(self.proc.pid)
-            while self.proc.poll() is None:
-                for child in parent.children(recursive=True):
-                    self.seen.setdefault(child.pid, child)
-                time.sleep(0.05)
-        except psutil.NoSuchProcess:
-            pass
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            match = UP_LINE.search(line)
-            if match:
-                self.url = match.group(1)
-
-    def text(self) -> str:
-        return "\n".join(self.lines[-60:])
-
-    def wait_up(self) -> str:
-        deadline = time.monotonic() + STARTUP
-        while self.url is None:
-            if self.proc.poll() is not None:
-                self._reader.join(5)
-                pytest.fail(f"progrock up exited with {self.proc.returncode}:\n{self.text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"progrock up not up after {STARTUP} s:\n{self.text()}")
-            time.sleep(0.05)
-        return self.url
-
-    def descendants(self) -> list[psutil.Process]:
-        return list(psutil.Process(self.proc.pid).children(recursive=True))
-
-    def wait_exit(self, timeout: float = 40.0) -> int:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"progrock up still running {timeout} s after the signal:\n{self.text()}")
-        self._reader.join(5)
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            for child in self.descendants():
-                child.kill()
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture
@@ -197,6 +102,44 @@ def test_up_refuses_a_port_in_use(run_up: Callable[..., Up], tmp_path: Path) -> 
         up = run_up("--port", str(port), "--data-dir", str(tmp_path / "data"))
         assert up.wait_exit() != 0
     assert f"cannot listen on 127.0.0.1:{port}" in up.text(), up.text()
+
+
+def test_up_refuses_a_settings_module_it_cannot_find(
+    run_up: Callable[..., Up], tmp_path: Path
+) -> None:
+    """An unfindable --settings: one line naming the module, the folders, --pythonpath; exit 2,
+    before any process starts."""
+    data, project = tmp_path / "data", tmp_path / "project"
+    up = run_up(
+        *("--port", "0", "--data-dir", str(data)),
+        *("--settings", "mysite.settings", "--pythonpath", str(project)),
+    )
+    assert up.wait_exit() == 2, up.text()
+    assert up.lines == [
+        "progrock up: cannot import the settings module 'mysite.settings': "
+        f"ModuleNotFoundError: No module named 'mysite' (looked in {project} and the "
+        "installed packages; give the project's folder with --pythonpath DIR)"
+    ]
+    assert not (data / "redis").exists()
+
+
+def test_up_reports_a_settings_module_that_fails_to_import(
+    run_up: Callable[..., Up], tmp_path: Path
+) -> None:
+    """A --settings module that raises: one line with the module and its error; exit 2."""
+    package = tmp_path / "project" / "broken"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text("raise RuntimeError('SECRET_KEY is not set')\n")
+    up = run_up(
+        *("--port", "0", "--data-dir", str(tmp_path / "data")),
+        *("--settings", "broken.settings", "--pythonpath", str(package.parent)),
+    )
+    assert up.wait_exit() == 2, up.text()
+    assert up.lines == [
+        "progrock up: cannot import the settings module 'broken.settings': "
+        "RuntimeError: SECRET_KEY is not set"
+    ]
 
 
 def test_a_crashed_worker_is_restarted(make_stack: Callable[..., Stack]) -> None:

