@@ -143,7 +143,9 @@ CHANNEL_LAYERS = {
         # per receive (progrock.contrib.layer); channels_redis's own class works too.
         "BACKEND": "progrock.contrib.layer.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # socket_timeout None: redis-py 8's default 5 s read timeout would
+            # break the layer's 5 s blocking receive (redis/redis-py#4091).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
             # The default capacity of 100 overflows the shared prog-rocker and
             # asgi.delay channels beyond ~100 concurrent tasks.
             "capacity": 5000,
