@@ -31,7 +31,8 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # socket_timeout None: redis-py 8's 5 s default breaks the blocking receive.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
             "capacity": 10_000,
             "channel_capacity": {"prog-rocker": 10_000, "asgi.delay": 10_000},
         },
