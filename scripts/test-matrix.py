@@ -54,7 +54,10 @@ COMBINATIONS = [
 
 def find_python(prefix: str) -> str | None:
     """The interpreter of the newest pyenv version ``prefix`` or ``prefix.N``, if installed."""
-    pyenv = shutil.which("pyenv")
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    pyenv = shutil.which("pyenv") or next(
+        (str(p) for p in [root / "bin" / "pyenv"] if os.access(p, os.X_OK)), None
+    )
     if pyenv is None:
         return None
     listed = subprocess.run(
