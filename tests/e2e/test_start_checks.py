@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from progrock.local.redis_server import free_port
-from tests.e2e.test_up import Up, get, progrock_command, stop_and_check
+from tests.e2e.test_up import get, stop_and_check
+from tests.e2e.upprocess import Up, progrock_command
 
 pytestmark = pytest.mark.e2e
 
