@@ -12,6 +12,7 @@ django_asgi_app = get_asgi_application()
 # Imported after Django is set up: they load models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from progrock import routing  # noqa: E402
 from progrock.contrib import autobahn_close, autobahn_logs, twisted_writes  # noqa: E402
@@ -35,12 +36,18 @@ application = ProtocolTypeRouter(
 # A busy web process holds thousands of sockets: collect garbage less often
 # (see progrock.runtime.tune_gc and docs/performance.md).
 tune_gc()
-# Under Daphne, send each frame at once instead of on the reactor's next turn
-# (see progrock.contrib.twisted_writes and docs/performance.md).
-twisted_writes.install()
-# Under Daphne, Autobahn's per-frame debug log arguments cost nothing when
-# unused (see progrock.contrib.autobahn_logs).
-autobahn_logs.install()
 # Under Daphne, a frame the server cannot take (over 1 MiB, invalid UTF-8)
-# closes the socket with its code (1009, 1007) instead of dropping it.
+# closes the socket with its code (1009, 1007) instead of dropping it: part of
+# the protocol (docs/protocol.md), so on whatever PROGROCK_DEMO_CONTRIB says.
 autobahn_close.install()
+# The demo is the showcase, so it runs the opt-in performance parts of
+# progrock.contrib (PROGROCK_DEMO_CONTRIB=0 turns them off, to measure what
+# they bring). Each installs only on the library versions it was tested with;
+# on another it warns once and the demo runs on the stock library.
+if settings.DEMO_CONTRIB:
+    # Under Daphne, send each frame at once instead of on the reactor's next
+    # turn (see progrock.contrib.twisted_writes and docs/performance.md).
+    twisted_writes.install()
+    # Under Daphne, Autobahn's per-frame debug log arguments cost nothing when
+    # unused (see progrock.contrib.autobahn_logs).
+    autobahn_logs.install()

@@ -9,7 +9,11 @@ Everything that varies between machines comes from the environment:
 * ``REDIS_URL`` — the Redis carrying every message (default ``redis://127.0.0.1:6379/0``);
 * ``PROGROCK_BACKEND_URL`` — the backend task service (default ``http://127.0.0.1:8001``);
 * ``DJANGO_DEBUG`` — ``1`` for debug mode;
-* ``DJANGO_ALLOWED_HOSTS`` — comma-separated, default ``127.0.0.1,localhost,[::1]``.
+* ``DJANGO_ALLOWED_HOSTS`` — comma-separated, default ``127.0.0.1,localhost,[::1]``;
+* ``PROGROCK_DEMO_CONTRIB`` — ``1`` (default) runs the opt-in performance parts
+  of ``progrock.contrib`` (the one-round-trip channel layer here, the Twisted
+  and Autobahn patches in ``asgi.py``), ``0`` runs stock channels_redis,
+  Twisted and Autobahn: to measure what contrib brings (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 
 from progrock.database_url import SQLITE_ENGINE, parse_database_url
 from progrock.exceptions import ImproperlyConfigured
+
+from django.core.exceptions import ImproperlyConfigured
 
 
 def _data_dir() -> Path:
@@ -137,11 +143,28 @@ DATABASES = {"default": _database()}
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+
+def _contrib() -> bool:
+    value = os.environ.get("PROGROCK_DEMO_CONTRIB", "1")
+    if value not in ("0", "1"):
+        raise ImproperlyConfigured(f"PROGROCK_DEMO_CONTRIB must be '0' or '1', got {value!r}")
+    return value == "1"
+
+
+#: The demo is ProgRock's showcase: it runs the opt-in performance parts of
+#: progrock.contrib (asgi.py reads this too). A project of your own starts
+#: with the stock channels_redis layer and adds them as a tuning step (README).
+DEMO_CONTRIB = _contrib()
+
 CHANNEL_LAYERS = {
     "default": {
-        # channels_redis's core layer with one Redis round trip per send and
-        # per receive (progrock.contrib.layer); channels_redis's own class works too.
-        "BACKEND": "progrock.contrib.layer.RedisChannelLayer",
+        # With contrib: channels_redis's core layer with one Redis round trip
+        # per send and per receive (progrock.contrib.layer, same keys and CONFIG).
+        "BACKEND": (
+            "progrock.contrib.layer.RedisChannelLayer"
+            if DEMO_CONTRIB
+            else "channels_redis.core.RedisChannelLayer"
+        ),
         "CONFIG": {
             # socket_timeout None: redis-py 8's default 5 s read timeout would
             # break the layer's 5 s blocking receive (redis/redis-py#4091).

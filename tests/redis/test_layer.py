@@ -6,11 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import channels_redis
 import pytest
 import redis.asyncio as aioredis
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
 
+from progrock.contrib import layer as contrib_layer
 from progrock.contrib.layer import RedisChannelLayer
 
 pytestmark = pytest.mark.redis
@@ -43,6 +45,7 @@ async def commands(client: aioredis.Redis) -> dict[str, int]:
 
 
 async def test_a_message_sent_is_received_in_order(layer: RedisChannelLayer) -> None:
+    """Messages on one general channel come back in the order they were sent."""
     for i in range(5):
         await layer.send("prog-rocker", {"type": "progrock.poll", "n": i, "ticks": [["a", 1.5]]})
     got = [await layer.receive("prog-rocker") for _ in range(5)]
@@ -52,6 +55,8 @@ async def test_a_message_sent_is_received_in_order(layer: RedisChannelLayer) -> 
 async def test_send_and_receive_take_one_redis_call_each(
     layer: RedisChannelLayer, client: aioredis.Redis
 ) -> None:
+    """In the steady state a send is one EVALSHA and a receive one BZPOPMIN."""
+    assert layer.lean  # the channels_redis of constraints.txt: the guard let it be
     await layer.send("warm", {"type": "x"})  # loads the script
     await layer.receive("warm")  # restores the channel's backup once
     await layer.send("prog-rocker", {"type": "x"})
@@ -70,6 +75,7 @@ async def test_send_and_receive_take_one_redis_call_each(
 
 
 async def test_process_specific_channels_are_routed(layer: RedisChannelLayer) -> None:
+    """A message sent to a process-specific channel reaches that channel only."""
     one = await layer.new_channel()
     two = await layer.new_channel()
     await layer.send(two, {"type": "to.two"})
@@ -79,6 +85,7 @@ async def test_process_specific_channels_are_routed(layer: RedisChannelLayer) ->
 
 
 async def test_a_full_channel_refuses_and_keeps_what_it_holds(redis_url: str) -> None:
+    """At capacity (per channel or default) send raises ChannelFull and loses nothing."""
     layer = RedisChannelLayer(hosts=[redis_url], capacity=3, channel_capacity={"small": 2})
     try:
         await layer.send("small", {"type": "a"})
@@ -100,6 +107,7 @@ async def test_a_full_channel_refuses_and_keeps_what_it_holds(redis_url: str) ->
 async def test_sending_drops_expired_messages_and_sets_the_keys_expiry(
     layer: RedisChannelLayer, client: aioredis.Redis
 ) -> None:
+    """A send removes expired messages and sets the channel key's expiry, as channels_redis does."""
     key = layer.prefix + "prog-rocker"
     await client.zadd(key, {b"stale message": 1.0})  # far older than the expiry
     await layer.send("prog-rocker", {"type": "fresh"})
@@ -142,6 +150,7 @@ async def test_the_first_receive_restores_a_backup_left_by_channels_redis(
 async def test_it_sends_after_redis_forgot_its_script(
     layer: RedisChannelLayer, client: aioredis.Redis
 ) -> None:
+    """After SCRIPT FLUSH the next send loads the script again and succeeds."""
     await layer.send("prog-rocker", {"type": "a"})
     await client.script_flush()
     await layer.send("prog-rocker", {"type": "b"})
@@ -180,6 +189,7 @@ async def test_consumers_of_one_channel_share_its_messages_without_duplicates(
 
 
 async def test_groups_work_as_in_channels_redis(layer: RedisChannelLayer) -> None:
+    """group_add and group_send (channels_redis's own) reach every member."""
     one = await layer.new_channel()
     two = await layer.new_channel()
     await layer.group_add("watchers", one)
@@ -230,6 +240,7 @@ async def test_an_idle_receive_takes_back_a_backup_left_meanwhile(
 async def test_a_cancelled_receive_leaves_the_next_message_for_the_next_receive(
     layer: RedisChannelLayer, specific: bool
 ) -> None:
+    """A receive cancelled while blocked takes nothing: the next receive gets the next message."""
     channel = await layer.new_channel() if specific else "prog-rocker"
     blocked = asyncio.create_task(layer.receive(channel))
     await asyncio.sleep(0.2)  # blocked in BZPOPMIN
@@ -271,6 +282,7 @@ async def test_with_two_hosts_every_channel_reaches_its_receiver(redis_url: str)
 
 
 async def test_a_capacity_pattern_applies_to_process_specific_channels(redis_url: str) -> None:
+    """A channel_capacity pattern limits process-specific channels too."""
     layer = RedisChannelLayer(hosts=[redis_url], capacity=100, channel_capacity={"specific*": 1})
     try:
         name = await layer.new_channel()
@@ -285,6 +297,7 @@ async def test_a_capacity_pattern_applies_to_process_specific_channels(redis_url
 async def test_with_two_hosts_each_hosts_backup_is_restored_on_its_first_receive(
     redis_url: str,
 ) -> None:
+    """With two hosts, each host's leftover backup is restored at once, not after a timeout."""
     base = redis_url.rsplit("/", 1)[0]
     hosts = [f"{base}/3", f"{base}/4"]
     layer = RedisChannelLayer(hosts=hosts)
@@ -305,3 +318,62 @@ async def test_with_two_hosts_each_hosts_backup_is_restored_on_its_first_receive
         for c in clients:
             await c.flushdb()
             await c.aclose()
+
+
+@pytest.fixture
+def unwarned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layer's guard has not warned yet in this process."""
+    monkeypatch.setattr(contrib_layer.GUARD, "warned", False)
+
+
+async def test_on_an_untested_channels_redis_it_is_channels_redis_own_layer(
+    redis_url: str, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, unwarned: None
+) -> None:
+    """Outside the tested range: one warning for every instance, and send and receive are
+    channels_redis's own (its four-command send, its backup-queue receive), not the scripts."""
+    monkeypatch.setattr(channels_redis, "__version__", "4.4.0")
+    with pytest.warns(RuntimeWarning) as caught:
+        layer = RedisChannelLayer(hosts=[redis_url], capacity=50)
+        other = RedisChannelLayer(hosts=[redis_url])
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert "channels_redis '4.4.0'" in text and ">=4.3.0, <4.4" in text
+    assert "behaves exactly as channels_redis.core.RedisChannelLayer" in text
+    assert not layer.lean and not other.lean
+    try:
+        before = await commands(client)
+        await layer.send("prog-rocker", {"type": "stock"})
+        assert await layer.receive("prog-rocker") == {"type": "stock"}
+        after = await commands(client)
+        issued = {name: after[name] - before.get(name, 0) for name in after}
+        assert issued.get("zcount") == 1 and issued.get("eval") == 1  # channels_redis's steps
+        assert issued.get("evalsha", 0) == 0  # none of this layer's scripts
+    finally:
+        await layer.flush()
+
+
+def test_a_missing_channels_redis_member_falls_back_without_half_measures(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, unwarned: None
+) -> None:
+    """On the tested version, a private member gone: the instance is channels_redis's own."""
+    monkeypatch.delattr(ChannelsRedisLayer, "_backup_channel_name")  # as if renamed upstream
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"has no channels_redis\.core\.RedisChannelLayer\._backup_channel_name",
+    ):
+        layer = RedisChannelLayer(hosts=[redis_url])
+    assert layer.lean is False
+
+
+async def test_bad_messages_and_names_are_refused_naming_what_is_wrong(
+    layer: RedisChannelLayer,
+) -> None:
+    """Not a dict, the reserved key, a bad name: exceptions saying what was expected and got."""
+    with pytest.raises(TypeError, match=r"message must be a dict, got list: \['a'\]"):
+        await layer.send("prog-rocker", ["a"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must not contain the reserved key '__asgi_channel__'"):
+        await layer.send("prog-rocker", {"type": "x", "__asgi_channel__": "y"})
+    with pytest.raises(TypeError, match=r"Channel name must be .* Got 'no spaces'\."):
+        await layer.send("no spaces", {"type": "x"})
+    with pytest.raises(TypeError, match=r"must end at the !.* Got 'specific\.a!b'\."):
+        await layer.receive_single("specific.a!b")

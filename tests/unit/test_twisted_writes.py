@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
+from typing import Any
 
 import pytest
 
@@ -151,6 +153,7 @@ def run(mode: str, reactor: str = "asyncio") -> dict[str, object]:
 
 @pytest.mark.parametrize("reactor", ["asyncio", "default"])
 def test_a_write_goes_out_at_once_and_the_rest_keeps_its_order(reactor: str) -> None:
+    """Installed: a write goes out at once, the rest is buffered in order, producers behave."""
     got = run("install", reactor)
     assert got["small_waits_for_reactor"] is False  # sent at once: no epoll round
     assert got["big_waits_for_reactor"] is True  # what the socket did not take is buffered
@@ -170,3 +173,91 @@ def test_without_it_twisted_waits_for_the_reactor() -> None:
     assert got["small_waits_for_reactor"] is True
     assert got["writes_in_order"] is True and got["pull"] == got["pull_expected"]
     assert got["push_paused"] == 1 and got["push_in_order"] is True
+
+
+# The guard, in this process: each test puts Twisted's own tcp.Server.write back.
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """twisted.internet.tcp.Server, restored after the test, with the guard's warning unsaid."""
+    from twisted.internet import tcp
+
+    from progrock.contrib import twisted_writes
+
+    monkeypatch.setattr(tcp.Server, "write", tcp.Server.write)  # undone: Twisted's own again
+    monkeypatch.setattr(tcp.Server, twisted_writes._MARK, False, raising=False)
+    monkeypatch.setattr(twisted_writes.GUARD, "warned", False)
+    return tcp.Server
+
+
+def test_it_installs_on_the_tested_twisted_and_twice_is_once(server: Any) -> None:
+    """On the Twisted of constraints.txt it replaces write; a second install changes nothing."""
+    from progrock.contrib import twisted_writes
+
+    twisteds = server.write
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not a word on the tested version
+        assert twisted_writes.install() is True
+        patched = server.write
+        assert twisted_writes.install() is True
+    assert patched is not twisteds
+    assert server.write is patched  # not wrapped a second time
+
+
+@pytest.mark.parametrize("version", ["27.1.0", "26.4.0", "26.10.0rc1"])
+def test_an_untested_twisted_is_left_alone_with_one_warning(
+    server: Any, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    """Outside the tested range: install() is False, warns once, and write stays Twisted's."""
+    import twisted
+
+    from progrock.contrib import twisted_writes
+
+    monkeypatch.setattr(twisted, "__version__", version)
+    twisteds = server.write
+    with pytest.warns(RuntimeWarning) as caught:
+        assert twisted_writes.install() is False
+        assert twisted_writes.install() is False
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert f"Twisted {version!r}" in text and ">=26.10.0, <27" in text
+    assert server.write is twisteds
+    assert not getattr(server, twisted_writes._MARK)
+
+
+def test_a_missing_private_member_means_no_patch_at_all(
+    server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Twisted without a member the write-through reads: nothing is changed, one warning."""
+    from twisted.internet import tcp
+
+    from progrock.contrib import twisted_writes
+
+    monkeypatch.delattr(tcp._AbortingMixin, "_aborting")  # as if Twisted renamed it
+    twisteds = server.write
+    with pytest.warns(RuntimeWarning, match=r"has no twisted\.internet\.tcp\.Server\._aborting"):
+        assert twisted_writes.install() is False
+    assert server.write is twisteds
+    assert not getattr(server, twisted_writes._MARK)
+
+
+def test_a_connection_member_the_constructor_no_longer_sets_means_no_patch(
+    server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """_tempDataBuffer exists only on connections: a constructor that stops setting it keeps
+    the patch off."""
+    from twisted.internet import abstract
+
+    from progrock.contrib import twisted_writes
+
+    original = abstract.FileDescriptor.__init__
+
+    def init(self: Any, reactor: Any = None) -> None:  # a Twisted whose buffer has moved
+        original(self, reactor)
+
+    monkeypatch.setattr(abstract.FileDescriptor, "__init__", init)
+    twisteds = server.write
+    with pytest.warns(RuntimeWarning, match=r"FileDescriptor\(\)\._tempDataBuffer"):
+        assert twisted_writes.install() is False
+    assert server.write is twisteds
