@@ -47,16 +47,23 @@ Use it as the ``BACKEND`` of ``CHANNEL_LAYERS``
 layer. Measured (``benchmarks/layer_cost.py``): 565 -> 135 us of CPU (client
 and Redis) per message sent and received.
 
-Upstream: django/channels_redis#163 ("The receive method is not scalable nor
-much more robust") describes the backup queue's duplicates and losses with
-several consumers of one channel; django/channels_redis#399 ("Allow sending
-messages in bulk") notes that each send is separate calls to discard
-expired messages, check the capacity, add and set the expiry; the
-process-specific routing is django/channels_redis#220 (an open pull request)
-and #221. No upstream issue found for the round-trip count as such. If
-channels_redis's ``send`` became one script and its ``receive`` one pop
-(dropping or making optional the backup queue), this class would be
-unnecessary.
+Upstream (why this exists, and what would retire it):
+
+* django/channels_redis#163, "The receive method is not scalable nor much
+  more robust" (https://github.com/django/channels_redis/issues/163): the
+  shared backup queue duplicates (and can still lose) messages with several
+  consumers of one channel;
+* django/channels_redis#399, "Allow sending messages in bulk"
+  (https://github.com/django/channels_redis/issues/399): notes that a send
+  is separate calls to discard expired messages, check the capacity, add
+  and set the expiry; no upstream issue found for the round-trip count of
+  ``send`` and ``receive`` as such;
+* the process-specific routing: django/channels_redis#221 (issue) and #220
+  (open pull request, https://github.com/django/channels_redis/pull/220).
+
+If channels_redis's ``send`` became one script and its ``receive`` one pop
+(with the backup queue dropped or optional), and its send hashed the
+non-local name, this class would be unnecessary.
 
 It builds on channels_redis's private members (the index generators, the
 backup key's name, its storage layout), so it is guarded

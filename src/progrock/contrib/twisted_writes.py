@@ -12,9 +12,10 @@ per update in the web process (``benchmarks/cpu_breakdown.py 1500 --step 1``:
 web 45-47 -> 28-32 us per update; docs/performance.md).
 
 Upstream: twisted/twisted#5303, "Default transport implementation doesn't
-write out bytes immediately" (open since 2011), asks for exactly this policy.
-Once Twisted's ``FileDescriptor.write`` sends at once when its buffer is
-empty, this module is unnecessary.
+write out bytes immediately" (https://github.com/twisted/twisted/issues/5303,
+open since 2011), asks for exactly this policy. Once Twisted's
+``FileDescriptor.write`` sends at once when nothing is buffered, this module
+is unnecessary.
 
 :func:`install` patches ``twisted.internet.tcp.Server.write`` for the whole
 process, so it is opt-in, like :func:`progrock.runtime.tune_gc`: call it in
