@@ -13,7 +13,8 @@ Everything that varies between machines comes from the environment:
 * ``PROGROCK_DEMO_CONTRIB`` — ``1`` (default) runs the opt-in performance parts
   of ``progrock.contrib`` (the one-round-trip channel layer here, the Twisted
   and Autobahn patches in ``asgi.py``), ``0`` runs stock channels_redis,
-  Twisted and Autobahn: to measure what contrib brings (benchmarks/README.md).
+  Twisted and Autobahn: to measure what they bring (benchmarks/README.md).
+  ``progrock.contrib.autobahn_close`` (close codes, part of the protocol) stays on.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from typing import Any
 
 from progrock.database_url import SQLITE_ENGINE, parse_database_url
 from progrock.exceptions import ImproperlyConfigured
-
-from django.core.exceptions import ImproperlyConfigured
 
 
 def _data_dir() -> Path:

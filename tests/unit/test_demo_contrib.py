@@ -18,12 +18,14 @@ import json
 import progrock_demo.asgi
 from autobahn.websocket import protocol
 from django.conf import settings
+from daphne.ws_protocol import WebSocketFactory
 from twisted.internet import tcp
-from progrock.contrib import autobahn_logs
+from progrock.contrib import autobahn_close, autobahn_logs
 print(json.dumps({
     "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
     "twisted_writes": bool(getattr(tcp.Server, "_progrock_write_through", False)),
     "autobahn_logs": protocol.hlval is autobahn_logs.plain,
+    "autobahn_close": bool(getattr(WebSocketFactory, autobahn_close._MARK, False)),
 }))
 """
 
@@ -48,7 +50,8 @@ def demo(contrib: str | None, tmp_path: Path) -> subprocess.CompletedProcess[str
 def test_the_demo_runs_contrib_unless_told_not_to(
     contrib: str | None, on: bool, tmp_path: Path
 ) -> None:
-    """By default (and with 1) the demo uses all three contrib parts; with 0 none of them."""
+    """By default (and with 1) the demo uses the three performance parts; with 0 none of them
+    (the close codes, part of the protocol, stay on)."""
     done = demo(contrib, tmp_path)
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
@@ -57,6 +60,7 @@ def test_the_demo_runs_contrib_unless_told_not_to(
         "layer": f"{layer}.RedisChannelLayer",
         "twisted_writes": on,
         "autobahn_logs": on,
+        "autobahn_close": True,
     }
 
 
