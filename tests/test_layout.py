@@ -14,7 +14,15 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "progrock"
 #: Opt-in parts and the local stack: they may import the app, never the other way.
-OPTIONAL = ("progrock.local", "progrock.contrib")
+#: progrock.layer, .twisted_writes and .autobahn_logs are the contrib parts' old
+#: import paths (deprecation shims): opt-in like contrib itself.
+OPTIONAL = (
+    "progrock.local",
+    "progrock.contrib",
+    "progrock.layer",
+    "progrock.twisted_writes",
+    "progrock.autobahn_logs",
+)
 
 
 @dataclass(frozen=True)
