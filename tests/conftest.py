@@ -28,6 +28,11 @@ from progrock.database_url import parse_database_url
 from progrock.exceptions import ProgRockError
 from progrock.local.stack import _CHECKOUT_EXAMPLE
 
+# No test may reach the machine's own Redis through the default REDIS_URL: a
+# test that forgets the private server's URL fails (nothing listens on port 9)
+# instead of quietly using, and maybe flushing, someone's Redis.
+os.environ["REDIS_URL"] = "redis://127.0.0.1:9/0"
+
 # Child processes the tests start (``python -m django ...``) import the demo
 # project from the checkout's example/ folder, as pytest does (pythonpath).
 os.environ["PYTHONPATH"] = os.pathsep.join(

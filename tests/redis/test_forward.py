@@ -35,7 +35,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def layer_settings(redis_url: str, backend: str) -> Iterator[None]:
-    with override_settings(CHANNEL_LAYERS=_layers(redis_url, backend)):
+    # The watchdogs go to the delay store, in PROGROCK's Redis: the private one too.
+    with override_settings(
+        CHANNEL_LAYERS=_layers(redis_url, backend), PROGROCK={"REDIS_URL": redis_url}
+    ):
         channel_layers.backends.clear()
         yield
     channel_layers.backends.clear()
