@@ -1,9 +1,9 @@
 """What a simulated browser says and understands, for both targets.
 
-The baseline speaks the seed's messages (``{"progress": p}``, then
+The baseline speaks the 2017 demo's messages (``{"progress": p}``, then
 ``{"complete": true, "progress": 100}``); ProgRock speaks docs/protocol.md
 (``started``, ``progress``, ``complete``, ``failed``, ``cancelled``), which keeps
-the seed's keys. A *update* is any message that carries the task's progress.
+the 2017 demo's keys. A *update* is any message that carries the task's progress.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ TERMINAL_FAILURES = {"failed", "cancelled"}
 
 
 def start_message(target: str) -> dict[str, Any]:
-    """The frame that starts one seed-style rock task on ``target``."""
+    """The frame that starts one rock task (the 2017 demo's task) on ``target``."""
     if target == "progrock":
         return {"action": "start", "kind": "rock"}
     return {"action": "start"}

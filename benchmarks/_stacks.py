@@ -1,6 +1,6 @@
 """Start the two stacks under test on 127.0.0.1, each with its own private Redis.
 
-* ``baseline``: the seed ported to Channels 4 (``benchmarks/baseline``): Daphne,
+* ``baseline``: the 2017 design ported to Channels 4 (``benchmarks/baseline``): Daphne,
   two ``runworker prog-rocker`` processes, the literal delay server.
 * ``progrock``: the project's own supervisor, ``progrock up`` (which runs the
   backend service, the delay server, the workers and the web server).
@@ -108,7 +108,7 @@ def _wait_ready(stack: Stack, timeout: float) -> None:
 
 
 def start_baseline(workers: int = 2, keep_logs: Path | None = None, timeout: float = 60) -> Stack:
-    """Start the seed-port stack: Redis, Daphne, ``workers`` runworkers, the delay server."""
+    """Start the 2017 design's stack: Redis, Daphne, ``workers`` runworkers, the delay server."""
     stack, workdir = _new_stack("baseline", keep_logs)
     try:
         stack.redis.start()
@@ -116,7 +116,7 @@ def start_baseline(workers: int = 2, keep_logs: Path | None = None, timeout: flo
         stack.url = f"ws://127.0.0.1:{port}/prog/"
         env = {
             "REDIS_URL": stack.redis.url,
-            "DJANGO_SETTINGS_MODULE": "seedport.settings",
+            "DJANGO_SETTINGS_MODULE": "classicport.settings",
             "PYTHONPATH": str(BASELINE_DIR),
         }
         logs = workdir / "logs"
@@ -131,7 +131,7 @@ def start_baseline(workers: int = 2, keep_logs: Path | None = None, timeout: flo
                     "127.0.0.1",
                     "-p",
                     str(port),
-                    "seedport.asgi:application",
+                    "classicport.asgi:application",
                 ],
                 logs,
                 env=env,

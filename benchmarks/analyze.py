@@ -12,7 +12,7 @@ problem as a spread. ``lateness`` splits each task's lateness (as
 by definition) into the task's *offset* (its median: a constant the task
 carries all its life, from its phase) and *jitter* (the rest), and lists the
 offsets in the order the tasks were started. The cadence is the run's
-(``meta.cadence_s``); the step is the seed's 3 %, as in ``_stats.py``.
+(``meta.cadence_s``); the step is the 2017 demo's 3 %, as in ``_stats.py``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Starts a ProgRock stack (progrock.local.stack.Stack: private Redis, backend, delay
 server, workers, web), runs N simulated browsers in this process (each starts
-one seed rock task), and prints each process's CPU seconds and microseconds
+one rock task), and prints each process's CPU seconds and microseconds
 per delivered update. Cheaper and coarser than run.py; used to see what each
 optimisation bought.
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Benchmark ProgRock against the seed's design, ported to Channels 4.
+"""Benchmark ProgRock against the 2017 ProgRock design, ported to Channels 4.
 
 For each N in ``--tasks`` and each target in ``--targets`` this starts a fresh
 stack on 127.0.0.1 (its own private Redis), connects N simulated browsers from
-separate load processes in a ramp, starts one seed-style rock task per browser
+separate load processes in a ramp, starts one rock task (the 2017 demo's) per browser
 (+3 % per 200 ms, ~6.8 s) spread over ``--start-window`` seconds, records every
 update, then stops the stack. It prints one table per N (both targets side by
 side, with progrock/baseline ratios) and writes everything as JSON to
@@ -41,7 +41,7 @@ from _stats import summarize, table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-CADENCE = 0.2  # the seed's delay, in seconds
+CADENCE = 0.2  # the 2017 demo's delay, in seconds
 
 _live_stacks: list[Stack] = []
 _live_children: list[Child] = []

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from progrock_demo import bars, views
 
 urlpatterns = [
     path("", views.index, name="index"),
-    path("seed/", views.seed_page, name="seed"),
+    path("classic/", views.classic_page, name="classic"),
+    # The page's former address: old links and bookmarks still find it.
+    path("seed/", RedirectView.as_view(pattern_name="classic", permanent=True)),
     path("bars/", bars.bars_page, name="bars"),
     path("admin/", admin.site.urls),
     path("prog/api/", include("progrock.urls")),

@@ -1,4 +1,4 @@
-"""Pages of the example project: the demo at ``/`` and the seed's page at ``/seed/``."""
+"""Pages of the example project: the demo at ``/`` and the 2017 demo's page at ``/classic/``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "progrock_demo/index.html")
 
 
-def seed_page(request: HttpRequest) -> HttpResponse:
-    """The seed write-up's page and JavaScript, unchanged: the compatibility proof."""
+def classic_page(request: HttpRequest) -> HttpResponse:
+    """The 2017 ProgRock demo's page and JavaScript, unchanged: the compatibility proof."""
     _ensure_session(request)
-    return render(request, "progrock_demo/seed.html")
+    return render(request, "progrock_demo/classic.html")

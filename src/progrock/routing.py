@@ -21,7 +21,7 @@ from progrock.conf import progrock_settings
 from progrock.web.consumer import ProgressConsumer
 from progrock.worker.consumer import WorkerConsumer
 
-# Public: what browsers reach, namespaced under /prog/ as in the seed.
+# Public: what browsers reach, namespaced under /prog/ as in the 2017 demo.
 websocket_urlpatterns = [
     path("prog/", ProgressConsumer.as_asgi()),
 ]

@@ -27,7 +27,7 @@ def test_defaults() -> None:
     assert parse_params("hash", {}) == HashParams(32, None)
 
 
-def test_rock_seed_timing() -> None:
+def test_rock_defaults_are_the_2017_demos_timing() -> None:
     """The default rock task gains 3 % per 200 ms and succeeds at 34 steps (6.8 s)."""
     params = RockParams()
     assert rock_view(params, 0.199).progress == 0

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.browser
 
 
 def test_rock_out_reaches_complete(page: Any, stack: Any) -> None:
-    """The seed's Rock Out button runs a task whose bar reaches 100 % and shows complete."""
+    """The 2017 demo's Rock Out button runs a task whose bar reaches 100 % and shows complete."""
     open_demo(page, stack)
     page.click("#go-button")
     task = page.locator(".task[data-task-id]").first

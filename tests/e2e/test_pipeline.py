@@ -16,8 +16,8 @@ from tests.e2e.wsclient import Client, assert_well_ordered
 pytestmark = [pytest.mark.e2e, pytest.mark.database]
 
 
-async def seed_client(stack: Stack) -> list[dict[str, object]]:
-    """Speak only the seed's protocol: send {"action": "start"}, read until complete."""
+async def classic_client(stack: Stack) -> list[dict[str, object]]:
+    """Speak only the 2017 demo's protocol: send {"action": "start"}, read until complete."""
     async with websockets.connect(stack.ws_url, origin=stack.url) as ws:  # type: ignore[arg-type]
         assert json.loads(await ws.recv()) == {"accept": True}
         await ws.send(json.dumps({"action": "start"}))
@@ -29,10 +29,10 @@ async def seed_client(stack: Stack) -> list[dict[str, object]]:
                 return messages
 
 
-async def test_seed_protocol_client_gets_a_task_to_complete(stack: Stack) -> None:
-    """A seed-only client sees progress 0..100 step by step and one final complete."""
+async def test_classic_protocol_client_gets_a_task_to_complete(stack: Stack) -> None:
+    """A client that speaks only the 2017 protocol sees progress 0..100 step by step and one final complete."""
     started = time.monotonic()
-    messages = await seed_client(stack)
+    messages = await classic_client(stack)
     elapsed = time.monotonic() - started
     progress = [m["progress"] for m in messages]
     assert progress[0] == 0 and progress[-1] == 100

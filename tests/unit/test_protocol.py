@@ -24,8 +24,8 @@ def code_of(frame: str | bytes, limits: p.Limits = DEFAULT_LIMITS) -> str:
     return info.value.code
 
 
-def test_seed_start_is_a_start_of_the_default_kind() -> None:
-    """The seed's bare {"action": "start"} starts the default kind with no params."""
+def test_classic_start_is_a_start_of_the_default_kind() -> None:
+    """The 2017 demo's bare {"action": "start"} starts the default kind with no params."""
     request = p.parse_client_frame('{"action": "start"}')
     assert request == p.Start(kind="rock", params={}, ref=None)
 
@@ -145,7 +145,7 @@ def test_state_machine() -> None:
         p.check_transition("running", "queued")
 
 
-def test_terminal_messages_keep_the_seed_keys() -> None:
+def test_terminal_messages_keep_the_classic_keys() -> None:
     """complete has complete: true and progress 100; failed carries error code+detail."""
     done = p.terminal_message(TASK, p.Status.SUCCEEDED, result={"x": 1})
     assert done["complete"] is True and done["progress"] == 100 and done["result"] == {"x": 1}

@@ -134,7 +134,7 @@ class Tracker:
     def _handle(self, msg: dict[str, Any], now: float) -> Step:
         kind = msg.get("type")
         if kind is None:
-            return IGNORE  # the {"accept": true} greeting, or a seed-style frame
+            return IGNORE  # the {"accept": true} greeting, or a 2017-style frame
         if kind == "error":
             return self._error(msg)
         task_id = msg.get("task_id")

@@ -201,7 +201,7 @@ async function startTask(kind, params) {
   }
 }
 
-// The seed's button: a bare start of the default kind, its progress in #prog-val.
+// The 2017 demo's button: a bare start of the default kind, its progress in #prog-val.
 $("#go-button").addEventListener("click", async () => {
   progVal.classList.remove("complete", "failed");
   progVal.textContent = "0%";

@@ -3,7 +3,7 @@
 Pure: no I/O, no threads, no clocks. :mod:`progrock.local.backend.store` feeds the
 elapsed time in and runs the hash workload in its thread pool.
 
-* ``rock`` — the seed's task: ``step`` percent every ``interval_ms``. Its
+* ``rock`` — the 2017 demo's task: ``step`` percent every ``interval_ms``. Its
   progress is *derived* from the elapsed time, so a rock task costs nothing
   between two polls (no timer, no thread).
 * ``hash`` — a real workload: SHA-256 over :func:`generate_stream`.

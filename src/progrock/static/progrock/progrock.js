@@ -208,7 +208,7 @@ export class TaskHandle extends Emitter {
   }
 
   _applyState(msg) {
-    // `typeof` checks, not truthiness: progress 0 is a value (the seed's bug).
+    // `typeof` checks, not truthiness: progress 0 is a value (the 2017 demo's bug).
     if (typeof msg.progress === "number" && Number.isFinite(msg.progress)) {
       this.progress = msg.progress;
     }

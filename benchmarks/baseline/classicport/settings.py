@@ -1,6 +1,6 @@
-"""Settings of the baseline: the seed's stack, nothing more.
+"""Settings of the baseline: the 2017 demo's stack, nothing more.
 
-The only departure from the seed's configuration is the channel capacity.
+The only departure from the 2017 demo's configuration is the channel capacity.
 channels_redis's default of 100 messages per channel overflows the shared
 ``prog-rocker`` and ``asgi.delay`` channels beyond ~100 concurrent tasks; it
 also overflows the reply channels: all sockets of one Daphne process share one
@@ -18,10 +18,10 @@ import os
 SECRET_KEY = "baseline-benchmark-only"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-INSTALLED_APPS = ["channels", "seedport"]
+INSTALLED_APPS = ["channels", "classicport"]
 MIDDLEWARE: list[str] = []
-ROOT_URLCONF = "seedport.urls"
-ASGI_APPLICATION = "seedport.asgi.application"
+ROOT_URLCONF = "classicport.urls"
+ASGI_APPLICATION = "classicport.asgi.application"
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 DELAY_CHANNEL = "asgi.delay"
-KEY = "seedport:delay"
+KEY = "classicport:delay"
 IDLE_SLEEP = 0.01
 
 

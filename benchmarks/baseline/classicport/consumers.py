@@ -1,12 +1,12 @@
-"""The seed's ``ws_connect``, ``ws_receive`` and ``worker``, as Channels 4 consumers.
+"""The 2017 demo's ``ws_connect``, ``ws_receive`` and ``worker``, as Channels 4 consumers.
 
 Channels 1 routed bare functions; Channels 4 routes consumer classes and
-dispatches every channel message on its ``type``. Otherwise this is the seed:
+dispatches every channel message on its ``type``. Otherwise this is the 2017 demo:
 the socket consumer forwards ``start`` to ``prog-rocker``; the worker sends
 ``{"progress": p}`` to the socket and re-arms itself through the delay server
 (``asgi.delay``) every 200 ms, adding 3 % each time.
 
-The async consumer classes are used (the seed's functions were synchronous):
+The async consumer classes are used (the 2017 demo's functions were synchronous):
 they are Channels 4's cheaper option, so the baseline is not handicapped.
 """
 
@@ -25,7 +25,7 @@ STEP = 3
 
 
 class ProgConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
-    """The socket at ``/prog/`` (the seed's ``ws_connect`` and ``ws_receive``)."""
+    """The socket at ``/prog/`` (the 2017 demo's ``ws_connect`` and ``ws_receive``)."""
 
     async def connect(self) -> None:
         await self.accept()
@@ -45,7 +45,7 @@ class ProgConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
 
 class RockerConsumer(AsyncConsumer):  # type: ignore[misc]
-    """The ``prog-rocker`` worker (the seed's ``worker``)."""
+    """The ``prog-rocker`` worker (the 2017 demo's ``worker``)."""
 
     async def rock_command(self, message: dict[str, Any]) -> None:
         action = message["action"]
