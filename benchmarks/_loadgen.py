@@ -7,8 +7,9 @@ Run by ``run.py`` (never by hand). Talks to its parent over stdin/stdout:
 2. reads ``go <t>`` (a ``time.monotonic()`` instant, shared by all load
    processes on this machine) and starts socket *i* at
    ``t + i / total * start_window``;
-3. records the arrival time and progress of every update until each task
-   completes, fails or times out, closes each socket as its task ends, writes
+3. records the arrival time and progress of every update (and ProgRock's task
+   id, from which ``run.py`` learns when the backend created the task) until
+   each task completes, fails or times out, closes each socket as its task ends, writes
    the records as JSON to ``--out`` and prints ``done``.
 
 The sockets use the lean client of ``_wsclient.py``, not the ``websockets``
@@ -42,6 +43,7 @@ class Task:
         "progress",
         "seqs",
         "t_start",
+        "task_id",
         "times",
     )
 
@@ -52,6 +54,7 @@ class Task:
         self.times: list[float] = []
         self.progress: list[float] = []
         self.seqs: list[int | None] = []
+        self.task_id: str | None = None  # ProgRock's; the 2017 design has none
         self.complete = False
         self.error: str | None = None
 
@@ -63,6 +66,7 @@ class Task:
             "times": self.times,
             "progress": self.progress,
             "seqs": self.seqs,
+            "task_id": self.task_id,
             "complete": self.complete,
             "error": self.error,
         }
@@ -119,6 +123,8 @@ class LoadGen:
                     data = json.loads(frame)
                     kind = classify(data)
                     if kind == "update" or kind == "complete":
+                        if task.task_id is None:
+                            task.task_id = data.get("task_id")
                         task.times.append(now)
                         task.progress.append(float(data.get("progress", 0)))
                         task.seqs.append(data.get("seq"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import sys
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _client import probe
-from _procs import Child, spawn
+from _procs import Child, spawn, wait_until
 
 from progrock.local.redis_server import RedisServer, free_port
 
@@ -40,6 +41,7 @@ class Stack:
     url: str
     redis: RedisServer
     urls: list[str] = field(default_factory=list)  # every web process (url is the first)
+    backend_url: str | None = None  # the reference backend, where the stack runs one
     children: list[Child] = field(default_factory=list)
     workdir: Path | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -195,12 +197,35 @@ def start_progrock(
         env = {"REDIS_URL": stack.redis.url, "PROGROCK_LOG_LEVEL": level}
         argv = [progrock, "up", "--port", str(port), "--workers", str(workers), "--web", str(web)]
         argv += ["--data-dir", str(data_dir)]
-        stack.children.append(spawn("progrock", argv, workdir / "logs", env=env))
+        child = spawn("progrock", argv, workdir / "logs", env=env)
+        stack.children.append(child)
         _wait_ready(stack, timeout)
+        stack.backend_url = _backend_url(child, timeout=10)
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+_BACKEND_LINE = re.compile(r"^\s*backend:\s*(http://\S+)", re.MULTILINE)
+
+
+def _backend_url(child: Child, timeout: float) -> str:
+    """The backend's URL, from the line ``progrock up`` prints once it is up."""
+    found: list[str] = []
+
+    def printed() -> bool:
+        try:
+            found[:] = _BACKEND_LINE.findall(child.log_path.read_text(errors="replace"))
+        except OSError:
+            return False
+        return bool(found)
+
+    try:
+        wait_until(printed, timeout, "progrock up's 'backend: <url>' line")
+    except TimeoutError as exc:
+        raise RuntimeError(f"{exc}; its output:\n{child.log_tail()}") from None
+    return found[0].rstrip("/")
 
 
 def start_stack(target: str, workers: int, keep_logs: Path | None = None, web: int = 1) -> Stack:

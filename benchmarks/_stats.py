@@ -5,15 +5,27 @@ the task's highest so far is a duplicate (the baseline delivers some: two
 ``runworker`` processes on one channels_redis channel re-queue each other's
 in-flight messages, django/channels_redis#163) and is counted apart.
 
-For every update of a task (``k = 0`` is its first progress message):
+Every task is a rock task: step ``k`` (``k`` times 3 %) happens at its backend
+``k * cadence`` (200 ms) after the task began there. An update reports step
+``k = ceil(progress / step)``. For every update of a task:
 
 * **gap**: its arrival time minus the previous update's (``k >= 1``);
-* **lateness**: its arrival time minus ``t0 + k * cadence``, ``t0`` being the
-  arrival of the task's first update and ``k = ceil(progress / step)`` the
-  step of the seed's rock task (3 % per 200 ms) that the update reports — how
-  far behind the ideal 200 ms clock the browser learns of that progress. (``k``
-  comes from the progress, not from the message count, so a skipped update
-  does not make later ones look early.)
+* **freshness** (updates with ``k >= 1``): its arrival time minus the time its
+  step happened at the backend, ``origin + k * cadence`` — how old the
+  progress the browser shows is when it arrives. ``origin`` is when the task
+  began at its backend: the reference backend's ``created_at`` where the run
+  knows it (``task["origin"]``, on the load generator's clock; ProgRock), else
+  the first update's arrival, less the steps it reports (the 2017 design,
+  whose worker is its own backend: its simulated task begins when the worker
+  sends progress 0, one delivery before that arrival, so this understates its
+  freshness by that one delivery);
+* **lateness**: its arrival time minus ``t0 + (k - k0) * cadence``, ``t0``
+  being the arrival of the task's first update and ``k0`` its step: how far
+  behind a 200 ms clock started at the first update. It differs from
+  freshness by the first update's own delay, so it cannot see a constant
+  offset between the backend's steps and the polls. (``k`` comes from the
+  progress, not from the message count, so a skipped update does not make
+  later ones look early.)
 
 The *steady phase* runs from the moment every task has had its first update
 to the moment the first task completes: all tasks are running then. Metrics
@@ -52,6 +64,22 @@ def _dist_ms(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
+def freshness(
+    times: Sequence[float], steps: Sequence[int], cadence: float, origin: float | None = None
+) -> list[tuple[float, float]]:
+    """``(arrival, freshness)`` of each update that reports a step (``k >= 1``), in seconds.
+
+    ``times`` and ``steps`` are a task's advances (arrival, step ``k``); step
+    ``k`` happened at ``origin + k * cadence``. Without an ``origin`` the first
+    advance stands for it (its arrival, less ``steps[0] * cadence``).
+    """
+    if not times:
+        return []
+    if origin is None:
+        origin = times[0] - steps[0] * cadence
+    return [(t, t - (origin + k * cadence)) for t, k in zip(times, steps, strict=True) if k >= 1]
+
+
 def summarize(
     tasks: list[dict[str, Any]],
     usage: dict[str, Any],
@@ -63,6 +91,8 @@ def summarize(
     n = len(tasks)
     gaps: list[tuple[float, float]] = []  # (arrival, gap)
     late: list[tuple[float, float]] = []  # (arrival, lateness)
+    fresh: list[tuple[float, float]] = []  # (arrival, freshness)
+    origins = {"backend": 0, "first_update": 0}
     firsts: list[float] = []
     lasts_done: list[float] = []
     durations: list[float] = []
@@ -102,6 +132,9 @@ def summarize(
         firsts.append(t0)
         if t_start is not None:
             first_update.append(t0 - t_start)
+        origin = task.get("origin")
+        origins["first_update" if origin is None else "backend"] += 1
+        fresh.extend(freshness(times, steps, cadence, origin))
         for i, t in enumerate(times):
             late.append((t, t - (t0 + (steps[i] - steps[0]) * cadence)))
             if i:
@@ -118,11 +151,13 @@ def summarize(
         lo, hi = max(firsts), min(lasts_done)
         in_gaps = [g for t, g in gaps if lo <= t <= hi]
         in_late = [x for t, x in late if lo <= t <= hi]
+        in_fresh = [x for t, x in fresh if lo <= t <= hi]
         in_updates = sum(1 for t in all_times if lo <= t <= hi)
         steady = {
             "window_s": round(hi - lo, 3),
             "gap_ms": _dist_ms(in_gaps),
             "lateness_ms": _dist_ms(in_late),
+            "freshness_ms": _dist_ms(in_fresh),
             "updates_per_s": round(in_updates / (hi - lo), 1),
         }
 
@@ -146,6 +181,10 @@ def summarize(
         "updates_per_s": round(updates / span, 1) if span else None,
         "gap_ms": _dist_ms([g for _, g in gaps]),
         "lateness_ms": _dist_ms([x for _, x in late]),
+        "freshness_ms": _dist_ms([x for _, x in fresh]),
+        # Tasks whose freshness is counted from the backend's created time, and
+        # from their first update (see the module docstring).
+        "freshness_origins": origins,
         "steady": steady,
         "task_duration_ms": _dist_ms(durations),
         "first_update_ms": _dist_ms(first_update),
@@ -175,9 +214,12 @@ ROWS: list[tuple[str, Any]] = [
     ("p50 gap ms", lambda s: s["gap_ms"]["p50"]),
     ("p99 gap ms", lambda s: s["gap_ms"]["p99"]),
     ("max gap ms", lambda s: s["gap_ms"]["max"]),
+    ("p50 freshness ms", lambda s: s["freshness_ms"]["p50"]),
+    ("p99 freshness ms", lambda s: s["freshness_ms"]["p99"]),
     ("p99 lateness ms", lambda s: s["lateness_ms"]["p99"]),
     ("steady p50 gap ms", lambda s: s["steady"] and s["steady"]["gap_ms"]["p50"]),
     ("steady p99 gap ms", lambda s: s["steady"] and s["steady"]["gap_ms"]["p99"]),
+    ("steady p99 freshness ms", lambda s: s["steady"] and s["steady"]["freshness_ms"]["p99"]),
     ("steady p99 lateness ms", lambda s: s["steady"] and s["steady"]["lateness_ms"]["p99"]),
     ("no-advance messages %", lambda s: s["duplicate_pct"]),
     ("repeated seq (protocol)", lambda s: s.get("repeated_seq")),

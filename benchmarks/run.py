@@ -5,9 +5,10 @@ For each N in ``--tasks`` and each target in ``--targets`` this starts a fresh
 stack on 127.0.0.1 (its own private Redis), connects N simulated browsers from
 separate load processes in a ramp, starts one rock task (the 2017 demo's) per browser
 (+3 % per 200 ms, ~6.8 s) spread over ``--start-window`` seconds, records every
-update, then stops the stack. It prints one table per N (both targets side by
-side, with progrock/baseline ratios) and writes everything as JSON to
-``benchmarks/results/<date>-<label>.json`` (or ``--out``).
+update, asks the backend (ProgRock's) when it created each task (freshness is
+counted from there, ``_stats.py``), then stops the stack. It prints one table
+per N (both targets side by side, with progrock/baseline ratios) and writes
+everything as JSON to ``benchmarks/results/<date>-<label>.json`` (or ``--out``).
 
     .venv/bin/python benchmarks/run.py --tasks 100,500,2000
     .venv/bin/python benchmarks/run.py --quick --targets baseline
@@ -35,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil
+from _backend import attach_origins, created_at, wall_minus_monotonic
 from _procs import Child, Sampler, raise_fd_limit, spawn
 from _stacks import TARGETS, Stack, start_stack
 from _stats import summarize, table
@@ -186,6 +188,29 @@ def run_load(stack: Stack, n: int, args: argparse.Namespace, tmp: Path) -> dict[
                 _live_children.remove(child)
 
 
+def add_origins(backend_url: str, tasks: list[dict[str, Any]], name: str) -> None:
+    """Give each task the time its backend created it (``origin``), where the backend knows.
+
+    A task left without one has its freshness counted from its first update
+    (``_stats.py``); the summary's ``freshness_origins`` counts both, and a
+    shortfall is printed here.
+    """
+    ids = [task["task_id"] for task in tasks if task.get("task_id")]
+    try:
+        created = created_at(backend_url, ids)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"{name} WARNING: no created times from {backend_url}: {exc!r}", file=sys.stderr)
+        return
+    found = attach_origins(tasks, created, wall_minus_monotonic())
+    if found < len(ids):
+        print(
+            f"{name} WARNING: the backend knew {found} of {len(ids)} tasks: the others' "
+            "freshness is counted from their first update",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def wait_quiet(limit_s: float, below_pct: float = 20.0) -> float:
     """Wait up to ``limit_s`` for the machine's CPU use to drop below ``below_pct``.
 
@@ -211,6 +236,8 @@ def run_one(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         print(f"  ready in {time.monotonic() - began:.1f}s at {stack.url}", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
             raw = run_load(stack, n, args, Path(tmp))
+        if stack.backend_url:
+            add_origins(stack.backend_url, raw["tasks"], f"[{target} N={n}]")
     finally:
         stack.stop()
         _live_stacks.remove(stack)
@@ -222,6 +249,7 @@ def run_one(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         summary["raw_tasks"] = raw["tasks"]
     print(
         f"  done: {summary['completed']}/{n} complete, p99 gap {summary['gap_ms']['p99']} ms, "
+        f"p99 freshness {summary['freshness_ms']['p99']} ms, "
         f"{summary['cpu_ms_per_update']} CPU ms/update",
         flush=True,
     )

@@ -127,7 +127,7 @@ def test_start_matches_started_by_ref(harness: Any) -> None:
 
 
 def test_progress_zero_is_a_value(harness: Any) -> None:
-    """A progress of 0 is applied and reported (the 2017 demo's `if (data.progress)` bug is fixed)."""
+    """A progress of 0 is applied and reported (the 2017 `if (data.progress)` bug is fixed)."""
     result = run(
         harness,
         """

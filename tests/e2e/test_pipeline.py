@@ -30,7 +30,7 @@ async def classic_client(stack: Stack) -> list[dict[str, object]]:
 
 
 async def test_classic_protocol_client_gets_a_task_to_complete(stack: Stack) -> None:
-    """A client that speaks only the 2017 protocol sees progress 0..100 step by step and one final complete."""
+    """A 2017-protocol-only client sees progress 0..100 step by step and one final complete."""
     started = time.monotonic()
     messages = await classic_client(stack)
     elapsed = time.monotonic() - started
