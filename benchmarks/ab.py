@@ -73,6 +73,8 @@ def run_side(src: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return {
         "p99 gap ms": summary["gap_ms"]["p99"],
         "steady p99 gap ms": (steady.get("gap_ms") or {}).get("p99"),
+        "p50 freshness ms": summary["freshness_ms"]["p50"],
+        "p99 freshness ms": summary["freshness_ms"]["p99"],
         "p99 lateness ms": summary["lateness_ms"]["p99"],
         "p50 first update ms": summary["first_update_ms"]["p50"],
         "CPU ms/update": summary["cpu_ms_per_update"],
