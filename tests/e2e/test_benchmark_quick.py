@@ -50,8 +50,9 @@ def test_quick_baseline_writes_a_result_with_every_task_completed(tmp_path: Path
 
 def test_quick_progrock_counts_freshness_from_the_backends_created_times(tmp_path: Path) -> None:
     """On ProgRock every task's freshness starts at its backend's created time, and
-    every step after the first message is measured."""
+    every update but each task's first (progress 0, the creation) is measured."""
     summary = quick("progrock", tmp_path / "quick.json")
     assert summary["completed"] == 20, summary["errors"]
     assert summary["freshness_origins"] == {"backend": 20, "first_update": 0}
-    assert summary["freshness_ms"]["n"] >= 20 * 34  # steps 1..34 of each task
+    # A poll may skip a step under load, so count the updates, not the 34 steps.
+    assert summary["freshness_ms"]["n"] == summary["updates"] - 20
