@@ -194,7 +194,6 @@ if os.environ.get("PROGROCK_MAX_RUNNING_PER_OWNER"):
     PROGROCK["MAX_RUNNING_PER_OWNER"] = int(os.environ["PROGROCK_MAX_RUNNING_PER_OWNER"])
 if os.environ.get("PROGROCK_SWEEP_INTERVAL"):
     PROGROCK["SWEEP_INTERVAL"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])
-    PROGROCK["STALL_AFTER"] = float(os.environ["PROGROCK_SWEEP_INTERVAL"])
 
 SESSION_COOKIE_SAMESITE = "Lax"
 STATIC_URL = "/static/"
@@ -212,11 +211,3 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {"progrock": {"level": os.environ.get("PROGROCK_LOG_LEVEL", "INFO")}},
 }
-if os.environ.get("PROGROCK_TICK_GRID"):
-    PROGROCK["TICK_GRID"] = float(os.environ["PROGROCK_TICK_GRID"])
-if os.environ.get("PROGROCK_GC_THRESHOLDS"):
-    PROGROCK["GC_THRESHOLDS"] = (
-        None
-        if os.environ["PROGROCK_GC_THRESHOLDS"] == "none"
-        else tuple(int(v) for v in os.environ["PROGROCK_GC_THRESHOLDS"].split(","))
-    )

@@ -34,6 +34,7 @@ from progrock.protocol import (
 )
 from progrock.state.live import Change, TaskStore, get_redis
 from progrock.state.tasks import afinish, arebuild, check_limit, live_fields
+from progrock.tuning import DB_PROGRESS_INTERVAL
 from progrock.values import find_problem
 from progrock.web.forward import forward_start
 
@@ -146,7 +147,7 @@ async def areport_progress(
     now = time.time()
     msg = progress_message(task_id, value, message)
     reply = await store.apply(Change(task_id, msg, Status.RUNNING, value, {"message": message}))
-    if reply > 0 and now - _last_db_write.get(task_id, 0) >= progrock_settings.DB_PROGRESS_INTERVAL:
+    if reply > 0 and now - _last_db_write.get(task_id, 0) >= DB_PROGRESS_INTERVAL:
         _last_db_write[task_id] = now
         await Task.objects.filter(pk=task_id, status=Status.RUNNING.value).aupdate(
             progress=clamp_progress(value), message=message, seq=reply

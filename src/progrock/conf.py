@@ -1,203 +1,287 @@
-"""ProgRock settings: the ``PROGROCK`` dict in Django settings, with defaults.
+"""ProgRock settings: the ``PROGROCK`` dict in Django settings, checked and typed.
 
-Read lazily (``progrock_settings.NAME``) and reset when Django's
-``setting_changed`` signal fires, so ``override_settings`` works in tests.
+``settings.PROGROCK`` is merged over the defaults and checked once, into a
+frozen :class:`ProgRockSettings`; Django's ``setting_changed`` signal drops it,
+so ``override_settings`` works in tests. Read a setting as
+``progrock_settings.NAME`` (typed: no reader casts). What is not a setting,
+a deployer has no reason to change: those numbers are in :mod:`progrock.tuning`.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import FrozenInstanceError, dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, Final, cast
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from progrock import tuning
 from progrock.exceptions import ImproperlyConfigured
 from progrock.protocol import Limits
 
-DEFAULTS: dict[str, Any] = {
-    # Redis that carries ProgRock's own keys (delay set, live task state, fan-out).
-    # Defaults to the REDIS_URL environment variable.
-    "REDIS_URL": None,
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+
+
+def _default_service() -> Mapping[str, Any]:
+    return MappingProxyType(
+        {"BACKEND": "progrock.services.http.HttpTaskService", "OPTIONS": MappingProxyType({})}
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgRockSettings:
+    """The ``PROGROCK`` settings, checked: one typed field per setting (README: Settings)."""
+
+    # Redis for ProgRock's own keys (delay set, live state, fan-out); PROGROCK
+    # without it: the REDIS_URL environment variable, else DEFAULT_REDIS_URL.
+    REDIS_URL: str = DEFAULT_REDIS_URL
     # Prefix of every Redis key and pub/sub channel ProgRock uses.
-    "KEY_PREFIX": "progrock:",
-    # The internal worker channel (the seed's name).
-    "WORKER_CHANNEL": "prog-rocker",
-    # The delay server's channel (Channels 1's name).
-    "DELAY_CHANNEL": "asgi.delay",
-    # Seconds between two polls of a running task (the seed's 200 ms).
-    "POLL_INTERVAL": 0.2,
-    # Backend task service adapter and its keyword arguments.
-    "SERVICE": {
-        "BACKEND": "progrock.services.http.HttpTaskService",
-        "OPTIONS": {},
-    },
-    # Kinds a client may start; None lets the backend decide.
-    "KINDS": ("rock", "hash"),
-    "DEFAULT_KIND": "rock",
-    # Largest accepted WebSocket frame and ``params`` object, in bytes.
-    "MAX_FRAME_BYTES": 65_536,
-    "MAX_PARAMS_BYTES": 8_192,
-    # Concurrently running tasks per owner (None: unlimited).
-    "MAX_RUNNING_PER_OWNER": 20,
-    # Dotted path of ``f(owner: str, task_owner: str, task_id: str) -> bool``.
-    "PERMISSION": "progrock.permissions.is_owner",
-    # Backend retries: capped exponential backoff, then fail after the budget.
-    "RETRY_BASE": 0.2,
-    "RETRY_MAX": 5.0,
-    "FAILURE_BUDGET": 30.0,
-    # Seconds between database writes of a running task's progress.
-    "DB_PROGRESS_INTERVAL": 10.0,
-    # Seconds between sweeps for running tasks whose poll chain was lost, and
-    # how overdue a poll must be before the sweep re-arms it.
-    "SWEEP_INTERVAL": 5.0,
-    "STALL_AFTER": 5.0,
-    # Seconds a forwarded start may go without its task running or ending
-    # before it is forwarded again (its worker was killed, or the message
-    # lost); longer than a backend create may take.
-    "START_TIMEOUT": 10.0,
-    # Most poll ticks the delay server merges into one worker message.
-    "TICK_BATCH": 200,
-    # Seconds a busy delay server lets due messages gather between two passes
-    # (bounds the extra lateness; 0 delivers every message on its own pass).
-    "DELAY_BATCH_WINDOW": 0.004,
-    # Poll ticks are due on a grid of this many seconds, so that tasks share
-    # due times and are polled together: a new task's first tick is one
-    # POLL_INTERVAL after the backend answered its create, rounded up to the
-    # grid; later ticks keep its phase (POLL_INTERVAL should be a multiple;
-    # if not, every tick is rounded). 0: no grid.
-    "TICK_GRID": 0.02,
-    # Garbage-collector thresholds for busy processes (progrock.runtime.tune_gc);
-    # None leaves Python's defaults.
-    "GC_THRESHOLDS": (50_000, 50, 100),
-}
+    KEY_PREFIX: str = "progrock:"
+    # The channel-layer channel the workers consume (runprogrock).
+    WORKER_CHANNEL: str = "prog-rocker"
+    # The channel-layer channel the delay server consumes (rundelay).
+    DELAY_CHANNEL: str = "asgi.delay"
+    # Seconds between two polls of a running task.
+    POLL_INTERVAL: float = 0.2
+    # {"BACKEND": dotted path of a TaskService class or factory, "OPTIONS": its kwargs}.
+    SERVICE: Mapping[str, Any] = field(default_factory=_default_service)
+    # Kinds of task a client may start; None lets the backend decide.
+    KINDS: tuple[str, ...] | None = ("rock", "hash")
+    # The kind of a start that names none.
+    DEFAULT_KIND: str = "rock"
+    # Tasks one owner may have queued or running at once; None: no limit.
+    MAX_RUNNING_PER_OWNER: int | None = 20
+    # Dotted path of ``f(requester, task_owner, task_id) -> bool``: who may watch, cancel.
+    PERMISSION: str = "progrock.permissions.is_owner"
+    # Seconds of backend trouble (failed calls, lost starts) before a task fails.
+    FAILURE_BUDGET: float = 30.0
+    # Seconds a start may go without its task running before it is forwarded
+    # again (a worker killed holding it); longer than a backend create takes.
+    START_TIMEOUT: float = 10.0
+    # Seconds between sweeps for tasks a dead worker left behind (a poll that
+    # many seconds overdue): such a task resumes within about twice this.
+    SWEEP_INTERVAL: float = 5.0
 
 
-def _is_seconds(value: object) -> bool:
-    """A finite int or float (not a bool): a duration setting's type."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+SETTING_NAMES: Final = tuple(f.name for f in fields(ProgRockSettings))
+_NAMES: Final = frozenset(SETTING_NAMES)
+
+# Former settings, and what to do instead (a clear error for an old settings file).
+REMOVED: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "GC_THRESHOLDS": "call progrock.runtime.tune_gc(thresholds=...) in asgi.py instead",
+        "STALL_AFTER": "a poll is overdue after SWEEP_INTERVAL now",
+        "TICK_LEAD": "ticks are delivered when due",
+        "TICK_ALIGN": "there is one tick grid, progrock.tuning.TICK_GRID",
+        "TICK_GRID_LIGHT": "there is one tick grid, progrock.tuning.TICK_GRID",
+        "LIGHT_LOAD": "there is one tick grid, progrock.tuning.TICK_GRID",
+        **{
+            name: f"it is the constant progrock.tuning.{name}"
+            for name in (
+                "TICK_GRID",
+                "TICK_BATCH",
+                "DELAY_BATCH_WINDOW",
+                "RETRY_BASE",
+                "RETRY_MAX",
+                "DB_PROGRESS_INTERVAL",
+                "MAX_FRAME_BYTES",
+                "MAX_PARAMS_BYTES",
+            )
+        },
+    }
+)
 
 
-class Settings:
-    """Lazy view of ``settings.PROGROCK`` merged over :data:`DEFAULTS`."""
+def _bad(name: str, expected: str, value: object) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"PROGROCK[{name!r}] must be {expected}, got {value!r}")
 
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] | None = None
 
-    def _load(self) -> dict[str, Any]:
+def _seconds(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise _bad(name, "a positive number of seconds", value)
+    return float(value)
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _bad(name, "a non-empty string", value)
+    return value
+
+
+def _redis_url(value: object) -> str:
+    if value is None:
+        return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise _bad("REDIS_URL", "a redis://, rediss:// or unix:// URL string (or None)", value)
+    return value
+
+
+def _service(value: object) -> Mapping[str, Any]:
+    expected = "a dict with a dotted-path string 'BACKEND' and optional dict 'OPTIONS'"
+    if not isinstance(value, Mapping):
+        raise _bad("SERVICE", expected, value)
+    unknown = [key for key in value if key not in ("BACKEND", "OPTIONS")]
+    if unknown:
+        hint = _did_you_mean(unknown[0], ("BACKEND", "OPTIONS"))
+        raise ImproperlyConfigured(
+            f"PROGROCK['SERVICE'] has an unknown key {unknown[0]!r}{hint}; "
+            f"expected {expected}, got {value!r}"
+        )
+    backend, options = value.get("BACKEND"), value.get("OPTIONS", {})
+    if not isinstance(backend, str) or not backend:
+        raise _bad("SERVICE", expected, value)
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise _bad("SERVICE", expected, value)
+    return MappingProxyType({"BACKEND": backend, "OPTIONS": MappingProxyType(dict(options))})
+
+
+def _kinds(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, (list, tuple, set, frozenset))
+        or not value
+        or not all(isinstance(k, str) and k for k in value)
+    ):
+        raise _bad("KINDS", "a non-empty list of non-empty strings, or None", value)
+    return tuple(value)
+
+
+def _limit(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _bad("MAX_RUNNING_PER_OWNER", "a positive integer or None", value)
+    return value
+
+
+def _did_you_mean(key: object, known: tuple[str, ...]) -> str:
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _refuse_unknown(user: Mapping[Any, object]) -> None:
+    unknown = [key for key in user if key not in _NAMES]
+    if not unknown:
+        return
+    problems = []
+    for key in unknown:
+        why = REMOVED.get(key) if isinstance(key, str) else None
+        problems.append(
+            f"{key!r} (no longer a setting: {why})"
+            if why
+            else f"{key!r}{_did_you_mean(key, SETTING_NAMES)}"
+        )
+    noun = "an unknown key" if len(problems) == 1 else "unknown keys"
+    raise ImproperlyConfigured(
+        f"settings.PROGROCK has {noun} {', '.join(problems)}; "
+        f"the settings are {', '.join(SETTING_NAMES)}"
+    )
+
+
+def load(user: object) -> ProgRockSettings:
+    """``user`` (``settings.PROGROCK``) checked and merged over the defaults.
+
+    Raises :class:`ImproperlyConfigured` naming the key and quoting the value
+    for a wrong type or value, or for an unknown key (with the closest known one).
+    """
+    if not isinstance(user, Mapping):
+        raise ImproperlyConfigured(
+            f"settings.PROGROCK must be a dict, got {type(user).__name__}: {user!r}"
+        )
+    _refuse_unknown(user)
+    defaults = ProgRockSettings()
+
+    def pick(name: str) -> object:
+        return user[name] if name in user else getattr(defaults, name)
+
+    return ProgRockSettings(
+        REDIS_URL=_redis_url(user.get("REDIS_URL")),
+        KEY_PREFIX=_text("KEY_PREFIX", pick("KEY_PREFIX")),
+        WORKER_CHANNEL=_text("WORKER_CHANNEL", pick("WORKER_CHANNEL")),
+        DELAY_CHANNEL=_text("DELAY_CHANNEL", pick("DELAY_CHANNEL")),
+        POLL_INTERVAL=_seconds("POLL_INTERVAL", pick("POLL_INTERVAL")),
+        SERVICE=_service(pick("SERVICE")),
+        KINDS=_kinds(pick("KINDS")),
+        DEFAULT_KIND=_text("DEFAULT_KIND", pick("DEFAULT_KIND")),
+        MAX_RUNNING_PER_OWNER=_limit(pick("MAX_RUNNING_PER_OWNER")),
+        PERMISSION=_text("PERMISSION", pick("PERMISSION")),
+        FAILURE_BUDGET=_seconds("FAILURE_BUDGET", pick("FAILURE_BUDGET")),
+        START_TIMEOUT=_seconds("START_TIMEOUT", pick("START_TIMEOUT")),
+        SWEEP_INTERVAL=_seconds("SWEEP_INTERVAL", pick("SWEEP_INTERVAL")),
+    )
+
+
+_current: ProgRockSettings | None = None
+
+
+def get_settings() -> ProgRockSettings:
+    """The current settings, checked on first use after start-up or a change."""
+    global _current
+    current = _current
+    if current is None:
         from django.conf import settings
 
-        user = getattr(settings, "PROGROCK", {})
-        if not isinstance(user, Mapping):
-            raise ImproperlyConfigured(
-                f"settings.PROGROCK must be a dict, got {type(user).__name__}: {user!r}"
-            )
-        unknown = sorted(set(user) - set(DEFAULTS))
-        if unknown:
-            raise ImproperlyConfigured(
-                f"settings.PROGROCK has unknown keys {unknown}; expected some of {sorted(DEFAULTS)}"
-            )
-        merged = {**DEFAULTS, **user}
-        if merged["REDIS_URL"] is None:
-            merged["REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        for name in (
-            "POLL_INTERVAL",
-            "RETRY_BASE",
-            "RETRY_MAX",
-            "FAILURE_BUDGET",
-            "DB_PROGRESS_INTERVAL",
-            "SWEEP_INTERVAL",
-            "STALL_AFTER",
-            "START_TIMEOUT",
-        ):
-            value = merged[name]
-            if not _is_seconds(value) or value <= 0:
-                raise ImproperlyConfigured(
-                    f"PROGROCK[{name!r}] must be a positive number of seconds, got {value!r}"
-                )
-        for name in (
-            "DELAY_BATCH_WINDOW",
-            "TICK_GRID",
-        ):
-            value = merged[name]
-            if not _is_seconds(value) or value < 0:
-                raise ImproperlyConfigured(
-                    f"PROGROCK[{name!r}] must be a number of seconds >= 0, got {value!r}"
-                )
-        for name in ("MAX_FRAME_BYTES", "MAX_PARAMS_BYTES", "TICK_BATCH"):
-            value = merged[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ImproperlyConfigured(
-                    f"PROGROCK[{name!r}] must be a positive integer, got {value!r}"
-                )
-        gc_thresholds = merged["GC_THRESHOLDS"]
-        if gc_thresholds is not None and not (
-            isinstance(gc_thresholds, (tuple, list))
-            and len(gc_thresholds) == 3
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in gc_thresholds)
-        ):
-            raise ImproperlyConfigured(
-                "PROGROCK['GC_THRESHOLDS'] must be three positive integers (gen0, gen1, gen2) "
-                f"or None, got {gc_thresholds!r}"
-            )
-        limit = merged["MAX_RUNNING_PER_OWNER"]
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0
-        ):
-            raise ImproperlyConfigured(
-                "PROGROCK['MAX_RUNNING_PER_OWNER'] must be a positive integer or None, "
-                f"got {limit!r}"
-            )
-        service = merged["SERVICE"]
-        if not isinstance(service, Mapping) or not isinstance(service.get("BACKEND"), str):
-            raise ImproperlyConfigured(
-                "PROGROCK['SERVICE'] must be a dict with a dotted-path string 'BACKEND', "
-                f"got {service!r}"
-            )
-        kinds = merged["KINDS"]
-        if kinds is not None:
-            if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
-                raise ImproperlyConfigured(
-                    f"PROGROCK['KINDS'] must be a list of strings or None, got {kinds!r}"
-                )
-            merged["KINDS"] = tuple(kinds)
-        for name in ("KEY_PREFIX", "WORKER_CHANNEL", "DELAY_CHANNEL", "DEFAULT_KIND", "PERMISSION"):
-            if not isinstance(merged[name], str) or not merged[name]:
-                raise ImproperlyConfigured(
-                    f"PROGROCK[{name!r}] must be a non-empty string, got {merged[name]!r}"
-                )
-        return merged
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if self._cache is None:
-            self._cache = self._load()
-        try:
-            return self._cache[name]
-        except KeyError:
-            raise AttributeError(f"no ProgRock setting {name!r}") from None
-
-    def reload(self) -> None:
-        self._cache = None
+        current = _current = load(getattr(settings, "PROGROCK", {}))
+    return current
 
 
-progrock_settings = Settings()
+def reload() -> None:
+    """Forget the checked settings: the next read checks ``settings.PROGROCK`` again."""
+    global _current
+    _current = None
+
+
+class _CurrentSettings:
+    """Stands for :func:`get_settings`'s result, read at each attribute access."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> object:
+        if name not in _NAMES:
+            hint = _did_you_mean(name, SETTING_NAMES)
+            raise AttributeError(f"no ProgRock setting {name!r}{hint}")
+        return getattr(get_settings(), name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(
+            f"cannot assign to ProgRock setting {name!r}: use override_settings(PROGROCK=...)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<current {get_settings()!r}>"
+
+
+# Typed as the dataclass it stands for, so that ``progrock_settings.NAME`` has
+# the setting's real type; always the current settings (after any change).
+progrock_settings: Final = cast(ProgRockSettings, _CurrentSettings())
 
 
 def protocol_limits() -> Limits:
     """What clients may send, from the settings (for the socket and the HTTP API)."""
+    current = get_settings()
     return Limits(
-        max_frame_bytes=progrock_settings.MAX_FRAME_BYTES,
-        max_params_bytes=progrock_settings.MAX_PARAMS_BYTES,
-        kinds=progrock_settings.KINDS,
-        default_kind=progrock_settings.DEFAULT_KIND,
+        max_frame_bytes=tuning.MAX_FRAME_BYTES,
+        max_params_bytes=tuning.MAX_PARAMS_BYTES,
+        kinds=current.KINDS,
+        default_kind=current.DEFAULT_KIND,
     )
 
 
 @receiver(setting_changed)
 def _reload(*, setting: str, **kwargs: object) -> None:
     if setting == "PROGROCK":
-        progrock_settings.reload()
+        reload()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from django.core import exceptions as django_exceptions
+
 
 class ProgRockError(Exception):
     """Base class of every ProgRock error."""
 
 
-class ImproperlyConfigured(ProgRockError):
-    """A ``PROGROCK`` setting has a wrong type or value."""
+class ImproperlyConfigured(ProgRockError, django_exceptions.ImproperlyConfigured):
+    """A ``PROGROCK`` setting has a wrong type or value (also Django's ImproperlyConfigured)."""
 
 
 class ProtocolError(ProgRockError):

@@ -16,7 +16,7 @@ class Task(models.Model):
     Status changes follow :data:`progrock.protocol.TRANSITIONS`; the worker
     writes them with conditional updates, so a terminal state is never left.
     Live progress lives in Redis and is copied here at most every
-    ``PROGROCK["DB_PROGRESS_INTERVAL"]`` seconds.
+    ``progrock.tuning.DB_PROGRESS_INTERVAL`` seconds.
     """
 
     STATUS_CHOICES = [(s.value, s.value) for s in Status]

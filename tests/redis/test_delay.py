@@ -27,6 +27,7 @@ from progrock.delay import (
     send_delayed,
     send_delayed_sync,
 )
+from progrock.delay import server as delay_server
 
 pytestmark = pytest.mark.redis
 
@@ -154,9 +155,12 @@ async def test_ack_keeps_rescheduled_key(
     assert (await store.counts())["keys"] == 1
 
 
-async def test_merge(redis_url: str, layer: RedisChannelLayer) -> None:
+async def test_merge(
+    redis_url: str, layer: RedisChannelLayer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Due merge messages of one channel and type become one send of at most TICK_BATCH."""
-    with override_settings(PROGROCK=_settings(redis_url, TICK_BATCH=2)):
+    monkeypatch.setattr(delay_server, "TICK_BATCH", 2)
+    with override_settings(PROGROCK=_settings(redis_url)):
         store = DelayStore.from_settings()
         ticks = [{"type": "progrock.poll", "ticks": [[f"t{i}", i]], "v": i} for i in range(5)]
         await store.schedule_many(

@@ -574,7 +574,6 @@ async def test_each_event_loop_has_one_worker_built_from_the_settings(
     conf = {
         "REDIS_URL": redis_url,
         "POLL_INTERVAL": 0.5,
-        "TICK_GRID": 0.05,
         "SERVICE": {
             "BACKEND": "progrock.services.http.HttpTaskService",
             "OPTIONS": {"url": backend.url},
@@ -585,7 +584,7 @@ async def test_each_event_loop_has_one_worker_built_from_the_settings(
         built = consumer.get_worker()
         try:
             assert consumer.get_worker() is built
-            assert (built.cadence.interval_ms, built.cadence.grid_ms) == (500.0, 50.0)
+            assert (built.cadence.interval_ms, built.cadence.grid_ms) == (500.0, 20.0)
             assert isinstance(built.service, HttpTaskService)
         finally:
             del consumer._workers[loop]

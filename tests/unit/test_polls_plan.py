@@ -74,7 +74,7 @@ def test_an_answer_after_failures_clears_them() -> None:
 def test_backend_trouble_backs_off_to_a_tick_on_the_grid() -> None:
     """A failed poll retries after the backoff, on the tick grid, counting the failure."""
     p = plan()
-    with override_settings(PROGROCK={"RETRY_BASE": 0.2, "RETRY_MAX": 5.0, "FAILURE_BUDGET": 30}):
+    with override_settings(PROGROCK={"FAILURE_BUDGET": 30}):
         p.add("t1", STATE._replace(fails=1, fail_since=NOW - 3.0), ServiceError("down"), FOLLOWING)
     [tick] = p.next_ticks
     assert tick.due_ms == NOW * 1000 + 400.0  # second failure: 0.4 s, on the 20 ms grid

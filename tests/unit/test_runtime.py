@@ -1,16 +1,15 @@
-"""Process tuning: the garbage collector's thresholds come from settings."""
+"""Process tuning: tune_gc applies the thresholds it is given, or the defaults."""
 
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Iterator
 
 import pytest
-from django.test import override_settings
 
-from progrock.conf import progrock_settings
-from progrock.exceptions import ImproperlyConfigured
 from progrock.runtime import tune_gc
+from progrock.tuning import GC_THRESHOLDS
 
 
 @pytest.fixture(autouse=True)
@@ -22,23 +21,24 @@ def restore_gc() -> Iterator[None]:
 
 
 def test_tune_gc_applies_the_thresholds_and_freezes_what_exists() -> None:
-    with override_settings(PROGROCK={"GC_THRESHOLDS": (12_345, 20, 30)}):
-        assert tune_gc() is True
+    """The given thresholds are set, and what exists now is frozen out of the collector."""
+    gc.unfreeze()
+    tune_gc(thresholds=(12_345, 20, 30))
     assert gc.get_threshold() == (12_345, 20, 30)
     assert gc.get_freeze_count() > 0
 
 
-def test_none_leaves_the_collector_alone() -> None:
+def test_tune_gc_defaults_to_the_documented_thresholds() -> None:
+    """Without an argument (runprogrock, rundelay) it applies (50_000, 50, 100)."""
     gc.set_threshold(700, 10, 10)
-    with override_settings(PROGROCK={"GC_THRESHOLDS": None}):
-        assert tune_gc() is False
+    tune_gc()
+    assert gc.get_threshold() == GC_THRESHOLDS == (50_000, 50, 100)
+
+
+@pytest.mark.parametrize("bad", [(1, 2), (0, 10, 10), ("1", 2, 3), 5, (True, 2, 3), None])
+def test_bad_thresholds_are_refused_with_the_value(bad: object) -> None:
+    """Anything but three positive integers is refused, quoting it, and changes nothing."""
+    gc.set_threshold(700, 10, 10)
+    with pytest.raises(ValueError, match=rf"thresholds must be .*got {re.escape(repr(bad))}"):
+        tune_gc(thresholds=bad)  # type: ignore[arg-type]
     assert gc.get_threshold() == (700, 10, 10)
-
-
-@pytest.mark.parametrize("bad", [(1, 2), (0, 10, 10), ("1", 2, 3), 5, (True, 2, 3)])
-def test_bad_thresholds_are_refused_by_name(bad: object) -> None:
-    with (
-        override_settings(PROGROCK={"GC_THRESHOLDS": bad}),
-        pytest.raises(ImproperlyConfigured, match="GC_THRESHOLDS"),
-    ):
-        progrock_settings.GC_THRESHOLDS  # noqa: B018

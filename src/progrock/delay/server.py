@@ -17,6 +17,14 @@ from redis.exceptions import RedisError
 from progrock.conf import progrock_settings
 from progrock.delay.envelope import Delivery, Envelope, InvalidEnvelope, Pending, plan_deliveries
 from progrock.delay.store import DelayStore, now_ms
+from progrock.tuning import (
+    DELAY_BATCH_WINDOW,
+    DELAY_CLAIM_LIMIT,
+    DELAY_LEASE,
+    DELAY_RECHECK,
+    DELAY_RETRY,
+    TICK_BATCH,
+)
 
 logger = logging.getLogger("progrock.delay")
 
@@ -111,20 +119,16 @@ class DelayServer:
         store: DelayStore | None = None,
         layer: BaseChannelLayer | None = None,
         *,
-        lease_ms: float = 30_000.0,
-        claim_limit: int = 1000,
-        retry_ms: float = 100.0,
-        recheck_s: float = 1.0,
-        batch_window_ms: float | None = None,
+        lease_ms: float = DELAY_LEASE * 1000,
+        claim_limit: int = DELAY_CLAIM_LIMIT,
+        retry_ms: float = DELAY_RETRY * 1000,
+        recheck_s: float = DELAY_RECHECK,
+        batch_window_ms: float = DELAY_BATCH_WINDOW * 1000,
     ) -> None:
         # After a pass that delivered something, the next pass waits until this
         # long after the last one began: under load, due messages pile up into
         # fewer, larger (merged) deliveries; when idle, nothing waits.
-        self.batch_window_ms = (
-            float(progrock_settings.DELAY_BATCH_WINDOW) * 1000
-            if batch_window_ms is None
-            else batch_window_ms
-        )
+        self.batch_window_ms = batch_window_ms
         self._store = store
         self._layer = layer
         self._stopping = False
@@ -361,7 +365,7 @@ class DelayServer:
                 logger.warning("dropping malformed stored message %r: %s", message_id, exc)
                 dropped.append((message_id, None))
         by_channel: dict[str, list[Delivery]] = {}
-        for delivery in plan_deliveries(messages, progrock_settings.TICK_BATCH):
+        for delivery in plan_deliveries(messages, TICK_BATCH):
             by_channel.setdefault(delivery.channel, []).append(delivery)
         # Channels concurrently, each channel in order: concurrent sends to one
         # channel would slip past channels_redis's capacity check.
@@ -410,7 +414,7 @@ class DelayServer:
 
     async def _sweep_loop(self) -> None:
         while not self._stopping:
-            interval = float(progrock_settings.SWEEP_INTERVAL)
+            interval = progrock_settings.SWEEP_INTERVAL
             try:
                 if await self.store.try_lock("sweep:lock", max(1, int(interval * 1000))):
                     await self.layer.send(progrock_settings.WORKER_CHANNEL, _SWEEP)

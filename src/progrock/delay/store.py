@@ -26,10 +26,7 @@ import redis.asyncio
 from progrock.conf import progrock_settings
 from progrock.delay import _scripts
 from progrock.delay.envelope import Envelope, Pending
-
-# Explicit timeouts: never rely on a client library default.
-SOCKET_TIMEOUT = 10.0
-CONNECT_TIMEOUT = 5.0
+from progrock.tuning import REDIS_CONNECT_TIMEOUT, REDIS_SOCKET_TIMEOUT
 
 
 def now_ms() -> float:
@@ -102,8 +99,8 @@ class DelayStore:
         client = redis.asyncio.Redis.from_url(
             url,
             decode_responses=True,
-            socket_timeout=SOCKET_TIMEOUT,
-            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
         )
         return cls(client, prefix)
 
@@ -268,8 +265,8 @@ def _sync_client(url: str) -> redis.Redis:
             client = _sync_clients[url] = redis.Redis.from_url(
                 url,
                 decode_responses=True,
-                socket_timeout=SOCKET_TIMEOUT,
-                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=REDIS_SOCKET_TIMEOUT,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
             )
         return client
 

@@ -29,6 +29,7 @@ from progrock.protocol import (
 )
 from progrock.state.live import UNKNOWN, Change, TaskStore
 from progrock.state.rows import ended_statuses, update_each, update_each_guarded, write_alias
+from progrock.tuning import REBUILD_SEQ_MARGIN
 
 # -- state changes shared by worker and push API ------------------------------------
 
@@ -42,11 +43,6 @@ END_FROM: Final[Mapping[Status, frozenset[Status]]] = {
     Status.FAILED: frozenset({Status.QUEUED, Status.RUNNING}),
     Status.CANCELLED: frozenset({Status.QUEUED, Status.RUNNING}),
 }
-
-
-# The database copies seq only now and then; a rebuilt live state starts this
-# far ahead so its messages are not taken for old ones by sockets that saw more.
-REBUILD_SEQ_MARGIN = 1000
 
 
 def live_fields(task: Task, *, rebuilt: bool = False) -> dict[str, Any]:

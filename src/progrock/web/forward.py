@@ -23,19 +23,11 @@ from redis.exceptions import RedisError
 from progrock.conf import progrock_settings
 from progrock.delay.store import default_store
 from progrock.exceptions import ProgRockError
+from progrock.tuning import FORWARD_BATCH, FORWARD_TIMEOUT, FORWARD_WINDOW
 from progrock.worker import start_watch
 
 logger = logging.getLogger("progrock.forward")
 
-# Starts forwarded together in one channel-layer message, at most this many.
-FORWARD_BATCH = 100
-# Seconds a start waits for others to share its channel-layer message and its
-# watchdog call (a few Redis round trips each): at 100 starts a second, most
-# would otherwise go alone.
-FORWARD_WINDOW = 0.01
-# Seconds a batch's watchdog call and send may take together before its
-# callers are told it failed (a frozen Redis must not hold them forever).
-FORWARD_TIMEOUT = 3.0
 # Failures of Redis or the channel layer themselves: the same for every start
 # of a batch, so every caller gets them. Any other failure belongs to a
 # start (a value the layer cannot serialise): the batch is split to find it.

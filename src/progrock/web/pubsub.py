@@ -24,9 +24,7 @@ import hiredis
 from redis.asyncio.connection import RedisSSLContext
 from redis.connection import SSLConnection, parse_url
 
-# Replies held before the socket stops being read (backpressure to Redis,
-# whose client-output-buffer limit then applies as it would to any client).
-HIGH_WATER = 10_000
+from progrock.tuning import PUBSUB_HIGH_WATER
 
 Reply = Any  # hiredis gives nested lists of bytes, ints and hiredis.ReplyError
 
@@ -69,7 +67,11 @@ class _Protocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        if len(self.replies) >= HIGH_WATER and not self.paused and self.transport is not None:
+        if (
+            len(self.replies) >= PUBSUB_HIGH_WATER
+            and not self.paused
+            and self.transport is not None
+        ):
             self.paused = True
             self.transport.pause_reading()
         self._wake()

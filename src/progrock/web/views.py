@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from progrock import api, exceptions, permissions
-from progrock.conf import progrock_settings, protocol_limits
+from progrock.conf import protocol_limits
 from progrock.exceptions import ProtocolError
 from progrock.protocol import (
     Start,
@@ -29,6 +29,7 @@ from progrock.protocol import (
     parse_task_id,
 )
 from progrock.state import reads
+from progrock.tuning import MAX_FRAME_BYTES
 from progrock.web import forward, limits
 from progrock.web.failures import REQUEST_TIMEOUT, error_for
 
@@ -82,11 +83,11 @@ async def task_list(request: HttpRequest) -> HttpResponse:
         owner = await _owner(request, create=False)
         views = await reads.alist_views(owner) if owner else []
         return JsonResponse({"type": "tasks", "tasks": [v.snapshot() for v in views]})
-    if len(request.body) > progrock_settings.MAX_FRAME_BYTES:
+    if len(request.body) > MAX_FRAME_BYTES:
         return _error(
             413,
             "frame_too_large",
-            f"body is {len(request.body)} bytes, more than {progrock_settings.MAX_FRAME_BYTES}",
+            f"body is {len(request.body)} bytes, more than {MAX_FRAME_BYTES}",
         )
     try:
         data = json.loads(request.body or b"{}")

@@ -25,6 +25,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import aclose_old_connections
 
+from progrock import tuning
 from progrock.worker.cancel import cancel
 from progrock.worker.context import Worker
 from progrock.worker.polls import parse_ticks, poll
@@ -66,11 +67,13 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
     crowd its event loop and delay the polls of running tasks.
     """
 
-    LANES = {"poll": 32, "control": 16}
-    START_BATCH = 100
-    START_RUNNERS = 4
-    START_PATIENCE = 0.5
-    START_WINDOW = 0.02
+    # The values and their whys are in progrock.tuning; per instance here so
+    # that a test can change them for one consumer.
+    LANES = tuning.WORKER_LANES
+    START_BATCH = tuning.START_BATCH
+    START_RUNNERS = tuning.START_RUNNERS
+    START_PATIENCE = tuning.START_PATIENCE
+    START_WINDOW = tuning.START_WINDOW
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' default dispatch hops to a thread to close stale database

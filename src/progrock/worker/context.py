@@ -15,6 +15,7 @@ from progrock.delay import DelayStore
 from progrock.services import load_service
 from progrock.services.base import TaskService
 from progrock.state.live import TaskStore
+from progrock.tuning import TICK_BATCH, TICK_GRID
 from progrock.worker.progress_copy import ProgressCopy
 
 
@@ -23,16 +24,16 @@ class Cadence:
     """When poll ticks are due and how they travel (see :mod:`progrock.worker.ticks`)."""
 
     interval_ms: float  # POLL_INTERVAL
-    grid_ms: float  # TICK_GRID (0: none)
-    batch: int  # TICK_BATCH: most ticks in one delayed message
+    grid_ms: float  # tuning.TICK_GRID (0: none)
+    batch: int  # tuning.TICK_BATCH: most ticks in one delayed message
     channel: str  # WORKER_CHANNEL: where the delay server delivers them
 
     @classmethod
     def from_settings(cls) -> Cadence:
         return cls(
             interval_ms=progrock_settings.POLL_INTERVAL * 1000,
-            grid_ms=progrock_settings.TICK_GRID * 1000,
-            batch=progrock_settings.TICK_BATCH,
+            grid_ms=TICK_GRID * 1000,
+            batch=TICK_BATCH,
             channel=progrock_settings.WORKER_CHANNEL,
         )
 

@@ -42,6 +42,7 @@ from progrock.state.scripts import (
     RATE_PROGRESS,
     RATE_TIME,
 )
+from progrock.tuning import DB_PROGRESS_INTERVAL, RETRY_BASE, RETRY_MAX
 from progrock.worker.context import Worker
 from progrock.worker.schedule import schedule_ticks
 from progrock.worker.ticks import Tick, next_due, on_grid
@@ -137,7 +138,7 @@ async def _poll(worker: Worker, ticks: Sequence[Tick], times: PollTimes) -> None
         statuses = {ref: exc for ref in refs}
     now, clock_ms = time.time(), now_ms()
     times.answered_ms = clock_ms
-    plan = PollPlan(now, clock_ms, grid, progrock_settings.DB_PROGRESS_INTERVAL)
+    plan = PollPlan(now, clock_ms, grid, DB_PROGRESS_INTERVAL)
     for ref, task_id in refs.items():
         state, following = running[task_id]
         result = (
@@ -313,7 +314,7 @@ def backend_trouble(
             )
         )
         return None
-    delay = backoff(fails, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX)
+    delay = backoff(fails, RETRY_BASE, RETRY_MAX)
     logger.warning(
         "poll of %s failed (%s); attempt %d, retrying in %.1fs", task_id, exc, fails, delay
     )

@@ -54,7 +54,7 @@ def next_attempt(message: Mapping[str, Any], now: float) -> dict[str, Any]:
     of the start) and ``lost_since``: kept from an earlier loss, else the
     time the watchdog fires (the start counts as lost from then on).
     """
-    lost = message.get("lost_since") or now + float(progrock_settings.START_TIMEOUT)
+    lost = message.get("lost_since") or now + progrock_settings.START_TIMEOUT
     content = {k: v for k, v in message.items() if k != "starts"}
     return {
         **content,
@@ -66,7 +66,7 @@ def next_attempt(message: Mapping[str, Any], now: float) -> dict[str, Any]:
 
 def watchdogs(messages: Iterable[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
     """Delay-store envelopes of the watchdogs of start messages (``{"task_id", ...}``)."""
-    delay_ms = float(progrock_settings.START_TIMEOUT) * 1000
+    delay_ms = progrock_settings.START_TIMEOUT * 1000
     return [
         {
             "channel": progrock_settings.WORKER_CHANNEL,
@@ -101,7 +101,7 @@ def budget_spent(message: Mapping[str, Any], now: float) -> bool:
     lost = message.get("lost_since")
     if not lost:
         return False
-    return now - float(lost) > float(progrock_settings.FAILURE_BUDGET)
+    return now - float(lost) > progrock_settings.FAILURE_BUDGET
 
 
 def claim_key(prefix: str, task_id: str, claim_id: str) -> str:

@@ -39,6 +39,7 @@ from progrock.services.base import ServiceStatus, TaskService
 from progrock.state import tasks
 from progrock.state.live import UNKNOWN, Change
 from progrock.state.scripts import DB_WRITTEN, LAST_POLL, NEXT_DUE, RATE_PROGRESS, RATE_TIME
+from progrock.tuning import RETRY_BASE, RETRY_MAX
 from progrock.worker import start_watch
 from progrock.worker.cancel import cancel_backend
 from progrock.worker.context import Worker
@@ -274,7 +275,7 @@ class CreateOutcome:
 
 def _retry(r: StartRequest, error: ServiceError, first_failure: float) -> dict[str, Any]:
     """The delayed next attempt of a start whose create failed transiently."""
-    delay = backoff(r.attempt + 1, progrock_settings.RETRY_BASE, progrock_settings.RETRY_MAX)
+    delay = backoff(r.attempt + 1, RETRY_BASE, RETRY_MAX)
     logger.warning("start of %s failed (%s); retrying in %.1fs", r.task_id, error, delay)
     return {
         "channel": progrock_settings.WORKER_CHANNEL,

@@ -6,7 +6,7 @@ servers); the worker that receives it
 
 * re-arms running tasks whose poll chain was lost (a worker killed between
   a tick and the next, a flushed delay set): their next tick is overdue by
-  more than ``STALL_AFTER`` seconds. The re-armed tick replaces the lost
+  more than ``SWEEP_INTERVAL`` seconds. The re-armed tick replaces the lost
   one: if the old tick turns up after all, it is stale and dropped;
 * fails tasks stuck in ``queued`` (their start message was lost);
 * announces ends that the database has but live state lacks (a crash
@@ -42,7 +42,7 @@ logger = logging.getLogger("progrock.worker")
 async def sweep(worker: Worker) -> int:
     """Repair what crashes and lost messages left behind; returns how many poll
     chains it re-armed."""
-    stall = progrock_settings.STALL_AFTER
+    stall = progrock_settings.SWEEP_INTERVAL
     now = time.time()
     active = Task.objects.filter(status__in=[s.value for s in ACTIVE], push=False)
     # One thread hop for the whole scan (async iteration hops per 100 rows).
@@ -51,7 +51,7 @@ async def sweep(worker: Worker) -> int:
     rows = [(str(pk), status, ref) for pk, status, ref in found]
     running = [pk for pk, status, ref in rows if status == Status.RUNNING.value and ref]
     # A live chain keeps moving the task's next due tick ('nd') forward; one
-    # overdue by more than STALL_AFTER was lost (or its worker died). A task
+    # overdue by more than SWEEP_INTERVAL was lost (or its worker died). A task
     # with no 'nd' yet (rebuilt) was due one interval after its last poll.
     # Checked in Redis: at thousands of running tasks, decoding every task's
     # fields here cost a worker about 0.1 s of CPU per sweep, held up polls.
@@ -95,7 +95,7 @@ async def _sweep_queued(
     takes and re-arms it. And only while its row is still queued: one
     started meanwhile is left alone.
     """
-    stuck_after = progrock_settings.FAILURE_BUDGET + progrock_settings.STALL_AFTER
+    stuck_after = progrock_settings.FAILURE_BUDGET + progrock_settings.SWEEP_INTERVAL
     queued = [pk for pk, status, _ in rows if status == Status.QUEUED.value]
     cutoff = datetime.fromtimestamp(now - stuck_after, UTC)
     stuck = [
