@@ -77,7 +77,7 @@ async def test_a_lost_connection_is_reported_after_what_arrived_before(
 async def test_reading_pauses_at_the_high_water_mark_and_loses_nothing(
     redis_url: str, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pubsub, "PUBSUB_HIGH_WATER", 5)
+    monkeypatch.setattr(pubsub, "HIGH_WATER", 5)
     conn = await PubSubConnection.open(redis_url)
     conn.subscribe("t:flood")
     await read_until(conn, 1)

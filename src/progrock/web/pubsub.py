@@ -24,7 +24,7 @@ import hiredis
 from redis.asyncio.connection import RedisSSLContext
 from redis.connection import SSLConnection, parse_url
 
-from progrock.tuning import PUBSUB_HIGH_WATER
+from progrock.tuning import PUBSUB_HIGH_WATER as HIGH_WATER
 
 Reply = Any  # hiredis gives nested lists of bytes, ints and hiredis.ReplyError
 
@@ -67,11 +67,7 @@ class _Protocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        if (
-            len(self.replies) >= PUBSUB_HIGH_WATER
-            and not self.paused
-            and self.transport is not None
-        ):
+        if len(self.replies) >= HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
         self._wake()
