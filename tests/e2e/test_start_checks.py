@@ -8,11 +8,13 @@ And a right DATABASE_URL: ``progrock up`` hands it to its children and migrates 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -103,16 +105,16 @@ def wait_for_line(process: subprocess.Popen[str], words: str) -> list[str]:
     raise AssertionError(f"exited ({process.wait()}) without {words!r}: {lines}")
 
 
-def test_a_worker_waits_for_an_unreachable_redis_saying_so_once(tmp_path: Path) -> None:
-    """A well-formed REDIS_URL where nothing listens yet: runprogrock logs one line naming
-    REDIS_URL and keeps waiting (under compose or systemd Redis may start later)."""
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(PROGROCK_DATA_DIR=str(tmp_path / "data"), REDIS_URL=url)
+@contextlib.contextmanager
+def waiting_worker(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """A runprogrock started with ``env`` as its database/Redis settings, and its output
+    up to its "waiting for it" line; checked to be still waiting, then killed."""
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    base.update(PROGROCK_DATA_DIR=str(tmp_path / "data"), **env)
     process = subprocess.Popen(
         django("runprogrock"),
         cwd=tmp_path,
-        env=env,
+        env=base,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -122,14 +124,23 @@ def test_a_worker_waits_for_an_unreachable_redis_saying_so_once(tmp_path: Path) 
     timer.start()
     try:
         lines = wait_for_line(process, "waiting for it")
-        assert f"REDIS_URL: cannot reach Redis at {url}" in lines[-1], lines
         with pytest.raises(subprocess.TimeoutExpired):
             process.wait(timeout=3)  # still waiting, not exited
+        yield process, lines
     finally:
         timer.cancel()
         process.kill()
         process.wait()
-    rest = process.stdout.read() if process.stdout else ""
+
+
+def test_a_worker_waits_for_an_unreachable_redis_saying_so_once(tmp_path: Path) -> None:
+    """A well-formed REDIS_URL where nothing listens yet: runprogrock logs one line naming
+    REDIS_URL and keeps waiting (under compose or systemd Redis may start later)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with waiting_worker(tmp_path, REDIS_URL=url) as (process, lines):
+        assert f"REDIS_URL: cannot reach Redis at {url}" in lines[-1], lines
+        process.kill()
+        rest = process.stdout.read() if process.stdout else ""
     assert "waiting for it" not in rest, rest  # one line, not one per retry
 
 
@@ -141,30 +152,10 @@ def test_a_worker_waits_for_an_unreachable_database_saying_so_once(
     pytest.importorskip("psycopg")
     port = free_port()
     url = BAD_DATABASE.format(port=port)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(PROGROCK_DATA_DIR=str(tmp_path / "data"), DATABASE_URL=url, REDIS_URL=redis_url)
-    process = subprocess.Popen(
-        django("runprogrock"),
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    timer = threading.Timer(TIMEOUT, process.kill)
-    timer.start()
-    try:
-        lines = wait_for_line(process, "waiting for it")
+    with waiting_worker(tmp_path, DATABASE_URL=url, REDIS_URL=redis_url) as (_, lines):
         expected = f"DATABASE_URL: cannot connect to postgresql at 127.0.0.1:{port}/"
         assert expected in lines[-1], lines
         assert "s3cret" not in "\n".join(lines), lines
-        with pytest.raises(subprocess.TimeoutExpired):
-            process.wait(timeout=3)
-    finally:
-        timer.cancel()
-        process.kill()
-        process.wait()
 
 
 @pytest.mark.parametrize("command", ["runprogrock", "rundelay", "migrate"])
