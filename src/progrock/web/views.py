@@ -30,7 +30,7 @@ from progrock.protocol import (
 )
 from progrock.state import reads
 from progrock.tuning import MAX_FRAME_BYTES
-from progrock.web import forward, limits
+from progrock.web import forward, limits, liveness
 from progrock.web.failures import REQUEST_TIMEOUT, error_for
 
 View = Callable[..., Coroutine[Any, Any, HttpResponse]]
@@ -107,6 +107,7 @@ async def task_list(request: HttpRequest) -> HttpResponse:
     refusal = limits.starts.refusal(owner, request.META.get("REMOTE_ADDR") or None)
     if refusal is not None:
         return _error(429, "rate_limited", refusal, action="start")
+    await liveness.require_live(action="start")  # 503 unavailable, naming what is missing
     try:
         task_id = await api.astart_task(start.kind, start.params, owner=owner)
     except exceptions.TooManyTasks as exc:
