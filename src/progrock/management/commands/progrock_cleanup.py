@@ -54,6 +54,7 @@ class Command(BaseCommand):
             self._parser.error(
                 "--older-than is required: PROGROCK['RETENTION'] is None (keep every row)"
             )
+            return  # not reached: error() exits (or raises CommandError under call_command)
         shown = retention.format_duration(seconds)
         if options["dry_run"]:
             count = retention.ended_before(seconds).count()
