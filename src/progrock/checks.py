@@ -17,8 +17,8 @@ progrock.E006    ``PERMISSION`` cannot be imported, or is not callable
 progrock.E007    no usable default channel layer (``CHANNEL_LAYERS``)
 progrock.E008    ``ASGI_APPLICATION`` is not set
 progrock.W001    the in-memory channel layer: workers and the delay server never see a message
-progrock.W002    ``daphne`` is not in ``INSTALLED_APPS``: ``runserver`` serves no socket
-progrock.W003    ``daphne`` comes after ``django.contrib.staticfiles``: its ``runserver`` loses
+progrock.W002    (DEBUG) ``daphne`` is not in ``INSTALLED_APPS``: ``runserver`` serves no socket
+progrock.W003    (DEBUG) ``daphne`` after ``django.contrib.staticfiles``: its ``runserver`` loses
 progrock.W004    ``django.contrib.staticfiles`` is not installed: ``progrock.js`` is not served
 progrock.W010    (deploy) ``KINDS`` is None: any client may start any kind the backend has
 progrock.W011    (deploy) ``MAX_RUNNING_PER_OWNER`` is None: one visitor may start without limit
@@ -214,7 +214,9 @@ def check_asgi_and_static(
         )
     apps = list(settings.INSTALLED_APPS)
     staticfiles = "django.contrib.staticfiles"
-    if "daphne" not in apps:
+    if not settings.DEBUG:
+        pass  # runserver is for development: a production site runs an ASGI server
+    elif "daphne" not in apps:
         found.append(
             Warning(
                 "'daphne' is not in INSTALLED_APPS: manage.py runserver serves plain HTTP "

@@ -124,17 +124,21 @@ def installed_apps() -> Iterator[list[str]]:
     yield list(settings.INSTALLED_APPS)
 
 
-def test_runserver_without_daphne_is_w002(installed_apps: list[str]) -> None:
-    """No 'daphne': runserver serves no socket (W002)."""
-    with override_settings(INSTALLED_APPS=[a for a in installed_apps if a != "daphne"]):
+def test_runserver_without_daphne_is_w002_under_debug(installed_apps: list[str]) -> None:
+    """No 'daphne' with DEBUG on: runserver serves no socket (W002); with DEBUG off (a
+    production site runs an ASGI server) nothing is said."""
+    without = [a for a in installed_apps if a != "daphne"]
+    with override_settings(INSTALLED_APPS=without, DEBUG=True):
         text = check()
     assert "progrock.W002" in text and "the socket at /prog/ is a 404" in text
+    with override_settings(INSTALLED_APPS=without, DEBUG=False):
+        assert "progrock.W002" not in check()
 
 
 def test_daphne_after_staticfiles_is_w003(installed_apps: list[str]) -> None:
     """'daphne' listed after staticfiles: its runserver loses (W003)."""
     reordered = [a for a in installed_apps if a != "daphne"] + ["daphne"]
-    with override_settings(INSTALLED_APPS=reordered):
+    with override_settings(INSTALLED_APPS=reordered, DEBUG=True):
         text = check()
     assert "progrock.W003" in text and "Move 'daphne' before" in text
 
