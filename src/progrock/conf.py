@@ -123,10 +123,12 @@ def _text(name: str, value: object) -> str:
 
 
 def _redis_url(value: object) -> str:
+    # Its shape is checked where it is used (progrock.preflight at process
+    # start), naming REDIS_URL or PROGROCK['REDIS_URL'], whichever set it.
     if value is None:
         return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-        raise _bad("REDIS_URL", "a redis://, rediss:// or unix:// URL string (or None)", value)
+    if not isinstance(value, str) or not value:
+        raise _bad("REDIS_URL", "a non-empty URL string (or None)", value)
     return value
 
 
