@@ -18,6 +18,7 @@ import pytest
 
 from progrock.heartbeat import TTL
 from progrock.local.stack import Stack
+from progrock.web.liveness import CONFIRM_AFTER, FRESH_FOR
 from tests.e2e.conftest import MakeStack
 from tests.e2e.wsclient import Client
 
@@ -25,8 +26,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 FAST = {"kind": "rock", "params": {"interval_ms": 20}}
 # A killed process's last beat counts for TTL seconds; the web trusts a healthy
-# reading for 2 s more; the rest is slack for a loaded machine.
-NOTICED_WITHIN = TTL + 2.0 + 8.0
+# reading for FRESH_FOR more and confirms a missing kind over CONFIRM_AFTER; the
+# rest is slack for a loaded machine.
+NOTICED_WITHIN = TTL + FRESH_FOR + CONFIRM_AFTER + 8.0
 
 
 def status(stack: Stack, *args: str) -> tuple[int, dict[str, Any], str]:

@@ -9,7 +9,9 @@ logs one warning when the outage begins and one when it ends.
 Whether they are live comes from their heartbeats (:mod:`progrock.heartbeat`):
 one Redis round trip, cached for :data:`FRESH_FOR` seconds while all is well
 (and :data:`RECHECK_AFTER` while something is missing, so a process that has
-just come back is noticed at once), shared by every start of the process.
+just come back is noticed at once), shared by every start of the process. A
+kind counts as missing once it has been so for :data:`CONFIRM_AFTER` seconds:
+right after Redis itself stalled, every beat looks old until the next one.
 
 The web process beats too, from the first socket it serves (:func:`ensure_heartbeat`):
 an ASGI server gives an application no start-up hook, and an HTTP request may run
@@ -37,12 +39,20 @@ logger = logging.getLogger("progrock.web")
 FRESH_FOR: Final = 2.0
 #: Seconds a finding that a kind is missing is trusted (a start meanwhile is refused).
 RECHECK_AFTER: Final = 0.25
+#: Seconds a kind must stay without a live process before starts are refused.
+CONFIRM_AFTER: Final = 2 * heartbeat.INTERVAL
 #: The kinds a start needs.
 NEEDED: Final = ("worker", "delay")
 
 
 class Liveness:
-    """Which needed kinds have no live process, as last read (cached, one read at a time)."""
+    """Which needed kinds have no live process, as last read (cached, one read at a time).
+
+    A kind found without a live process is only *suspected* missing until it has
+    been found so for ``confirm_after`` seconds: after Redis itself stalled (frozen,
+    restarted), every beat looks old for a moment, and the processes beat again
+    within an interval. Meanwhile starts are accepted and it is read again soon.
+    """
 
     def __init__(
         self,
@@ -51,21 +61,24 @@ class Liveness:
         needed: tuple[str, ...] = NEEDED,
         fresh_for: float = FRESH_FOR,
         recheck_after: float = RECHECK_AFTER,
+        confirm_after: float = CONFIRM_AFTER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.read = read
         self.needed = needed
         self.fresh_for = fresh_for
         self.recheck_after = recheck_after
+        self.confirm_after = confirm_after
         self.clock = clock
         self._missing: tuple[str, ...] = ()
+        self._suspected: dict[str, float] = {}  # kind -> when first found without a process
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
 
     def _fresh(self) -> bool:
         if self._read_at is None:
             return False
-        trust = self.recheck_after if self._missing else self.fresh_for
+        trust = self.recheck_after if self._suspected else self.fresh_for
         return self.clock() - self._read_at < trust
 
     async def missing(self) -> tuple[str, ...]:
@@ -75,8 +88,20 @@ class Liveness:
         async with self._lock:
             if not self._fresh():  # another start may have read it meanwhile
                 live = await self.read()
-                self._note([kind for kind in self.needed if kind not in live])
-                self._read_at = self.clock()
+                self._read_at = now = self.clock()
+                for kind in self.needed:
+                    if kind in live:
+                        self._suspected.pop(kind, None)
+                    else:
+                        self._suspected.setdefault(kind, now)
+                self._note(
+                    [
+                        kind
+                        for kind in self.needed
+                        if kind in self._suspected
+                        and now - self._suspected[kind] >= self.confirm_after
+                    ]
+                )
         return self._missing
 
     def _note(self, missing: list[str]) -> None:
