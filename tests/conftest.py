@@ -189,3 +189,62 @@ def _close_sync_thread_connections(request: pytest.FixtureRequest) -> Iterator[N
         from django.db import connections
 
         SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
+class Beating:
+    """Real heartbeats of pretend processes, from a thread of their own, while a test runs."""
+
+    def __init__(self, redis_url: str, kinds: tuple[str, ...], prefix: str = "progrock:") -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.redis_url, self.kinds, self.prefix = redis_url, kinds, prefix
+        self.first = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="test-heartbeats")
+        self.thread.start()
+        if not self.first.wait(10):
+            raise AssertionError("the test heartbeats never beat")
+
+    def _run(self) -> None:
+        import asyncio
+
+        import redis.asyncio as aioredis
+
+        from progrock.heartbeat import Heartbeat, Identity
+
+        async def main() -> None:
+            client = aioredis.Redis.from_url(self.redis_url)
+            beats = [Heartbeat(client, self.prefix, Identity(kind)) for kind in self.kinds]
+            for beat in beats:
+                await beat.beat()
+            self.first.set()
+            self.tasks = [asyncio.create_task(beat.run()) for beat in beats]
+            try:
+                await asyncio.gather(*self.tasks)
+            except asyncio.CancelledError:
+                pass
+            finally:
+                await client.aclose()
+
+        self.loop.run_until_complete(main())
+
+    def stop(self) -> None:
+        def cancel() -> None:
+            for task in self.tasks:
+                task.cancel()
+
+        self.loop.call_soon_threadsafe(cancel)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def live_processes(redis_url: str) -> Iterator[Beating]:
+    """A worker and a delay server that beat (as far as heartbeats go) on the test's Redis:
+    web processes accept starts (progrock.web.liveness)."""
+    beating = Beating(redis_url, ("worker", "delay"))
+    try:
+        yield beating
+    finally:
+        beating.stop()

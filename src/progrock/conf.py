@@ -21,6 +21,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from progrock import tuning
+from progrock.durations import retention_seconds
 from progrock.exceptions import ImproperlyConfigured
 from progrock.protocol import Limits
 
@@ -66,6 +67,9 @@ class ProgRockSettings:
     # Seconds between sweeps for tasks a dead worker left behind (a poll that
     # many seconds overdue): such a task resumes within about twice this.
     SWEEP_INTERVAL: float = 5.0
+    # Seconds the rows of ended tasks are kept ("30d", a timedelta or seconds in
+    # PROGROCK); the sweep deletes older ones in bounded batches. None: keep all.
+    RETENTION: float | None = None
 
 
 SETTING_NAMES: Final = tuple(f.name for f in fields(ProgRockSettings))
@@ -168,6 +172,13 @@ def _limit(value: object) -> int | None:
     return value
 
 
+def _retention(value: object) -> float | None:
+    try:
+        return retention_seconds(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"PROGROCK['RETENTION'] {exc}") from None
+
+
 def _did_you_mean(key: object, known: tuple[str, ...]) -> str:
     if not isinstance(key, str):
         return ""
@@ -224,6 +235,7 @@ def load(user: object) -> ProgRockSettings:
         FAILURE_BUDGET=_seconds("FAILURE_BUDGET", pick("FAILURE_BUDGET")),
         START_TIMEOUT=_seconds("START_TIMEOUT", pick("START_TIMEOUT")),
         SWEEP_INTERVAL=_seconds("SWEEP_INTERVAL", pick("SWEEP_INTERVAL")),
+        RETENTION=_retention(pick("RETENTION")),
     )
 
 

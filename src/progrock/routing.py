@@ -17,9 +17,13 @@ from typing import Any
 
 from django.urls import path
 
-from progrock.conf import progrock_settings
+from progrock.conf import get_settings, progrock_settings
 from progrock.web.consumer import ProgressConsumer
 from progrock.worker.consumer import WorkerConsumer
+
+# An ASGI server loads this at start: a wrong PROGROCK stops it there, with the
+# setting named (ImproperlyConfigured), not on its first socket.
+get_settings()
 
 # Public: what browsers reach, namespaced under /prog/ as in the 2017 demo.
 websocket_urlpatterns = [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
-from progrock.web import follow, fragment, views
+from progrock.web import follow, fragment, guards, views
 
 app_name = "progrock"
 urlpatterns = [
@@ -13,4 +13,6 @@ urlpatterns = [
     path("tasks/<str:task_id>/cancel/", views.task_cancel, name="task-cancel"),
     path("tasks/<str:task_id>/fragment/", fragment.task_fragment, name="task-fragment"),
     path("follow/", follow.follow, name="follow"),
+    # Last: any other path under the prefix is a JSON 404, not the project's HTML page.
+    re_path(r"^(?P<rest>.*)$", guards.not_found, name="not-found"),
 ]

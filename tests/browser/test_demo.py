@@ -105,3 +105,25 @@ def test_other_visitors_do_not_see_my_tasks(browser: Any, page: Any, stack: Any)
         expect(stranger.locator(".task")).to_have_count(0)
     finally:
         other.close()
+
+
+def test_out_of_range_parameters_are_refused_beside_the_field(page: Any, stack: Any) -> None:
+    """step=-5 starts nothing: the field is marked invalid with the allowed range beside it;
+    corrected, the error goes and the start goes ahead."""
+    open_demo(page, stack)
+    page.fill('input[name="step"]', "-5")
+    page.fill('input[name="fail_at"]', "150")
+    page.click("#start-button")
+    step_error = page.locator("#step-error")
+    expect(step_error).to_have_text("step must be between 0.1 and 100, got -5")
+    expect(page.locator("#fail_at-error")).to_have_text(
+        "fail at must be between 0 and 100, got 150"
+    )
+    expect(page.locator('input[name="step"]')).to_have_attribute("aria-invalid", "true")
+    expect(page.locator('input[name="step"]')).to_be_focused()
+    page.fill('input[name="fail_at"]', "")
+    # Over the same socket, in order: a start sent by the refused click would answer first.
+    [task_id] = start(page, FAST)
+    expect(step_error).to_have_count(0)
+    expect(card(page, task_id)).to_have_attribute("data-status", "succeeded", timeout=ms(20))
+    expect(page.locator(".task[data-task-id]")).to_have_count(1)

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from progrock.web import consumer as consumer_module
 from progrock.web import limits
 from progrock.web.consumer import ProgressConsumer
+from tests.conftest import Beating
 
 pytestmark = pytest.mark.redis
 
@@ -24,7 +25,7 @@ ADDRESS = "203.0.113.9"
 
 
 @pytest.fixture
-def wired(redis_url: str) -> Iterator[str]:
+def wired(redis_url: str, live_processes: Beating) -> Iterator[str]:
     layers = {
         "default": {
             "BACKEND": "progrock.contrib.layer.RedisChannelLayer",

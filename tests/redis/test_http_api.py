@@ -11,6 +11,7 @@ from django.test import Client, override_settings
 from progrock.local.redis_server import free_port
 from progrock.models import Task
 from progrock.web import limits
+from tests.conftest import Beating
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -22,7 +23,7 @@ def _layers(url: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def wired(redis_url: str) -> Iterator[str]:
+def wired(redis_url: str, live_processes: Beating) -> Iterator[str]:
     with override_settings(PROGROCK={"REDIS_URL": redis_url}, CHANNEL_LAYERS=_layers(redis_url)):
         yield redis_url
 
@@ -108,7 +109,9 @@ def test_an_unreachable_redis_is_a_json_503(db: None) -> None:
     assert "127.0.0.1" not in body["detail"] and dead not in body["detail"]
 
 
-def test_too_many_tasks_does_not_show_the_session_key(redis_url: str) -> None:
+def test_too_many_tasks_does_not_show_the_session_key(
+    redis_url: str, live_processes: Beating
+) -> None:
     """The owner limit's detail never quotes the owner (it holds the session key,
     which the HttpOnly cookie keeps from the page's scripts)."""
     with override_settings(

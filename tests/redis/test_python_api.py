@@ -16,12 +16,13 @@ from django.test import Client, override_settings
 
 from progrock.api import TooManyTasks, report_progress, start_task
 from progrock.models import Task
+from tests.conftest import Beating
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def wired(redis_url: str) -> Iterator[str]:
+def wired(redis_url: str, live_processes: Beating) -> Iterator[str]:
     layers = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

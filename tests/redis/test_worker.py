@@ -591,3 +591,29 @@ async def test_each_event_loop_has_one_worker_built_from_the_settings(
             await built.service.aclose()
             await built.store.redis.aclose()
             await built.delay.aclose()
+
+
+async def test_the_sweep_deletes_old_ended_rows_in_bounded_batches(worker: Worker) -> None:
+    """With RETENTION set, each sweep deletes at most its batch (500) of rows of tasks that
+    ended longer ago than that; running and recent tasks stay. Without it (the default),
+    nothing is deleted."""
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    statuses = ["succeeded", "failed", "cancelled"]
+    await Task.objects.abulk_create(
+        Task(owner="o", kind="rock", status=statuses[i % 3], finished_at=long_ago)
+        for i in range(1200)
+    )
+    recent = await Task.objects.acreate(
+        owner="o", kind="rock", status="succeeded", finished_at=datetime.now(UTC)
+    )
+    running = await Task.objects.acreate(owner="o", kind="rock", status="running")
+    await sweep(worker)
+    assert await Task.objects.acount() == 1202  # RETENTION None: every row is kept
+    current = dict(getattr(settings, "PROGROCK", {}))
+    counts = []
+    with override_settings(PROGROCK={**current, "RETENTION": "30d"}):
+        for _ in range(3):
+            await sweep(worker)
+            counts.append(await Task.objects.acount())
+    assert counts == [702, 202, 2]
+    assert {t.pk async for t in Task.objects.all()} == {recent.pk, running.pk}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from django.test import override_settings
 
 from progrock.exceptions import ServiceError
@@ -104,6 +107,20 @@ def test_a_task_the_backend_forgot_is_lost() -> None:
     [ending] = p.endings
     assert ending.error is not None and ending.error["code"] == "lost"
     assert p.next_ticks == []
+
+
+def test_a_task_lost_right_after_its_create_is_logged_with_the_likely_cause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Unknown to the backend at the first polls (seq 1: only `started`): a warning names
+    the task and says that any worker may poll any task; later, a plain warning."""
+    with caplog.at_level(logging.WARNING, logger="progrock.worker"):
+        plan().add("t1", STATE._replace(seq=1, progress=0.0), None, FOLLOWING)
+        plan().add("t2", STATE, None, FOLLOWING)
+    first, later = (r.getMessage() for r in caplog.records)
+    assert "t1" in first and "right after creating it" in first
+    assert "any worker may poll any task" in first and "docs/backend.md" in first
+    assert later == "task t2 failed as lost: the backend no longer knows 'b-1'"
 
 
 def test_an_end_the_backend_reports_ends_the_task() -> None:

@@ -42,7 +42,7 @@ from progrock.protocol import (
 )
 from progrock.redact import redact
 from progrock.state import reads
-from progrock.web import forward, limits
+from progrock.web import forward, limits, liveness
 from progrock.web.failures import REQUEST_TIMEOUT, UNAVAILABLE, OutageLog, error_for
 from progrock.web.fanout import get_hub
 
@@ -134,6 +134,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.refs = {}
         self.send_frame = frame_send(self.base_send)
         self.address = limits.client_address(self.scope)
+        liveness.ensure_heartbeat()
         await self.accept()
         if not limits.sockets.acquire(self.address):
             logger.warning("refused a socket of %s: too many open sockets", self.address)
@@ -206,6 +207,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def start(self, request: Start) -> None:
         task_id = str(uuid.uuid4())
+        # No live worker or delay server: say so now, not with a task that never moves.
+        await liveness.require_live(action="start", ref=request.ref)
         if request.ref is not None:
             self.refs[task_id] = request.ref
         # Listen before the worker can announce anything: no message is missed.

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
-from django.views.decorators.http import require_GET
 
 from progrock.protocol import (
     CANCELLED,
@@ -53,6 +52,7 @@ from progrock.protocol import (
 from progrock.web import access
 from progrock.web.failures import REQUEST_TIMEOUT, UNAVAILABLE, error_for
 from progrock.web.fanout import Hub, get_hub
+from progrock.web.guards import api_view
 from progrock.web.views import STATUS
 
 ENDS = frozenset({COMPLETE, FAILED, CANCELLED, ERROR})
@@ -195,7 +195,7 @@ async def _unsubscribe_all(hub: Hub, cursors: list[Cursor], wake: _Wake) -> None
             await hub.unsubscribe(cursor.task_id, wake)
 
 
-@require_GET
+@api_view("GET")
 async def follow(request: HttpRequest) -> HttpResponseBase:
     """The news of the ``task`` cursors, held up to ``wait`` seconds while there is none
     (or, with ``stream=1``, streamed as Server-Sent Events).

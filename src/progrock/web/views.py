@@ -3,7 +3,9 @@
 Mounted by the project under a prefix (the demo uses ``/prog/api/``). Same
 ownership rules as the socket: a request sees only its user's or session's
 tasks (or what ``PROGROCK["PERMISSION"]`` allows); others get 404. Writes are
-CSRF-protected like any Django form (send the ``X-CSRFToken`` header).
+CSRF-protected like any Django form (send the ``X-CSRFToken`` header). Every
+answer is JSON, errors included (:mod:`progrock.web.guards`); docs/http-api.md
+is the reference.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_http_methods
 
 from progrock import api, exceptions, permissions
 from progrock.conf import protocol_limits
@@ -30,8 +31,9 @@ from progrock.protocol import (
 )
 from progrock.state import reads
 from progrock.tuning import MAX_FRAME_BYTES
-from progrock.web import forward, limits
+from progrock.web import forward, limits, liveness
 from progrock.web.failures import REQUEST_TIMEOUT, error_for
+from progrock.web.guards import api_view
 
 View = Callable[..., Coroutine[Any, Any, HttpResponse]]
 
@@ -75,7 +77,7 @@ def _forbidden(task_id: str) -> JsonResponse:
     return _error(404, "forbidden", f"no task {task_id} that you may see", task_id=task_id)
 
 
-@require_http_methods(["GET", "POST"])
+@api_view("GET", "POST")
 @answered
 async def task_list(request: HttpRequest) -> HttpResponse:
     """GET: your tasks, newest first. POST {"kind", "params"}: start one (201)."""
@@ -107,6 +109,7 @@ async def task_list(request: HttpRequest) -> HttpResponse:
     refusal = limits.starts.refusal(owner, request.META.get("REMOTE_ADDR") or None)
     if refusal is not None:
         return _error(429, "rate_limited", refusal, action="start")
+    await liveness.require_live(action="start")  # 503 unavailable, naming what is missing
     try:
         task_id = await api.astart_task(start.kind, start.params, owner=owner)
     except exceptions.TooManyTasks as exc:
@@ -136,7 +139,7 @@ async def _authorised(
     return found[0], task_id
 
 
-@require_http_methods(["GET"])
+@api_view("GET")
 @answered
 async def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     """GET: the task's snapshot."""
@@ -146,7 +149,7 @@ async def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     return JsonResponse(found[0].snapshot())
 
 
-@require_http_methods(["POST"])
+@api_view("POST")
 @answered
 async def task_cancel(request: HttpRequest, task_id: str) -> HttpResponse:
     """POST: ask a worker to cancel the task (202); 409 if it is already over."""

@@ -25,7 +25,8 @@ from typing import Any
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import aclose_old_connections
 
-from progrock import tuning
+from progrock import heartbeat, tuning
+from progrock.conf import progrock_settings
 from progrock.worker.cancel import cancel
 from progrock.worker.context import Worker
 from progrock.worker.polls import parse_ticks, poll
@@ -154,7 +155,10 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
 
     async def progrock_sweep(self, message: dict[str, Any]) -> None:
         await aclose_old_connections()
-        self._spawn("control", sweep(get_worker()), message)
+        # runprogrock beats from its start; a plain `runworker prog-rocker` from its first sweep.
+        worker = get_worker()
+        heartbeat.ensure_beating(worker.store.redis, progrock_settings.KEY_PREFIX, "worker")
+        self._spawn("control", sweep(worker), message)
 
     def _spawn(self, lane: str, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]) -> None:
         if self._lanes is None:

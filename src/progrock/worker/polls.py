@@ -191,6 +191,7 @@ class PollPlan:
                     self.next_ticks.append(tick)
                 return
             if result is None:
+                _log_lost(task_id, state)
                 self.endings.append(
                     tasks.Ending(
                         task_id,
@@ -216,6 +217,20 @@ class PollPlan:
             # One task's bad data must not stop the batch: log it, poll again later.
             logger.exception("poll of task %s failed", task_id)
         self.next_ticks.append(Tick(task_id, following))
+
+
+def _log_lost(task_id: str, state: LiveState) -> None:
+    """Say why a task fails as ``lost``; right after its create, the likely cause."""
+    if state.seq <= 1:  # nothing announced since `started`: the first polls after the create
+        logger.warning(
+            "task %s failed as lost: the backend does not know %r right after creating it; "
+            "any worker may poll any task, so an adapter must keep no task state in one "
+            "process's memory (docs/backend.md, section 5)",
+            task_id,
+            state.ref,
+        )
+    else:
+        logger.warning("task %s failed as lost: the backend no longer knows %r", task_id, state.ref)
 
 
 async def _carry_out(worker: Worker, plan: PollPlan, times: PollTimes) -> None:

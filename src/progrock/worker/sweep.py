@@ -10,7 +10,9 @@ servers); the worker that receives it
   one: if the old tick turns up after all, it is stale and dropped;
 * fails tasks stuck in ``queued`` (their start message was lost);
 * announces ends that the database has but live state lacks (a crash
-  between the database write and the announcement).
+  between the database write and the announcement);
+* with ``PROGROCK["RETENTION"]`` set, deletes the rows of tasks that ended
+  longer ago than that, a bounded batch per sweep (:mod:`progrock.retention`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
 
+from progrock import retention
 from progrock.conf import progrock_settings
 from progrock.models import Task
 from progrock.protocol import ACTIVE, TERMINAL, Status, failure
@@ -80,7 +83,23 @@ async def sweep(worker: Worker) -> int:
         logger.warning("sweep re-armed %d stalled poll chains", len(rearm))
     await _sweep_queued(worker, rows, now)
     await _sweep_unannounced(worker, now)
+    await sweep_retention(progrock_settings.RETENTION)
     return len(rearm)
+
+
+async def sweep_retention(seconds: float | None, limit: int = retention.SWEEP_BATCH) -> int:
+    """Delete up to ``limit`` rows of tasks that ended more than ``seconds`` ago
+    (``PROGROCK["RETENTION"]``; None keeps every row); the next sweep goes on."""
+    if seconds is None:
+        return 0
+    try:
+        deleted = await sync_to_async(retention.delete_ended)(seconds, limit=limit)
+    except Exception:  # the repairs above matter more: log it, try again next sweep
+        logger.exception("sweep could not delete old task rows")
+        return 0
+    if deleted:
+        logger.info("sweep deleted %d rows of tasks that ended long ago", deleted)
+    return deleted
 
 
 async def _sweep_queued(

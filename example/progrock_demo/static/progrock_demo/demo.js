@@ -178,17 +178,67 @@ function showToast(text) {
 
 // ----- actions -----
 
+/** Why an input's value is out of its range (its min, max and step), or "" if it is fine. */
+function rangeProblem(input) {
+  const value = Number(input.value);
+  const name = input.name.replace("_", " ");
+  if (!Number.isFinite(value)) return `${name} must be a number, got "${input.value}"`;
+  if (input.checkValidity()) return "";
+  const { min, max } = input;
+  if (input.step === "1" && !Number.isInteger(value)) return `${name} must be a whole number, got ${input.value}`;
+  if (min !== "" && max !== "") return `${name} must be between ${min} and ${max}, got ${input.value}`;
+  if (min !== "") return `${name} must be at least ${min}, got ${input.value}`;
+  return `${name} must be at most ${max}, got ${input.value}`;
+}
+
+/** Show (or clear, with "") an input's problem beside it, inline. */
+function markInvalid(input, problem) {
+  const id = `${input.name}-error`;
+  let note = document.getElementById(id);
+  if (!problem) {
+    input.removeAttribute("aria-invalid");
+    note?.remove();
+    return;
+  }
+  if (!note) {
+    note = document.createElement("small");
+    note.id = id;
+    note.className = "field-error";
+    input.after(note);
+  }
+  note.textContent = problem;
+  input.setAttribute("aria-invalid", "true");
+  input.setAttribute("aria-describedby", id);
+}
+
+/** The kind's params, or null when a field is out of range (each problem shown beside it). */
 function readParams(kind) {
   const params = {};
   const fieldset = $(`.params[data-kind="${kind}"]`, form);
-  for (const input of fieldset.querySelectorAll("input")) {
-    if (input.value.trim() === "") continue;
+  let firstBad = null;
+  for (const input of [...fieldset.querySelectorAll("input"), $("#count")]) {
+    const problem = input.value.trim() === "" ? "" : rangeProblem(input);
+    markInvalid(input, problem);
+    if (problem) {
+      firstBad ??= input;
+      continue;
+    }
+    if (input.value.trim() === "" || input.id === "count") continue;
     const value = Number(input.value);
-    if (!Number.isFinite(value)) throw new Error(`${input.name} must be a number, got "${input.value}"`);
     params[input.name] = input.name === "mb" ? Math.round(value) : value;
+  }
+  if (firstBad) {
+    firstBad.focus();
+    return null;
   }
   return params;
 }
+
+form.addEventListener("input", (event) => {
+  if (event.target.getAttribute("aria-invalid") === "true") {
+    markInvalid(event.target, event.target.value.trim() === "" ? "" : rangeProblem(event.target));
+  }
+});
 
 async function startTask(kind, params) {
   try {
@@ -227,13 +277,8 @@ form.addEventListener("change", (event) => {
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const kind = new FormData(form).get("kind");
-  let params;
-  try {
-    params = readParams(kind);
-  } catch (error) {
-    showToast(error.message);
-    return;
-  }
+  const params = readParams(kind);
+  if (params === null) return; // out of range: said beside the field, nothing started
   const count = Math.min(10, Math.max(1, Math.round(Number($("#count").value) || 1)));
   await Promise.all(Array.from({ length: count }, () => startTask(kind, params)));
 });

@@ -1,17 +1,26 @@
-"""``manage.py rundelay``: run the delay server behind the ``asgi.delay`` channel."""
+"""``manage.py rundelay``: run the delay server behind the ``asgi.delay`` channel.
+
+Beside it, the process's heartbeat (:mod:`progrock.heartbeat`), with the size
+of the delay set and how late its most overdue message is.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import signal
+from collections.abc import Mapping
 from typing import Any
 
 from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
+from progrock import heartbeat
 from progrock.conf import progrock_settings
-from progrock.delay import DelayServer
+from progrock.delay import DelayServer, DelayStore
+from progrock.delay.store import now_ms
 from progrock.exceptions import ProgRockError
 from progrock.preflight import Unreachable, check_redis, redis_variable
 from progrock.runtime import install_fast_loop, tune_gc
@@ -39,11 +48,23 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        server = DelayServer()
+        store = DelayStore.from_settings()
+        server = DelayServer(store)
         running = asyncio.create_task(server.run(stop))
         ready = asyncio.create_task(server.ready.wait())
         await asyncio.wait([running, ready], return_when=asyncio.FIRST_COMPLETED)
+        beats = heartbeat.Heartbeat(
+            store.client,
+            progrock_settings.KEY_PREFIX,
+            heartbeat.Identity("delay"),
+            figures=functools.partial(delay_figures, store),
+        )
+        beating = asyncio.create_task(beats.run(), name="progrock-heartbeat")
         if ready.done():
+            # The first beat before the ready line: a start right after it finds this server.
+            with contextlib.suppress(Exception):  # the loop beats again in a moment
+                async with asyncio.timeout(2.0):
+                    await beats.beat()
             logger.info(
                 "rundelay ready (channel %r)",
                 progrock_settings.DELAY_CHANNEL,
@@ -55,7 +76,21 @@ class Command(BaseCommand):
         try:
             await running
         finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+            await store.aclose()
             layer = get_channel_layer()
             close = getattr(layer, "close_pools", None)
             if close is not None:
                 await close()
+
+
+async def delay_figures(store: DelayStore) -> Mapping[str, float | int]:
+    """A heartbeat's figures of a delay server: messages waiting, and how late the
+    most overdue one is (ms; 0 when none is due)."""
+    async with store.client.pipeline(transaction=False) as pipe:
+        pipe.zcard(store.keys.pending)
+        pipe.zrange(store.keys.pending, 0, 0, withscores=True)
+        pending, oldest = await pipe.execute()
+    due_lag = max(0.0, now_ms() - float(oldest[0][1])) if oldest else 0.0
+    return {"pending": int(pending), "due_lag_ms": round(due_lag, 1)}

@@ -2,29 +2,57 @@
 
 The same worker as ``manage.py runworker prog-rocker`` (that command works
 too), with the channel name taken from ``PROGROCK["WORKER_CHANNEL"]`` and on
-uvloop when it is installed, and with the task service's module imported before
-the first message (see :func:`progrock.services.preload`).
+uvloop when it is installed, with the task service's module imported before
+the first message (see :func:`progrock.services.preload`), and with a
+heartbeat (:mod:`progrock.heartbeat`) from its first moment: web processes
+refuse starts while no worker beats.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from channels.management.commands.runworker import Command as RunWorkerCommand
+from channels.worker import Worker
 from django.core.management.base import CommandError
 
+from progrock import heartbeat
 from progrock.conf import progrock_settings
 from progrock.exceptions import ProgRockError
-from progrock.preflight import check_worker_start, wait_until_reachable
+from progrock.preflight import TIMEOUT, check_worker_start, wait_until_reachable
 from progrock.runtime import install_fast_loop, tune_gc
 from progrock.services import preload
+from progrock.state.live import get_redis
 
 logger = logging.getLogger("progrock.worker")
 
 
+class BeatingWorker(Worker):  # type: ignore[misc]
+    """Channels' worker, with this process's heartbeat beside its listeners."""
+
+    def __init__(self, *args: Any, identity: heartbeat.Identity, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.identity = identity
+
+    async def handle(self) -> None:
+        beating = heartbeat.ensure_beating(
+            get_redis(), progrock_settings.KEY_PREFIX, "worker", identity=self.identity
+        )
+        try:
+            await super().handle()
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+
+
 class Command(RunWorkerCommand):  # type: ignore[misc]
     help = "Run a ProgRock worker: consume the prog-rocker channel (start, poll, cancel, sweep)."
+    worker_class: Callable[..., Worker] = BeatingWorker
 
     def add_arguments(self, parser: Any) -> None:
         super().add_arguments(parser)
@@ -40,6 +68,16 @@ class Command(RunWorkerCommand):  # type: ignore[misc]
             raise CommandError(str(exc)) from None
         if not options.get("channels"):
             options["channels"] = [progrock_settings.WORKER_CHANNEL]
+        identity = heartbeat.Identity("worker")
+        # The first beat before the ready line: a start right after it finds this worker.
+        client = redis.Redis.from_url(progrock_settings.REDIS_URL, socket_timeout=TIMEOUT)
+        try:
+            heartbeat.beat_sync(client, progrock_settings.KEY_PREFIX, identity)
+        except redis.RedisError as exc:  # the loop beats again in a moment
+            logger.warning("the worker's first heartbeat failed: %s", exc)
+        finally:
+            client.close()
+        self.worker_class = functools.partial(BeatingWorker, identity=identity)
         install_fast_loop()
         preload()  # before tune_gc() freezes start-up objects: the imports are frozen too
         tune_gc()

@@ -1,0 +1,316 @@
+"""System checks (``manage.py check``, and ``check --deploy``): ``progrock.E001``... and
+``progrock.W001``...
+
+Each message names the setting, quotes its value and says the fix. The
+``PROGROCK`` keys are checked one by one with :func:`progrock.conf.load`, the
+same code that reads them, so a check never disagrees with what a process does.
+
+===============  =====================================================================
+id               problem
+===============  =====================================================================
+progrock.E001    ``settings.PROGROCK`` is not a dict
+progrock.E002    an unknown ``PROGROCK`` key (misspelt, or a setting that was removed)
+progrock.E003    a ``PROGROCK`` key with a wrong type or value
+progrock.E004    ``DEFAULT_KIND`` is not one of ``KINDS``
+progrock.E005    ``SERVICE["BACKEND"]`` cannot be imported
+progrock.E006    ``PERMISSION`` cannot be imported, or is not callable
+progrock.E007    no usable default channel layer (``CHANNEL_LAYERS``)
+progrock.E008    ``ASGI_APPLICATION`` is not set
+progrock.W001    the in-memory channel layer: workers and the delay server never see a message
+progrock.W002    (DEBUG) ``daphne`` is not in ``INSTALLED_APPS``: ``runserver`` serves no socket
+progrock.W003    (DEBUG) ``daphne`` after ``django.contrib.staticfiles``: its ``runserver`` loses
+progrock.W004    ``django.contrib.staticfiles`` is not installed: ``progrock.js`` is not served
+progrock.W010    (deploy) ``KINDS`` is None: any client may start any kind the backend has
+progrock.W011    (deploy) ``MAX_RUNNING_PER_OWNER`` is None: one visitor may start without limit
+progrock.W012    (deploy) the channel layer's capacity of the worker or delay channel is small
+===============  =====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+from django.utils.module_loading import import_string
+
+from progrock import conf
+from progrock.exceptions import ImproperlyConfigured
+
+TAG: Final = "progrock"
+IN_MEMORY_LAYER: Final = "channels.layers.InMemoryChannelLayer"
+#: Below this, a burst of starts or ticks can fill the shared channels (ChannelFull).
+MIN_CAPACITY: Final = 1000
+SETTINGS_HELP: Final = "see the README's Settings table"
+LAYER_EXAMPLE: Final = (
+    'CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", '
+    '"CONFIG": {"hosts": [REDIS_URL]}}}'
+)
+
+Messages = list[CheckMessage]
+
+
+def _user_settings() -> object:
+    return getattr(settings, "PROGROCK", {})
+
+
+@register(TAG)
+def check_progrock_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> Messages:
+    """Every ``PROGROCK`` key on its own (one message per bad key), then the whole."""
+    user = _user_settings()
+    try:
+        current = conf.load(user)
+    except ImproperlyConfigured:
+        pass
+    else:
+        return _loaded_settings(current)
+    if not isinstance(user, Mapping):
+        return [
+            Error(
+                f"settings.PROGROCK must be a dict, got {type(user).__name__}: {user!r}",
+                hint='Write PROGROCK = {"KEY": value, ...}, or leave it out for the defaults.',
+                id="progrock.E001",
+            )
+        ]
+    found: Messages = []
+    for key, value in user.items():
+        try:
+            conf.load({key: value})
+        except ImproperlyConfigured as exc:
+            if key in conf.SETTING_NAMES:
+                default = getattr(conf.ProgRockSettings(), key)
+                found.append(
+                    Error(
+                        str(exc),
+                        hint=(
+                            f"Give PROGROCK[{key!r}] such a value, or remove it for the "
+                            f"default {default!r} ({SETTINGS_HELP})."
+                        ),
+                        id="progrock.E003",
+                    )
+                )
+            else:
+                found.append(
+                    Error(
+                        f"{exc} (its value: {value!r})",
+                        hint=f"Correct the key's spelling or remove it ({SETTINGS_HELP}).",
+                        id="progrock.E002",
+                    )
+                )
+    return found
+
+
+def _loaded_settings(current: conf.ProgRockSettings) -> Messages:
+    """What holds between keys, and the dotted paths (only once every key is right)."""
+    found: Messages = []
+    if current.KINDS is not None and current.DEFAULT_KIND not in current.KINDS:
+        found.append(
+            Error(
+                f"PROGROCK['DEFAULT_KIND'] is {current.DEFAULT_KIND!r}, which is not one of "
+                f"PROGROCK['KINDS'] {list(current.KINDS)!r}: a start that names no kind "
+                "would be refused",
+                hint="Add it to KINDS, or set DEFAULT_KIND to one of them.",
+                id="progrock.E004",
+            )
+        )
+    backend = current.SERVICE["BACKEND"]
+    try:
+        import_string(backend)
+    except ImportError as exc:
+        found.append(
+            Error(
+                f"PROGROCK['SERVICE']['BACKEND'] {backend!r} cannot be imported: {exc}",
+                hint=(
+                    "Give the dotted path of a TaskService class or factory, e.g. "
+                    "'progrock.services.http.HttpTaskService' (docs/backend.md, section 5)."
+                ),
+                id="progrock.E005",
+            )
+        )
+    permission = current.PERMISSION
+    try:
+        hook = import_string(permission)
+    except ImportError as exc:
+        found.append(_permission_error(f"cannot be imported: {exc}", permission))
+    else:
+        if not callable(hook):
+            found.append(_permission_error("is not callable", permission))
+    return found
+
+
+def _permission_error(why: str, permission: str) -> Error:
+    return Error(
+        f"PROGROCK['PERMISSION'] {permission!r} {why}",
+        hint=(
+            "Give the dotted path of f(requester, task_owner, task_id) -> bool, "
+            "e.g. 'progrock.permissions.is_owner'."
+        ),
+        id="progrock.E006",
+    )
+
+
+def _default_layer() -> tuple[object, Mapping[str, Any] | None]:
+    layers = getattr(settings, "CHANNEL_LAYERS", None)
+    entry = layers.get("default") if isinstance(layers, Mapping) else None
+    return layers, entry if isinstance(entry, Mapping) else None
+
+
+@register(TAG)
+def check_channel_layer(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> Messages:
+    """A default channel layer that every process can share."""
+    layers, entry = _default_layer()
+    if entry is None or not isinstance(entry.get("BACKEND"), str):
+        return [
+            Error(
+                "settings.CHANNEL_LAYERS has no 'default' layer with a 'BACKEND', "
+                f"got {layers!r}: web processes cannot reach the workers",
+                hint=f"Add one, e.g. {LAYER_EXAMPLE}.",
+                id="progrock.E007",
+            )
+        ]
+    backend = entry["BACKEND"]
+    try:
+        import_string(backend)
+    except ImportError as exc:
+        return [
+            Error(
+                f"CHANNEL_LAYERS['default']['BACKEND'] {backend!r} cannot be imported: {exc}",
+                hint=f"Install it, or use another layer, e.g. {LAYER_EXAMPLE}.",
+                id="progrock.E007",
+            )
+        ]
+    if backend == IN_MEMORY_LAYER:
+        return [
+            Warning(
+                f"CHANNEL_LAYERS['default']['BACKEND'] is {backend!r}: it lives inside one "
+                "process, so workers (runprogrock) and the delay server (rundelay), which run "
+                "in processes of their own, never see a start or a tick",
+                hint=f"Use a Redis layer, e.g. {LAYER_EXAMPLE}.",
+                id="progrock.W001",
+            )
+        ]
+    return []
+
+
+@register(TAG)
+def check_asgi_and_static(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> Messages:
+    """ASGI_APPLICATION, runserver's WebSockets (daphne) and the static files."""
+    found: Messages = []
+    asgi = getattr(settings, "ASGI_APPLICATION", None)
+    if not asgi:
+        found.append(
+            Error(
+                f"settings.ASGI_APPLICATION is {asgi!r}: runprogrock and runserver load the "
+                "application (and its channel routes) from it",
+                hint="Set it to your asgi.py's application, e.g. 'mysite.asgi.application'.",
+                id="progrock.E008",
+            )
+        )
+    apps = list(settings.INSTALLED_APPS)
+    staticfiles = "django.contrib.staticfiles"
+    if not settings.DEBUG:
+        pass  # runserver is for development: a production site runs an ASGI server
+    elif "daphne" not in apps:
+        found.append(
+            Warning(
+                "'daphne' is not in INSTALLED_APPS: manage.py runserver serves plain HTTP "
+                "only, so the socket at /prog/ is a 404 and the page never moves",
+                hint=(
+                    "Put 'daphne' first in INSTALLED_APPS for development, or serve "
+                    "asgi.py with an ASGI server (daphne, uvicorn)."
+                ),
+                id="progrock.W002",
+            )
+        )
+    elif staticfiles in apps and apps.index("daphne") > apps.index(staticfiles):
+        found.append(
+            Warning(
+                f"'daphne' comes after {staticfiles!r} in INSTALLED_APPS (at "
+                f"{apps.index('daphne')}, after {apps.index(staticfiles)}): runserver is "
+                "staticfiles' plain HTTP one, and the socket at /prog/ is a 404",
+                hint=f"Move 'daphne' before {staticfiles!r} (first is simplest).",
+                id="progrock.W003",
+            )
+        )
+    if staticfiles not in apps:
+        found.append(
+            Warning(
+                f"{staticfiles!r} is not in INSTALLED_APPS: {{% static "
+                "'progrock/progrock.js' %} finds nothing to serve or collect",
+                hint=(
+                    f"Add {staticfiles!r} (and STATIC_URL), or serve "
+                    "progrock/static/progrock/ yourself."
+                ),
+                id="progrock.W004",
+            )
+        )
+    return found
+
+
+@register(TAG, deploy=True)
+def check_deployment(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> Messages:
+    """What matters once strangers use the site (``check --deploy``)."""
+    try:
+        current = conf.load(_user_settings())
+    except ImproperlyConfigured:
+        return []  # check_progrock_settings reports it
+    found: Messages = []
+    if current.KINDS is None:
+        found.append(
+            Warning(
+                "PROGROCK['KINDS'] is None: any client may start any kind of task your "
+                "backend accepts, with any parameters",
+                hint="List the kinds your pages start, e.g. PROGROCK['KINDS'] = ['report'].",
+                id="progrock.W010",
+            )
+        )
+    if current.MAX_RUNNING_PER_OWNER is None:
+        found.append(
+            Warning(
+                "PROGROCK['MAX_RUNNING_PER_OWNER'] is None: one visitor may keep any number "
+                "of tasks running",
+                hint="Set a limit, e.g. 20 (the default).",
+                id="progrock.W011",
+            )
+        )
+    found += _capacity_warnings(current)
+    return found
+
+
+def _capacity_warnings(current: conf.ProgRockSettings) -> Messages:
+    from channels.layers import channel_layers
+
+    _, entry = _default_layer()
+    if entry is None or entry.get("BACKEND") == IN_MEMORY_LAYER:
+        return []
+    try:
+        layer = channel_layers.make_backend("default")  # no connection is opened
+    except Exception:
+        return []  # check_channel_layer reports it
+    get_capacity = getattr(layer, "get_capacity", None)
+    if get_capacity is None:
+        return []
+    found: Messages = []
+    for name in (current.WORKER_CHANNEL, current.DELAY_CHANNEL):
+        capacity = get_capacity(name)
+        if isinstance(capacity, int) and capacity < MIN_CAPACITY:
+            found.append(
+                Warning(
+                    f"the channel layer holds at most {capacity} messages on {name!r}, which "
+                    "every web process shares: a burst of more starts or ticks than that is "
+                    "refused (ChannelFull)",
+                    hint=(
+                        "Raise it in CHANNEL_LAYERS['default']['CONFIG'], e.g. "
+                        f'"channel_capacity": {{"{current.WORKER_CHANNEL}": 20000, '
+                        f'"{current.DELAY_CHANNEL}": 20000}}.'
+                    ),
+                    id="progrock.W012",
+                )
+            )
+    return found

@@ -1,0 +1,195 @@
+"""System checks through ``manage.py check`` (and ``--deploy``), with override_settings:
+each message has its progrock id, names the key, quotes the value and says the fix."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from progrock.exceptions import ImproperlyConfigured
+
+GOOD_LAYERS = settings.CHANNEL_LAYERS
+
+
+def check(*args: str) -> str:
+    """Run ``manage.py check --tag progrock``; everything it printed (and the errors)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("check", "--tag", "progrock", *args, stdout=out, stderr=err)
+    except SystemCheckError as exc:
+        return f"{exc}\n{out.getvalue()}{err.getvalue()}"
+    return out.getvalue() + err.getvalue()
+
+
+def errors(**overrides: Any) -> str:
+    """The SystemCheckError text ``check`` raises under ``overrides`` (it must raise)."""
+    with override_settings(**overrides), pytest.raises(SystemCheckError) as raised:
+        call_command("check", "--tag", "progrock", stdout=io.StringIO(), stderr=io.StringIO())
+    return str(raised.value)
+
+
+def test_the_demo_settings_pass_every_check_deploy_included() -> None:
+    """The example project is clean, with and without --deploy."""
+    assert "System check identified no issues" in check()
+    assert "System check identified no issues" in check("--deploy")
+
+
+def test_a_misspelt_key_is_an_error_naming_it_quoting_it_and_the_right_one() -> None:
+    """PROGROCK["POLL_INTERVALL"]: progrock.E002, the closest key, the value, the fix."""
+    text = errors(PROGROCK={"POLL_INTERVALL": 0.5})
+    assert "progrock.E002" in text
+    assert "'POLL_INTERVALL' (did you mean 'POLL_INTERVAL'?)" in text
+    assert "(its value: 0.5)" in text and "Correct the key's spelling or remove it" in text
+
+
+def test_a_removed_setting_says_what_replaced_it() -> None:
+    """A setting that is no longer one (STALL_AFTER) is E002 saying what to do instead."""
+    text = errors(PROGROCK={"STALL_AFTER": 5})
+    assert "progrock.E002" in text and "no longer a setting" in text
+
+
+def test_every_bad_key_is_reported_not_only_the_first() -> None:
+    """Two wrong values and a misspelt key: three messages, each naming its key."""
+    text = errors(PROGROCK={"POLL_INTERVAL": "fast", "KINDS": "rock", "RETENSION": "30d"})
+    assert text.count("progrock.E003") == 2 and text.count("progrock.E002") == 1
+    assert "PROGROCK['POLL_INTERVAL'] must be a positive number of seconds, got 'fast'" in text
+    assert "PROGROCK['KINDS'] must be a non-empty list of non-empty strings, or None" in text
+    assert "remove it for the default 0.2" in text
+
+
+def test_a_bad_retention_is_an_error_quoting_it() -> None:
+    """RETENTION "30 days": E003 with the accepted shapes."""
+    text = errors(PROGROCK={"RETENTION": "30 days"})
+    assert "progrock.E003" in text and "PROGROCK['RETENTION'] must be a duration like 30d" in text
+    assert "got '30 days'" in text
+
+
+def test_progrock_that_is_not_a_dict_is_e001() -> None:
+    """settings.PROGROCK = [...]: E001 quoting it."""
+    text = errors(PROGROCK=[("KINDS", None)])
+    assert "progrock.E001" in text and "must be a dict, got list: [('KINDS', None)]" in text
+
+
+def test_a_default_kind_outside_kinds_is_e004() -> None:
+    """DEFAULT_KIND "rock" with KINDS ["report"]: a bare start would be refused."""
+    text = errors(PROGROCK={"KINDS": ["report"]})
+    assert "progrock.E004" in text and "'rock', which is not one of" in text
+
+
+def test_dotted_paths_that_do_not_import_are_errors() -> None:
+    """A misspelt SERVICE BACKEND is E005, a PERMISSION that is not a function E006."""
+    text = errors(
+        PROGROCK={
+            "SERVICE": {"BACKEND": "progrock.services.htp.HttpTaskService"},
+            "PERMISSION": "progrock.permissions",
+        }
+    )
+    assert "progrock.E005" in text and "'progrock.services.htp.HttpTaskService'" in text
+    assert "progrock.E006" in text
+
+
+def test_a_missing_channel_layer_is_e007() -> None:
+    """No CHANNEL_LAYERS: E007 with an example to paste."""
+    text = errors(CHANNEL_LAYERS={})
+    assert "progrock.E007" in text and "channels_redis.core.RedisChannelLayer" in text
+
+
+def test_the_in_memory_layer_is_w001() -> None:
+    """InMemoryChannelLayer: a warning that workers never see a message."""
+    with override_settings(
+        CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    ):
+        text = check()
+    assert "progrock.W001" in text and "never see a start or a tick" in text
+
+
+def test_a_missing_asgi_application_is_e008() -> None:
+    """ASGI_APPLICATION None: E008."""
+    text = errors(ASGI_APPLICATION=None)
+    assert "progrock.E008" in text and "settings.ASGI_APPLICATION is None" in text
+
+
+@pytest.fixture
+def installed_apps() -> Iterator[list[str]]:
+    yield list(settings.INSTALLED_APPS)
+
+
+def test_runserver_without_daphne_is_w002_under_debug(installed_apps: list[str]) -> None:
+    """No 'daphne' with DEBUG on: runserver serves no socket (W002); with DEBUG off (a
+    production site runs an ASGI server) nothing is said."""
+    without = [a for a in installed_apps if a != "daphne"]
+    with override_settings(INSTALLED_APPS=without, DEBUG=True):
+        text = check()
+    assert "progrock.W002" in text and "the socket at /prog/ is a 404" in text
+    with override_settings(INSTALLED_APPS=without, DEBUG=False):
+        assert "progrock.W002" not in check()
+
+
+def test_daphne_after_staticfiles_is_w003(installed_apps: list[str]) -> None:
+    """'daphne' listed after staticfiles: its runserver loses (W003)."""
+    reordered = [a for a in installed_apps if a != "daphne"] + ["daphne"]
+    with override_settings(INSTALLED_APPS=reordered, DEBUG=True):
+        text = check()
+    assert "progrock.W003" in text and "Move 'daphne' before" in text
+
+
+def test_no_staticfiles_is_w004(installed_apps: list[str]) -> None:
+    """Without django.contrib.staticfiles, progrock.js is not served (W004)."""
+    without = [a for a in installed_apps if a != "django.contrib.staticfiles"]
+    with override_settings(INSTALLED_APPS=without):
+        text = check()
+    assert "progrock.W004" in text and "progrock/progrock.js" in text
+
+
+def test_deploy_checks_flag_open_kinds_no_limit_and_small_capacity() -> None:
+    """check --deploy: KINDS None (W010), no per-owner limit (W011), the layer's default
+    capacity of 100 on the shared channels (W012, for each)."""
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},
+        }
+    }
+    with override_settings(
+        PROGROCK={"KINDS": None, "MAX_RUNNING_PER_OWNER": None}, CHANNEL_LAYERS=layers
+    ):
+        assert "progrock.W010" not in check()  # deploy checks only with --deploy
+        text = check("--deploy")
+    assert "progrock.W010" in text and "progrock.W011" in text
+    assert (
+        text.count("progrock.W012") == 2 and "holds at most 100 messages on 'prog-rocker'" in text
+    )
+
+
+def test_bad_settings_are_logged_when_the_app_loads(caplog: pytest.LogCaptureFixture) -> None:
+    """The app's ready() checks PROGROCK: a misspelt key is logged at once, naming it."""
+    with (
+        override_settings(PROGROCK={"POLL_INTERVALL": 0.5}),
+        caplog.at_level(logging.ERROR, logger="progrock"),
+    ):
+        apps.get_app_config("progrock").ready()
+    assert "'POLL_INTERVALL'" in caplog.text and "manage.py check" in caplog.text
+
+
+def test_an_asgi_server_stops_on_bad_settings_when_it_loads_the_routes() -> None:
+    """Importing progrock.routing (what asgi.py does) raises ImproperlyConfigured."""
+    from progrock import routing
+
+    try:
+        with (
+            override_settings(PROGROCK={"POLL_INTERVAL": -1}),
+            pytest.raises(ImproperlyConfigured, match="POLL_INTERVAL"),
+        ):
+            importlib.reload(routing)
+    finally:
+        importlib.reload(routing)
