@@ -4,6 +4,10 @@ The same worker as ``manage.py runworker prog-rocker`` (that command works
 too), with the channel name taken from ``PROGROCK["WORKER_CHANNEL"]`` and on
 uvloop when it is installed, and with the task service's module imported before
 the first message (see :func:`progrock.services.preload`).
+
+It outlives outages: started before its database or Redis, it waits for them;
+once running, its channel-layer receive waits out a Redis outage
+(:class:`progrock.worker.runner.PatientWorker`) instead of ending the process.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from progrock.exceptions import ProgRockError
 from progrock.preflight import check_worker_start, wait_until_reachable
 from progrock.runtime import install_fast_loop, tune_gc
 from progrock.services import preload
+from progrock.worker.runner import PatientWorker
 
 logger = logging.getLogger("progrock.worker")
 
 
 class Command(RunWorkerCommand):  # type: ignore[misc]
     help = "Run a ProgRock worker: consume the prog-rocker channel (start, poll, cancel, sweep)."
+    worker_class = PatientWorker
 
     def add_arguments(self, parser: Any) -> None:
         super().add_arguments(parser)
