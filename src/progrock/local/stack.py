@@ -60,6 +60,8 @@ _DELAY = re.compile(r"rundelay ready")
 
 
 WEB_SERVERS = ("daphne", "uvicorn")
+#: The backend's task file in the data dir (see progrock.local.backend.persist).
+BACKEND_FILE = "backend.sqlite3"
 
 
 def asgi_application(settings: str) -> str:
@@ -299,6 +301,8 @@ class Stack:
             argv = [
                 *(py, "-m", "progrock.local.backend"),
                 *("--host", "127.0.0.1", "--port", str(backend_port)),
+                # Its tasks outlive its restarts (a crash, a kill): as a real service's would.
+                *("--data", str(self.data_dir / BACKEND_FILE)),
             ]
             env = self._env(django=False)
             sup.add(
