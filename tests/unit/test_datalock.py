@@ -71,8 +71,14 @@ def test_children_of_the_holder_do_not_keep_the_lock(tmp_path: Path) -> None:
     lock = DataDirLock(tmp_path)
     lock.acquire()
     # close_fds=False: only close-on-exec keeps the lock's descriptor from the child.
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], close_fds=False)
+    # (Linux drops a flock on exec a moment after the parent resumes: wait until
+    # the child runs.)
+    sleeper = "import time; print('up', flush=True); time.sleep(60)"
+    child = subprocess.Popen(
+        [sys.executable, "-c", sleeper], close_fds=False, stdout=subprocess.PIPE, text=True
+    )
     try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"
         lock.release()
         again = DataDirLock(tmp_path)
         again.acquire()
@@ -80,3 +86,5 @@ def test_children_of_the_holder_do_not_keep_the_lock(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()

@@ -8,8 +8,10 @@ the lock taken and stops at once, naming the first one's pid.
 
 The kernel drops a ``flock`` when its holder dies however it dies, so a lock
 file left behind by a crash (even a SIGKILL) blocks nothing: only a live
-holder counts, never the file's existence or the pid written in it. The
-children of a stack do not inherit the lock (the descriptor is close-on-exec).
+holder counts, never the file's existence or the pid written in it. (Linux
+releases a dead process's files a moment after it is reaped, so a lock found
+taken is tried again for up to :data:`PATIENCE` seconds.) The children of a
+stack do not inherit the lock (the descriptor is close-on-exec).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from progrock.exceptions import ProgRockError
@@ -24,6 +27,8 @@ from progrock.exceptions import ProgRockError
 __all__ = ["LOCK_NAME", "DataDirInUse", "DataDirLock"]
 
 LOCK_NAME = "progrock.lock"
+#: Seconds a lock found taken is tried again before its holder counts as alive.
+PATIENCE = 1.0
 
 
 class DataDirInUse(ProgRockError):
@@ -48,7 +53,7 @@ class DataDirLock:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_within(fd, PATIENCE)
         except BlockingIOError:
             holder = _read_pid(fd)
             os.close(fd)
@@ -71,6 +76,19 @@ class DataDirLock:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)  # closing the descriptor drops the flock
+
+
+def _flock_within(fd: int, patience: float) -> None:
+    """Take the flock, trying again for ``patience`` seconds; else raise BlockingIOError."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _read_pid(fd: int) -> int | None:
