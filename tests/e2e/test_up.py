@@ -184,6 +184,25 @@ def test_redis_data_survives_a_restart_of_the_stack(
         client.close()
 
 
+def test_a_second_up_on_a_data_dir_in_use_exits_at_once(
+    run_up: Callable[..., Up], make_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """A second `progrock up` on the data dir of a running stack: exit 2 before starting
+    any child, one line naming the other process's pid and --data-dir; the running
+    stack is untouched."""
+    first = make_stack(data_dir=tmp_path / "data", workers=1)
+    before = first.pids()
+    up = run_up("--port", "0", "--data-dir", str(first.data_dir))
+    assert up.wait_exit() == 2, up.text()
+    assert up.lines == [
+        f"progrock up: the data dir {first.data_dir} is in use by another ProgRock stack "
+        f"(pid {os.getpid()}); stop that one, or give this one another --data-dir"
+    ]
+    assert up.seen == {}, "started children before refusing"
+    assert first.pids() == before
+    assert get(first.url + "/") == 200
+
+
 def test_several_web_processes_serve_the_site(make_stack: Callable[..., Stack]) -> None:
     """web_processes=2 runs two daphne processes on their own ports, both serving /."""
     stack = make_stack(workers=1, web_processes=2)

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from progrock.database_url import mask_password
 from progrock.exceptions import ProgRockError
+from progrock.local.datalock import DataDirInUse, DataDirLock
 from progrock.local.preflight import SettingsNotImportable, check_settings, check_web_server
 from progrock.local.redis_server import RedisServer
 from progrock.local.supervisor import Aborted, ChildFailed, ChildSpec, Supervisor
@@ -34,6 +35,7 @@ from progrock.preflight import check_database_url, check_redis
 __all__ = [
     "Aborted",
     "ChildFailed",
+    "DataDirInUse",
     "SettingsNotImportable",
     "Stack",
     "add_up_parser",
@@ -60,6 +62,8 @@ _DELAY = re.compile(r"rundelay ready")
 
 
 WEB_SERVERS = ("daphne", "uvicorn")
+#: The backend's task file in the data dir (see progrock.local.backend.persist).
+BACKEND_FILE = "backend.sqlite3"
 
 
 def asgi_application(settings: str) -> str:
@@ -191,6 +195,7 @@ class Stack:
             self._tmp = tempfile.mkdtemp(prefix="progrock-stack-")
             data_dir = self._tmp
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self._data_lock = DataDirLock(self.data_dir)
         self.redis_url = redis_url or ""
         self.backend_url = backend_url or ""
         self._start_redis = not redis_url
@@ -260,6 +265,8 @@ class Stack:
     def _start(self, deadline: float) -> None:
         sup = self.supervisor
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # One data dir, one stack (progrock.local.datalock): before anything starts.
+        self._data_lock.acquire()
         # 0. The settings module imports, before anything is started.
         probe_env = self._env(django=True)
         for unknown_yet in ("REDIS_URL", "PROGROCK_BACKEND_URL"):
@@ -299,6 +306,8 @@ class Stack:
             argv = [
                 *(py, "-m", "progrock.local.backend"),
                 *("--host", "127.0.0.1", "--port", str(backend_port)),
+                # Its tasks outlive its restarts (a crash, a kill): as a real service's would.
+                *("--data", str(self.data_dir / BACKEND_FILE)),
             ]
             env = self._env(django=False)
             sup.add(
@@ -389,6 +398,7 @@ class Stack:
         self._stopped = True
         self._abort.set()
         self.supervisor.stop_all()
+        self._data_lock.release()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -569,7 +579,7 @@ def _run(stack: Stack, stop: threading.Event, log: Callable[[str], None]) -> int
     except Aborted:
         log("stopped")
         return 0
-    except SettingsNotImportable as exc:
+    except (SettingsNotImportable, DataDirInUse) as exc:
         print(f"progrock up: {exc}", file=sys.stderr)
         return 2
     except (ProgRockError, OSError) as exc:

@@ -29,6 +29,7 @@ from progrock import heartbeat, tuning
 from progrock.conf import progrock_settings
 from progrock.worker.cancel import cancel
 from progrock.worker.context import Worker
+from progrock.worker.outage import UNAVAILABLE, recovered, unavailable
 from progrock.worker.polls import parse_ticks, poll
 from progrock.worker.starts import start_many
 from progrock.worker.sweep import sweep
@@ -137,9 +138,14 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
                     self._add_runner()
                 try:
                     await self.start_batch(batch)
+                except UNAVAILABLE as exc:
+                    # The start watchdogs forward these starts again.
+                    await unavailable(exc)
                 except Exception:
                     # The sweep fails tasks whose start never completed.
                     logger.exception("starting a batch of %d tasks failed", len(batch))
+                else:
+                    recovered()
         finally:
             self._start_runners -= 1
 
@@ -175,7 +181,13 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
         async with slots:
             try:
                 await work
+            except UNAVAILABLE as exc:
+                # Redis or the database is away: the sweep re-arms any poll
+                # chain this broke once they are back.
+                await unavailable(exc)
             except Exception:
                 # One bad message must not take the worker down; the sweep
                 # re-arms any poll chain this broke.
                 logger.exception("worker failed on %.300r", message)
+            else:
+                recovered()

@@ -44,6 +44,7 @@ from progrock.state.scripts import (
 )
 from progrock.tuning import DB_PROGRESS_INTERVAL, RETRY_BASE, RETRY_MAX
 from progrock.worker.context import Worker
+from progrock.worker.outage import UNAVAILABLE, unavailable
 from progrock.worker.schedule import schedule_ticks
 from progrock.worker.ticks import Tick, next_due, on_grid
 
@@ -269,6 +270,9 @@ async def run_endings(store: TaskStore, endings: list[tasks.Ending]) -> bool:
     False if that failed (logged)."""
     try:
         await tasks.afinish_many(endings, store)
+    except UNAVAILABLE as exc:  # the next poll finds the end again
+        await unavailable(exc)
+        return False
     except Exception:
         logger.exception("ending %d tasks failed; the sweep will try again", len(endings))
         return False

@@ -18,6 +18,7 @@ from django.db import transaction
 from progrock.models import Task
 from progrock.protocol import Status
 from progrock.state.rows import update_each, write_alias
+from progrock.worker.outage import UNAVAILABLE, unavailable
 
 logger = logging.getLogger("progrock.worker")
 
@@ -49,6 +50,8 @@ class ProgressCopy:
     async def _run(self, rows: list[Task]) -> None:
         try:
             await sync_to_async(copy_progress)(rows)
+        except UNAVAILABLE as exc:  # a later copy writes the progress of then
+            await unavailable(exc)
         except Exception:
             logger.exception("writing the progress of %d tasks to the database failed", len(rows))
 

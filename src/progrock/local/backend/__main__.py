@@ -2,7 +2,8 @@
 
 Prints ``progrock-backend listening on http://HOST:PORT`` once it accepts
 connections (``--port 0`` picks a free port and prints it) and exits cleanly on
-SIGTERM or SIGINT.
+SIGTERM or SIGINT. With ``--data FILE`` its tasks are kept in that SQLite file
+and a backend started again on it continues them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
@@ -52,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-tasks", type=int, default=100_000, help="most tasks held in memory (100000)"
     )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="SQLite file that keeps the tasks, so that a restarted backend continues them "
+        "(default: none, tasks live in memory only)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     faults = parser.add_argument_group("fault injection (for tests; off by default)")
     faults.add_argument(
@@ -70,9 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """Serve until SIGTERM/SIGINT."""
-    store = TaskStore(ttl=args.ttl, hash_workers=args.hash_workers, max_tasks=args.max_tasks)
+async def serve(args: argparse.Namespace, store: TaskStore) -> None:
+    """Serve ``store`` until SIGTERM/SIGINT."""
     faults = Faults(status=args.fault_status, delay_s=args.fault_delay, garbage=args.fault_garbage)
     app = make_app(store, faults=faults, allow_faults=args.allow_faults)
     runner = web.AppRunner(app, access_log=AccessLogger if args.access_log else None)
@@ -102,10 +112,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error(f"--max-tasks must be >= 1, got {args.max_tasks}")
     if args.fault_status is not None and not 400 <= args.fault_status <= 599:
         build_parser().error(f"--fault-status must be within 400..599, got {args.fault_status}")
+    if args.data is not None and not args.data.parent.is_dir():
+        build_parser().error(f"--data: the folder of {str(args.data)!r} does not exist")
     if args.access_log:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        store = TaskStore(
+            ttl=args.ttl, hash_workers=args.hash_workers, max_tasks=args.max_tasks, path=args.data
+        )
+    except (ValueError, sqlite3.Error) as exc:  # an unreadable task file
+        print(
+            f"progrock-backend: cannot use the task file {str(args.data)!r}: {exc}", file=sys.stderr
+        )
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args))
+        asyncio.run(serve(args, store))
     return 0
 
 

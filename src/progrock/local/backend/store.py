@@ -5,6 +5,11 @@ monotonic clock when asked, which keeps the status path cheap enough for
 thousands of tasks polled every 200 ms. Hash tasks run in a small
 ``ThreadPoolExecutor``; queued ones wait in its queue, not in threads of their
 own. Finished tasks are forgotten ``ttl`` seconds after they end.
+
+With a ``path``, the table is also written through to a SQLite file
+(:mod:`progrock.local.backend.persist`) and read back at start: a backend
+restarted on the same file continues every task (status requests still read
+memory only).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Literal
 
 from progrock.local.backend.kinds import (
@@ -30,9 +36,14 @@ from progrock.local.backend.kinds import (
     rock_result,
     rock_view,
 )
+from progrock.local.backend.persist import SavedTask, TaskFile
 
 TaskDict = dict[str, Any]
 Clock = Callable[[], float]
+
+#: Seconds between two records of how far a running hash task got (with a task file,
+#: its progress moves on in these steps).
+CHECKPOINT_SECONDS = 0.25
 
 
 class StoreFull(Exception):
@@ -109,12 +120,23 @@ class _HashTask:
         "done_bytes",
         "future",
         "id",
+        "on_end",
+        "on_progress",
         "params",
+        "resumed_bytes",
+        "saved_bytes",
         "started",
         "stop",
     )
 
-    def __init__(self, task_id: str, params: HashParams, clock: Clock, created_at: float):
+    def __init__(
+        self,
+        task_id: str,
+        params: HashParams,
+        clock: Clock,
+        created_at: float,
+        resumed_bytes: int = 0,
+    ):
         self.id = task_id
         self.params = params
         self.clock = clock
@@ -123,6 +145,11 @@ class _HashTask:
         self.future: Future[None] | None = None
         self.started = False
         self.done_bytes = 0
+        # Bytes hashed before the backend restarted: hashed again, unthrottled.
+        self.resumed_bytes = resumed_bytes
+        self.saved_bytes = 0  # with a task file: the bytes it says are done (all it shows)
+        self.on_end: Callable[[_HashTask], None] | None = None
+        self.on_progress: Callable[[_HashTask], None] | None = None
         self._lock = threading.Lock()
         self._state: State = "running"
         self._result: Any = None
@@ -135,7 +162,15 @@ class _HashTask:
                 return False
             self._state, self._result, self._error = state, result, error
             self._ended = self.clock()
-            return True
+        if self.on_end is not None:
+            self.on_end(self)
+        return True
+
+    def restore_end(self, state: State, result: Any, error: str | None, ended: float) -> None:
+        """Set the end a task file recorded (before the task is shown to anyone)."""
+        self._state, self._result, self._error, self._ended = state, result, error, ended
+        if state == "succeeded":
+            self.done_bytes = self.params.total_bytes
 
     def run(self) -> None:
         """Hash the stream in a pool thread; stop between chunks once cancelled."""
@@ -145,17 +180,24 @@ class _HashTask:
         try:
             digest = hashlib.sha256()
             rate = self.params.rate_mb_s
-            begin = self.clock()
+            begin = last_record = self.clock()
+            skip = self.resumed_bytes
             for chunk in generate_stream(self.params.mb):
                 if self.stop.is_set():
                     return
                 digest.update(chunk)
                 self.done_bytes += len(chunk)
-                if rate is not None:
-                    due = begin + self.done_bytes / (rate * MB)
+                if rate is not None and self.done_bytes > skip:
+                    due = begin + (self.done_bytes - skip) / (rate * MB)
                     wait = due - self.clock()
                     if wait > 0 and self.stop.wait(wait):
                         return
+                if self.on_progress is not None and self.clock() - last_record >= (
+                    CHECKPOINT_SECONDS
+                ):
+                    last_record = self.clock()
+                    self.on_progress(self)
+                    self.saved_bytes = self.done_bytes
             self._finish(
                 "succeeded", result={"sha256": digest.hexdigest(), "bytes": self.done_bytes}
             )
@@ -166,7 +208,9 @@ class _HashTask:
         with self._lock:
             state, result, error = self._state, self._result, self._error
         total = self.params.total_bytes
-        done = total if state == "succeeded" else self.done_bytes
+        # With a task file, only progress it holds: a restart must not show less.
+        done = self.done_bytes if self.on_progress is None else self.saved_bytes
+        done = total if state == "succeeded" else max(done, self.resumed_bytes)
         if state == "running" and not self.started:
             message = "queued"
         else:
@@ -202,7 +246,8 @@ class TaskStore:
 
     ``ttl``: seconds a finished task stays visible; ``hash_workers``: threads
     running hash tasks at once; ``max_tasks``: table size beyond which
-    :meth:`create` raises :class:`StoreFull`.
+    :meth:`create` raises :class:`StoreFull`; ``path``: a SQLite file that
+    keeps the tasks across restarts (its folder must exist), None: memory only.
     """
 
     def __init__(
@@ -213,6 +258,7 @@ class TaskStore:
         max_tasks: int = 100_000,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
+        path: str | Path | None = None,
     ) -> None:
         if ttl < 0:
             raise ValueError(f"ttl must be >= 0 seconds, got {ttl!r}")
@@ -227,6 +273,52 @@ class TaskStore:
         self._tasks: dict[str, _Task] = {}
         self._keys: dict[str, str] = {}  # idempotency key -> task id
         self._pool = ThreadPoolExecutor(hash_workers, thread_name_prefix="progrock-hash")
+        # Unix time = monotonic time + offset (the task file holds Unix times).
+        self._offset = wall_clock() - clock()
+        self._file = None if path is None else TaskFile(path)
+        if self._file is not None:
+            for saved in self._file.load():
+                self._restore(saved)
+
+    def _restore(self, saved: SavedTask) -> None:
+        """Put a task read from the task file back in the table."""
+        try:
+            parsed = parse_params(saved.kind, saved.params)
+        except ParamError as exc:
+            raise ValueError(f"task {saved.id!r} in the task file {self._file}: {exc}") from None
+        started = saved.started_at - self._offset
+        ended = None if saved.ended_at is None else saved.ended_at - self._offset
+        task: _Task
+        if isinstance(parsed, RockParams):
+            task = _RockTask(saved.id, parsed, started, saved.created_at)
+            if saved.state == "cancelled" and ended is not None:
+                task.cancelled = (ended, saved.progress or 0.0)
+        else:
+            task = _HashTask(saved.id, parsed, self.clock, saved.created_at, saved.done_bytes)
+            if saved.state is not None and ended is not None:
+                state: State = saved.state  # type: ignore[assignment]
+                task.restore_end(state, saved.result, saved.error, ended)
+            else:
+                self._watch(task)
+                task.future = self._pool.submit(task.run)
+        self._tasks[saved.id] = task
+        if saved.key is not None:
+            self._keys[saved.key] = saved.id
+
+    def _watch(self, task: _HashTask) -> None:
+        """Write a hash task's progress and end to the task file."""
+        file = self._file
+        if file is None:
+            return
+        offset = self._offset
+
+        def on_end(t: _HashTask) -> None:
+            view = t.view(t.clock())
+            ended = (t.ended_at(0.0) or t.clock()) + offset
+            file.end(t.id, view["state"], at=ended, result=view["result"], error=view["error"])
+
+        task.on_end = on_end
+        task.on_progress = lambda t: file.checkpoint(t.id, t.done_bytes)
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -245,11 +337,16 @@ class TaskStore:
                 raise StoreFull(f"the backend already holds {len(self._tasks)} tasks (max_tasks)")
         task_id = uuid.uuid4().hex
         now = self.clock()
+        created = self.wall_clock()
+        if self._file is not None:  # written before anyone hears of the task
+            saved = dict(params) if isinstance(params, Mapping) else {}
+            self._file.add(SavedTask(task_id, str(kind), saved, key, created, now + self._offset))
         task: _Task
         if isinstance(parsed, RockParams):
-            task = _RockTask(task_id, parsed, now, self.wall_clock())
+            task = _RockTask(task_id, parsed, now, created)
         else:
-            task = _HashTask(task_id, parsed, self.clock, self.wall_clock())
+            task = _HashTask(task_id, parsed, self.clock, created)
+            self._watch(task)
             task.future = self._pool.submit(task.run)
         self._tasks[task_id] = task
         if key is not None:
@@ -276,6 +373,9 @@ class TaskStore:
             return None
         now = self.clock()
         outcome: Literal["cancelled", "conflict"] = "cancelled" if task.cancel(now) else "conflict"
+        if isinstance(task, _RockTask) and task.cancelled is not None and self._file is not None:
+            at, progress = task.cancelled
+            self._file.end(task_id, "cancelled", at=at + self._offset, progress=progress)
         return outcome, task.view(now)
 
     def sweep(self) -> int:
@@ -288,6 +388,8 @@ class TaskStore:
         ]
         for task_id in expired:
             del self._tasks[task_id]
+        if expired and self._file is not None:
+            self._file.forget(expired)
         if expired:
             gone = set(expired)
             self._keys = {k: t for k, t in self._keys.items() if t not in gone}
@@ -297,8 +399,11 @@ class TaskStore:
         """Stop every hash thread promptly and shut the pool down."""
         for task in self._tasks.values():
             if isinstance(task, _HashTask):
+                task.on_end = None  # a stopped hash task did not end: a restart continues it
                 task.stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._file is not None:
+            self._file.close()
 
 
 __all__ = ["ParamError", "StoreFull", "TaskDict", "TaskStore"]

@@ -6,6 +6,10 @@ uvloop when it is installed, with the task service's module imported before
 the first message (see :func:`progrock.services.preload`), and with a
 heartbeat (:mod:`progrock.heartbeat`) from its first moment: web processes
 refuse starts while no worker beats.
+
+It outlives outages: started before its database or Redis, it waits for them;
+once running, its channel-layer receive waits out a Redis outage
+(:class:`progrock.worker.runner.PatientWorker`) instead of ending the process.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from progrock.preflight import TIMEOUT, check_worker_start, wait_until_reachable
 from progrock.runtime import install_fast_loop, tune_gc
 from progrock.services import preload
 from progrock.state.live import get_redis
+from progrock.worker.runner import PatientWorker
 
 logger = logging.getLogger("progrock.worker")
 
 
-class BeatingWorker(Worker):  # type: ignore[misc]
-    """Channels' worker, with this process's heartbeat beside its listeners."""
+class BeatingWorker(PatientWorker):
+    """The patient worker (it outlives Redis outages), with this process's heartbeat
+    beside its listeners."""
 
     def __init__(self, *args: Any, identity: heartbeat.Identity, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
