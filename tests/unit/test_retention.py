@@ -100,7 +100,9 @@ def test_cleanup_deletes_and_dry_run_only_counts() -> None:
     assert list(Task.objects.values_list("status", flat=True)) == ["running"]
 
 
-@pytest.mark.django_db
+# transaction=True: Django closes every connection after a command run from the
+# command line; inside a test's transaction PostgreSQL could not reconnect.
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("argv", [["--older-than", "30x"], ["--older-than=-5d"], []])
 def test_a_malformed_or_missing_duration_exits_2_with_usage_deleting_nothing(
     argv: list[str], capsys: pytest.CaptureFixture[str]
