@@ -62,8 +62,9 @@ class TaskAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return False  # its worker still polls it: cancel it first
         return super().has_delete_permission(request, obj)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        found = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # *args: Django 6.1 adds action_location (and deprecates overrides without it).
+        found: dict[str, Any] = super().get_actions(request, *args, **kwargs)
         found.pop("delete_selected", None)  # it would delete running tasks too
         return found
 
