@@ -62,9 +62,13 @@ class TaskAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return False  # its worker still polls it: cancel it first
         return super().has_delete_permission(request, obj)
 
-    def get_actions(self, request: HttpRequest, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        # *args: Django 6.1 adds action_location (and deprecates overrides without it).
-        found: dict[str, Any] = super().get_actions(request, *args, **kwargs)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 adds action_location (and deprecates overrides without it); 5.2 has none.
+        found: dict[str, Any] = (
+            super().get_actions(request)
+            if action_location is None
+            else super().get_actions(request, action_location)  # type: ignore[call-arg]
+        )
         found.pop("delete_selected", None)  # it would delete running tasks too
         return found
 
