@@ -38,6 +38,7 @@ from django.utils.module_loading import import_string
 
 from progrock import conf
 from progrock.exceptions import ImproperlyConfigured
+from progrock.protocol import DELAY_CHANNEL, WORKER_CHANNEL
 
 TAG: Final = "progrock"
 IN_MEMORY_LAYER: Final = "channels.layers.InMemoryChannelLayer"
@@ -297,7 +298,7 @@ def _capacity_warnings(current: conf.ProgRockSettings) -> Messages:
     if get_capacity is None:
         return []
     found: Messages = []
-    for name in (current.WORKER_CHANNEL, current.DELAY_CHANNEL):
+    for name in (WORKER_CHANNEL, DELAY_CHANNEL):
         capacity = get_capacity(name)
         if isinstance(capacity, int) and capacity < MIN_CAPACITY:
             found.append(
@@ -307,8 +308,8 @@ def _capacity_warnings(current: conf.ProgRockSettings) -> Messages:
                     "refused (ChannelFull)",
                     hint=(
                         "Raise it in CHANNEL_LAYERS['default']['CONFIG'], e.g. "
-                        f'"channel_capacity": {{"{current.WORKER_CHANNEL}": 20000, '
-                        f'"{current.DELAY_CHANNEL}": 20000}}.'
+                        f'"channel_capacity": {{"{WORKER_CHANNEL}": 20000, '
+                        f'"{DELAY_CHANNEL}": 20000}}.'
                     ),
                     id="progrock.W012",
                 )

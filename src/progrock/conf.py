@@ -43,10 +43,6 @@ class ProgRockSettings:
     REDIS_URL: str = DEFAULT_REDIS_URL
     # Prefix of every Redis key and pub/sub channel ProgRock uses.
     KEY_PREFIX: str = "progrock:"
-    # The channel-layer channel the workers consume (runprogrock).
-    WORKER_CHANNEL: str = "prog-rocker"
-    # The channel-layer channel the delay server consumes (rundelay).
-    DELAY_CHANNEL: str = "asgi.delay"
     # Seconds between two polls of a running task.
     POLL_INTERVAL: float = 0.2
     # {"BACKEND": dotted path of a TaskService class or factory, "OPTIONS": its kwargs}.
@@ -84,6 +80,12 @@ REMOVED: Final[Mapping[str, str]] = MappingProxyType(
         "TICK_ALIGN": "there is one tick grid, progrock.tuning.TICK_GRID",
         "TICK_GRID_LIGHT": "there is one tick grid, progrock.tuning.TICK_GRID",
         "LIGHT_LOAD": "there is one tick grid, progrock.tuning.TICK_GRID",
+        # The 2017 design's channel names are fixed; the channel layer's own "prefix"
+        # keeps two deployments on one Redis apart.
+        "WORKER_CHANNEL": "it is fixed at 'prog-rocker' (progrock.protocol.WORKER_CHANNEL); "
+        "set CHANNEL_LAYERS['default']['CONFIG']['prefix'] to share a Redis",
+        "DELAY_CHANNEL": "it is fixed at 'asgi.delay' (progrock.protocol.DELAY_CHANNEL); "
+        "set CHANNEL_LAYERS['default']['CONFIG']['prefix'] to share a Redis",
         **{
             name: f"it is the constant progrock.tuning.{name}"
             for name in (
@@ -224,8 +226,6 @@ def load(user: object) -> ProgRockSettings:
     return ProgRockSettings(
         REDIS_URL=_redis_url(user.get("REDIS_URL")),
         KEY_PREFIX=_text("KEY_PREFIX", pick("KEY_PREFIX")),
-        WORKER_CHANNEL=_text("WORKER_CHANNEL", pick("WORKER_CHANNEL")),
-        DELAY_CHANNEL=_text("DELAY_CHANNEL", pick("DELAY_CHANNEL")),
         POLL_INTERVAL=_seconds("POLL_INTERVAL", pick("POLL_INTERVAL")),
         SERVICE=_service(pick("SERVICE")),
         KINDS=_kinds(pick("KINDS")),

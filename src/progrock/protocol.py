@@ -21,6 +21,10 @@ from progrock.redact import redact
 from progrock.values import find_problem, scalar_problem, short, string_problem
 
 ACCEPT_FRAME: Final = '{"accept": true}'
+#: The channel-layer channel the workers consume (``runprogrock``): the 2017 design's name.
+WORKER_CHANNEL: Final = "prog-rocker"
+#: The channel-layer channel the delay server consumes (``rundelay``), as in ASGI's spec.
+DELAY_CHANNEL: Final = "asgi.delay"
 MAX_REF_LENGTH: Final = 200
 MAX_KIND_LENGTH: Final = 100  # the Task model's kind column
 LIST_LIMIT: Final = 50

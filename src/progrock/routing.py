@@ -17,7 +17,8 @@ from typing import Any
 
 from django.urls import path
 
-from progrock.conf import get_settings, progrock_settings
+from progrock.conf import get_settings
+from progrock.protocol import WORKER_CHANNEL
 from progrock.web.consumer import ProgressConsumer
 from progrock.worker.consumer import WorkerConsumer
 
@@ -33,4 +34,4 @@ websocket_urlpatterns = [
 
 def channel_routing() -> dict[str, Any]:
     """Internal: the worker channel (``prog-rocker``), served by ``runworker``."""
-    return {progrock_settings.WORKER_CHANNEL: WorkerConsumer.as_asgi()}
+    return {WORKER_CHANNEL: WorkerConsumer.as_asgi()}

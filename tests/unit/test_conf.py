@@ -18,7 +18,7 @@ from progrock.exceptions import ImproperlyConfigured, ProgRockError
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 DURATIONS = ("POLL_INTERVAL", "FAILURE_BUDGET", "START_TIMEOUT", "SWEEP_INTERVAL")
-NAMES = ("KEY_PREFIX", "WORKER_CHANNEL", "DELAY_CHANNEL", "DEFAULT_KIND", "PERMISSION")
+NAMES = ("KEY_PREFIX", "DEFAULT_KIND", "PERMISSION")
 
 
 def refused(user: object) -> str:
@@ -218,6 +218,8 @@ def test_several_unknown_keys_are_all_named() -> None:
         ("TICK_GRID_LIGHT", "one tick grid"),
         ("LIGHT_LOAD", "one tick grid"),
         ("STALL_AFTER", "SWEEP_INTERVAL"),
+        ("WORKER_CHANNEL", "fixed at 'prog-rocker'"),
+        ("DELAY_CHANNEL", "CHANNEL_LAYERS"),
     ],
 )
 def test_a_former_setting_says_what_replaced_it(key: str, instead: str) -> None:

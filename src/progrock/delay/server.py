@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from progrock.conf import progrock_settings
 from progrock.delay.envelope import Delivery, Envelope, InvalidEnvelope, Pending, plan_deliveries
 from progrock.delay.store import DelayStore, now_ms
+from progrock.protocol import DELAY_CHANNEL, WORKER_CHANNEL
 from progrock.tuning import (
     DELAY_BATCH_WINDOW,
     DELAY_CLAIM_LIMIT,
@@ -201,7 +202,7 @@ class DelayServer:
         await self._listening.wait()
         await self._claimed_once.wait()
         self.ready.set()
-        logger.debug("delay server ready on %r", progrock_settings.DELAY_CHANNEL)
+        logger.debug("delay server ready on %r", DELAY_CHANNEL)
 
     # -- wake-ups ------------------------------------------------------------
 
@@ -240,7 +241,7 @@ class DelayServer:
     # -- asgi.delay channel -> store ------------------------------------------
 
     async def _receive_loop(self) -> None:
-        channel = progrock_settings.DELAY_CHANNEL
+        channel = DELAY_CHANNEL
         backoff = _Backoff()
         while not self._stopping:
             try:
@@ -417,12 +418,12 @@ class DelayServer:
             interval = progrock_settings.SWEEP_INTERVAL
             try:
                 if await self.store.try_lock("sweep:lock", max(1, int(interval * 1000))):
-                    await self.layer.send(progrock_settings.WORKER_CHANNEL, _SWEEP)
+                    await self.layer.send(WORKER_CHANNEL, _SWEEP)
                 self.health.ok()
             except ChannelFull:
                 logger.warning(
                     "worker channel %r is full; skipping this sweep trigger",
-                    progrock_settings.WORKER_CHANNEL,
+                    WORKER_CHANNEL,
                 )
             except TRANSIENT as exc:
                 self.health.failed("sweep trigger", exc)

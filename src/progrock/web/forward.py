@@ -20,9 +20,9 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
-from progrock.conf import progrock_settings
 from progrock.delay.store import default_store
 from progrock.exceptions import ProgRockError
+from progrock.protocol import WORKER_CHANNEL
 from progrock.tuning import FORWARD_BATCH, FORWARD_TIMEOUT, FORWARD_WINDOW
 from progrock.worker import start_watch
 
@@ -44,7 +44,7 @@ async def to_workers(message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         raise ProgRockError("no channel layer is configured (settings.CHANNEL_LAYERS)")
-    await layer.send(progrock_settings.WORKER_CHANNEL, message)
+    await layer.send(WORKER_CHANNEL, message)
 
 
 _Batch = list[tuple[dict[str, Any], asyncio.Future[None]]]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from progrock.conf import progrock_settings
 from progrock.delay import DelayStore
+from progrock.protocol import WORKER_CHANNEL
 from progrock.services import load_service
 from progrock.services.base import TaskService
 from progrock.state.live import TaskStore
@@ -34,7 +35,7 @@ class Cadence:
             interval_ms=progrock_settings.POLL_INTERVAL * 1000,
             grid_ms=TICK_GRID * 1000,
             batch=TICK_BATCH,
-            channel=progrock_settings.WORKER_CHANNEL,
+            channel=WORKER_CHANNEL,
         )
 
 

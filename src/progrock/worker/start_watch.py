@@ -35,6 +35,7 @@ from typing import Any
 
 from progrock.conf import progrock_settings
 from progrock.delay import DelayStore
+from progrock.protocol import WORKER_CHANNEL
 
 
 def watch_key(task_id: str) -> str:
@@ -69,7 +70,7 @@ def watchdogs(messages: Iterable[Mapping[str, Any]], now: float) -> list[dict[st
     delay_ms = progrock_settings.START_TIMEOUT * 1000
     return [
         {
-            "channel": progrock_settings.WORKER_CHANNEL,
+            "channel": WORKER_CHANNEL,
             "content": next_attempt(message, now),
             "delay": delay_ms,
             "key": watch_key(str(message["task_id"])),

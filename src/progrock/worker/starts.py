@@ -34,7 +34,7 @@ from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
 from progrock.models import Task
-from progrock.protocol import Status, backoff, failure, started_message
+from progrock.protocol import WORKER_CHANNEL, Status, backoff, failure, started_message
 from progrock.services.base import ServiceStatus, TaskService
 from progrock.state import tasks
 from progrock.state.live import UNKNOWN, Change
@@ -278,7 +278,7 @@ def _retry(r: StartRequest, error: ServiceError, first_failure: float) -> dict[s
     delay = backoff(r.attempt + 1, RETRY_BASE, RETRY_MAX)
     logger.warning("start of %s failed (%s); retrying in %.1fs", r.task_id, error, delay)
     return {
-        "channel": progrock_settings.WORKER_CHANNEL,
+        "channel": WORKER_CHANNEL,
         "content": {
             **r.message,
             "attempt": r.attempt + 1,

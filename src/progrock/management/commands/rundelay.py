@@ -23,6 +23,7 @@ from progrock.delay import DelayServer, DelayStore
 from progrock.delay.store import now_ms
 from progrock.exceptions import ProgRockError
 from progrock.preflight import Unreachable, check_redis, redis_variable
+from progrock.protocol import DELAY_CHANNEL
 from progrock.runtime import install_fast_loop, tune_gc
 
 logger = logging.getLogger("progrock.delay")
@@ -67,7 +68,7 @@ class Command(BaseCommand):
                     await beats.beat()
             logger.info(
                 "rundelay ready (channel %r)",
-                progrock_settings.DELAY_CHANNEL,
+                DELAY_CHANNEL,
             )
             self.stdout.write("rundelay ready")
             self.stdout.flush()

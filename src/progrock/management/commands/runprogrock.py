@@ -1,7 +1,7 @@
 """``manage.py runprogrock``: Channels' ``runworker`` for the ``prog-rocker`` channel.
 
 The same worker as ``manage.py runworker prog-rocker`` (that command works
-too), with the channel name taken from ``PROGROCK["WORKER_CHANNEL"]`` and on
+too), with the channel name taken from ``progrock.protocol.WORKER_CHANNEL`` and on
 uvloop when it is installed, with the task service's module imported before
 the first message (see :func:`progrock.services.preload`), and with a
 heartbeat (:mod:`progrock.heartbeat`) from its first moment: web processes
@@ -29,6 +29,7 @@ from progrock import heartbeat
 from progrock.conf import progrock_settings
 from progrock.exceptions import ProgRockError
 from progrock.preflight import TIMEOUT, check_worker_start, wait_until_reachable
+from progrock.protocol import WORKER_CHANNEL
 from progrock.runtime import install_fast_loop, tune_gc
 from progrock.services import preload
 from progrock.state.live import get_redis
@@ -65,7 +66,7 @@ class Command(RunWorkerCommand):  # type: ignore[misc]
         for action in parser._actions:
             if action.dest == "channels":
                 action.nargs = "*"
-                action.help = "channels to consume (default: PROGROCK['WORKER_CHANNEL'])"
+                action.help = "channels to consume (default: progrock.protocol.WORKER_CHANNEL)"
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:  # a malformed DATABASE_URL / REDIS_URL: one line and exit, not a crash per message
@@ -73,7 +74,7 @@ class Command(RunWorkerCommand):  # type: ignore[misc]
         except ProgRockError as exc:
             raise CommandError(str(exc)) from None
         if not options.get("channels"):
-            options["channels"] = [progrock_settings.WORKER_CHANNEL]
+            options["channels"] = [WORKER_CHANNEL]
         identity = heartbeat.Identity("worker")
         # The first beat before the ready line: a start right after it finds this worker.
         client = redis.Redis.from_url(progrock_settings.REDIS_URL, socket_timeout=TIMEOUT)
