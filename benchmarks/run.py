@@ -64,7 +64,24 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "loop_cpu_s": core_speed(),
     }
+
+
+def core_speed() -> float:
+    """CPU seconds one core takes for a pure-Python loop of 5 million additions (best of 3).
+
+    Machines of the same kind differ: one seen here took twice as long as another,
+    and every CPU figure with it. Compare runs from different days through this.
+    """
+    best = math.inf
+    for _ in range(3):
+        start = time.process_time()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.process_time() - start)
+    return round(best, 3)
 
 
 def git_head() -> str | None:
