@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from progrock.protocol import Status
-from progrock.state.live import LiveState
+from progrock.state.live import LiveState, encode_fields, view_from_hash
 from progrock.state.scripts import POLL_FIELDS
 
 FULL = {
@@ -102,3 +102,12 @@ def test_a_field_that_is_not_a_number_reads_as_absent_and_is_logged(
     assert state is not None and getattr(state, attribute) == 0.0
     assert state.seq == 7 and state.rate == 1.25  # the other fields are read as usual
     assert f"field '{name}' must be a number, got 'lots'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "result", ["42 rows", "42", "", 42, 1.5, True, None, [1, "a"], {"rows": 3}]
+)
+def test_a_result_reads_back_as_it_was_written(result: object) -> None:
+    """A task's result survives the hash as it was, a string that looks like a number included."""
+    fields = encode_fields({"status": "succeeded", "result": result, "error": None})
+    assert view_from_hash("t-1", fields).result == result

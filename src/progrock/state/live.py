@@ -74,12 +74,20 @@ def fanout_channel(task_id: str, prefix: str | None = None) -> str:
     return f"{prefix or progrock_settings.KEY_PREFIX}u:{task_id}"
 
 
+#: Fields that hold any JSON value, read back with ``json.loads``: always written as
+#: JSON, so that a string result ("42 rows", or "42") reads back as that string.
+JSON_FIELDS: Final = frozenset({"result", "error"})
+
+
 def encode_fields(fields: Mapping[str, Any]) -> dict[str, str]:
-    """Hash values as strings: numbers as text, None as '', dicts/lists as JSON."""
+    """Hash values as strings: numbers as text, None as '', dicts/lists (and anything
+    in :data:`JSON_FIELDS`) as JSON."""
     out: dict[str, str] = {}
     for name, value in fields.items():
         if value is None:
             out[name] = ""
+        elif name in JSON_FIELDS:
+            out[name] = json.dumps(value, separators=(",", ":"))
         elif isinstance(value, str):
             out[name] = value
         elif isinstance(value, bool):
