@@ -5,9 +5,10 @@ superuser role ``progrock``) and ``postgres`` serves it on a free port of
 127.0.0.1, with its Unix socket inside that folder: never the machine's own
 server, never its port 5432. Given another ``host`` (an address inside a
 network namespace of the several-hosts test), it listens there and trusts
-the hosts of that address's subnet (``samenet``): a private network only. The server runs as a child process in the
-foreground, like :class:`~progrock.local.redis_server.RedisServer`, so stopping
-(or losing) its owner leaves no daemon behind.
+the hosts of that address's subnet (``samenet``): a private network only.
+The server runs as a child process in the foreground, like
+:class:`~progrock.local.redis_server.RedisServer`, so stopping (or losing)
+its owner leaves no daemon behind.
 
 PostgreSQL refuses to run as root: when this process is root, the cluster is
 made and served as the ``postgres`` system user (or ``nobody``), which then
