@@ -105,8 +105,8 @@ class Network:
         self.addresses: dict[str, str] = {}
         self.switch = Namespace(f"{self.prefix}-switch")
         try:
-            self.switch.ip("link", "add", "br0", "type", "bridge")
-            self.switch.ip("link", "set", "br0", "up")
+            self.switch.ip("link", "add", "name", "br0", "type", "bridge")
+            self.switch.ip("link", "set", "dev", "br0", "up")
         except BaseException:
             self.close()
             raise
@@ -118,9 +118,10 @@ class Network:
         host = Namespace(f"{self.prefix}-{label}")
         self.hosts[label] = host
         address = f"{self.subnet}.{last_octet}"
-        self.switch.ip("link", "add", label, "type", "veth", "peer", "name", "eth0")
-        self.switch.ip("link", "set", "eth0", "netns", host.name)
-        self.switch.ip("link", "set", label, "master", "br0", "up")
+        # "name" and "dev" spelled out: a label such as "a" would read as a keyword.
+        self.switch.ip("link", "add", "name", label, "type", "veth", "peer", "name", "eth0")
+        self.switch.ip("link", "set", "dev", "eth0", "netns", host.name)
+        self.switch.ip("link", "set", "dev", label, "master", "br0", "up")
         host.ip("addr", "add", f"{address}/24", "dev", "eth0")
         host.ip("link", "set", "eth0", "up")
         self.addresses[label] = address
@@ -128,7 +129,7 @@ class Network:
 
     def cut(self, label: str) -> None:
         """Unplug a host: its switch port goes down, its packets go nowhere."""
-        self.switch.ip("link", "set", label, "down")
+        self.switch.ip("link", "set", "dev", label, "down")
 
     def close(self) -> None:
         """Delete every namespace made (hosts first, the switch last)."""
