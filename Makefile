@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(BIN)/python scripts/run-tests.py $(ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not e2e and not browser and not packaging" $(ARGS)
+	$(BIN)/pytest -m "not e2e and not browser and not packaging and not hosts" $(ARGS)
 
 test-matrix: $(STAMP)
 	$(BIN)/python scripts/test-matrix.py $(ARGS)

