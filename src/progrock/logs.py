@@ -31,8 +31,9 @@ EXTRAS: Final = ("task_id", "event", "count", "process_kind")
 _process_kind: str | None = None
 
 
-def set_process_kind(kind: str) -> None:
-    """Name this process's kind in every later JSON line (``web``, ``worker``, ``delay``)."""
+def set_process_kind(kind: str | None) -> None:
+    """Name this process's kind in every later JSON line (``web``, ``worker``, ``delay``;
+    None: none)."""
     global _process_kind
     _process_kind = kind
 
