@@ -63,28 +63,47 @@ class _Noop:
         pass
 
 
-def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> Any:
+# The collectors each process kind exposes, registered by mark_process(kind): a
+# worker's scrape has no delay-server series and the other way round.
+_OF_KIND: dict[str, list[Any]] = {"worker": [], "delay": [], "web": []}
+
+
+def _keep(kind: str | None, metric: Any) -> Any:
+    if kind is None:  # every kind: registered at once
+        prometheus_client.REGISTRY.register(metric)
+    else:
+        _OF_KIND[kind].append(metric)
+    return metric
+
+
+def _counter(kind: str | None, name: str, doc: str, labels: Sequence[str] = ()) -> Any:
     if prometheus_client is None:
         return _Noop()
-    return prometheus_client.Counter(name, doc, labels)
+    return _keep(kind, prometheus_client.Counter(name, doc, labels, registry=None))
 
 
-def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Any:
+def _gauge(kind: str | None, name: str, doc: str, labels: Sequence[str] = ()) -> Any:
     if prometheus_client is None:
         return _Noop()
-    return prometheus_client.Gauge(name, doc, labels)
+    return _keep(kind, prometheus_client.Gauge(name, doc, labels, registry=None))
 
 
-def _histogram(name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]) -> Any:
+def _histogram(
+    kind: str, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+) -> Any:
     if prometheus_client is None:
         return _Noop()
-    return prometheus_client.Histogram(name, doc, labels, buckets=buckets)
+    metric = prometheus_client.Histogram(name, doc, labels, buckets=buckets, registry=None)
+    return _keep(kind, metric)
 
 
 # -- every kind ---------------------------------------------------------------------
 
-PROCESS = _gauge("progrock_process_info", "1 for this process, labelled with its kind", ["kind"])
+PROCESS = _gauge(
+    None, "progrock_process_info", "1 for this process, labelled with its kind", ["kind"]
+)
 TASKS_ENDED = _counter(
+    None,
     "progrock_tasks_ended_total",
     "Tasks this process ended, by final status and error code ('none' unless failed)",
     ["status", "error"],
@@ -93,30 +112,37 @@ TASKS_ENDED = _counter(
 # -- workers ------------------------------------------------------------------------
 
 TASKS_STARTED = _counter(
-    "progrock_tasks_started_total", "Tasks the backend created and a worker started", ["kind"]
+    "worker",
+    "progrock_tasks_started_total",
+    "Tasks the backend created and a worker started",
+    ["kind"],
 )
 UPDATES_ANNOUNCED = _counter(
-    "progrock_updates_announced_total", "Progress changes a worker published to watchers"
+    "worker", "progrock_updates_announced_total", "Progress changes a worker published to watchers"
 )
 POLL_LATENESS = _histogram(
+    "worker",
     "progrock_poll_lateness_seconds",
     "Per poll batch, how late its most overdue tick was handled",
     (),
     LATENESS_BUCKETS,
 )
 BACKEND_SECONDS = _histogram(
+    "worker",
     "progrock_backend_seconds",
     "Duration of calls to the backend task service (call: create, status, cancel)",
     ["call"],
     BACKEND_BUCKETS,
 )
 BACKEND_ERRORS = _counter(
+    "worker",
     "progrock_backend_errors_total",
     "Failed backend calls or entries (error: unavailable, rejected, unknown_ref, "
     "bad_entry, exception)",
     ["call", "error"],
 )
 SWEEP_REPAIRS = _counter(
+    "worker",
     "progrock_sweep_repairs_total",
     "What the sweep repaired (repair: rearmed, not_started, unannounced, retention_deleted)",
     ["repair"],
@@ -125,20 +151,24 @@ SWEEP_REPAIRS = _counter(
 # -- delay servers ------------------------------------------------------------------
 
 DELAY_PENDING = _gauge(
-    "progrock_delay_pending", "Delayed messages waiting in the delay set (at the last heartbeat)"
+    "delay",
+    "progrock_delay_pending",
+    "Delayed messages waiting in the delay set (at the last heartbeat)",
 )
 DELAY_DUE_LAG = _gauge(
+    "delay",
     "progrock_delay_due_lag_seconds",
     "How overdue the delay set's most overdue message was at the last heartbeat (0: none due)",
 )
 DELAY_DELIVERED = _counter(
-    "progrock_delay_delivered_total", "Delayed messages a delay server delivered"
+    "delay", "progrock_delay_delivered_total", "Delayed messages a delay server delivered"
 )
 
 
 # -- web processes ------------------------------------------------------------------
 
 TASKS = _gauge(
+    "web",
     "progrock_tasks",
     "Tasks queued or running now, counted in the database by the web metrics view",
     ["status"],
@@ -178,7 +208,7 @@ class _WebCollector:
 
 
 if prometheus_client is not None:
-    prometheus_client.REGISTRY.register(_WebCollector())
+    _OF_KIND["web"].append(_WebCollector())
 
 
 # -- labels -------------------------------------------------------------------------
@@ -216,10 +246,14 @@ _marked: set[str] = set()
 
 
 def mark_process(kind: str) -> None:
-    """Say which kind this process is (``progrock_process_info{kind=...} 1``)."""
-    if kind not in _marked:
-        _marked.add(kind)
-        PROCESS.labels(kind).set(1)
+    """Say which kind this process is: its kind's series join the registry, and
+    ``progrock_process_info{kind=...}`` is 1."""
+    if kind in _marked or prometheus_client is None:
+        return
+    _marked.add(kind)
+    for metric in _OF_KIND[kind]:
+        prometheus_client.REGISTRY.register(metric)
+    PROCESS.labels(kind).set(1)
 
 
 def render() -> tuple[bytes, str]:

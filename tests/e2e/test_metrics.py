@@ -111,6 +111,15 @@ async def test_every_process_kind_counts_a_real_task_and_names_no_task_or_owner(
     assert ("progrock_delay_due_lag_seconds", frozenset()) in delay
     assert value(delay, "progrock_process_info", kind="delay") == 1
 
+    # each kind shows its own series only
+    assert not any(key[0].startswith("progrock_delay") for key in samples["web"])
+    assert not any(key[0].startswith("progrock_poll") for key in delay)
+    assert not any(
+        key[0].startswith(("progrock_sockets", "progrock_delay"))
+        for w in workers.values()
+        for key in w
+    )
+
     # nothing that names a task or an owner, in any scrape, mid-run or after
     secrets = {
         task_id,

@@ -66,6 +66,7 @@ def test_a_bad_metrics_port_is_one_line_quoting_it() -> None:
 
 async def test_metered_service_counts_an_unreachable_backend() -> None:
     """A refused connection is timed and counted as ``unavailable`` for its call."""
+    metrics.mark_process("worker")  # the worker's series join the registry
     service = MeteredService(HttpTaskService(url=f"http://127.0.0.1:{free_port()}", timeout=2))
     before = sample("progrock_backend_errors_total", call="status", error="unavailable")
     count = sample("progrock_backend_seconds_count", call="status")
