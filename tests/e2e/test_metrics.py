@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping
@@ -41,6 +43,20 @@ def total(scrapes: Mapping[str, Samples], name: str, **labels: str) -> float:
     return sum(value(s, name, **labels) for s in scrapes.values())
 
 
+def wait_until_served(url: str, timeout: float = 60.0) -> None:
+    """Wait for a metrics port: a worker counts as ready after 3 s without its ready
+    line, and under load it may still be waiting for its database then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10):
+                return
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def scrape_all(stack: Stack) -> dict[str, tuple[str, Samples]]:
     found = {"web": scrape(stack.url + "/metrics")}
     for name, port in stack.metrics_ports.items():
@@ -60,6 +76,8 @@ async def test_every_process_kind_counts_a_real_task_and_names_no_task_or_owner(
     holds its task id, backend ref, owner or session key."""
     stack = make_stack(metrics_port=0)
     assert set(stack.metrics_ports) == {"delay", *stack.worker_names}
+    for port in stack.metrics_ports.values():
+        wait_until_served(f"http://{stack.host}:{port}/metrics")
     before = {name: samples for name, (_, samples) in scrape_all(stack).items()}
     workers_before = {n: s for n, s in before.items() if n.startswith("worker")}
 
