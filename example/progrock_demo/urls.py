@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from progrock.web import health, metrics
 from progrock_demo import bars, views
 
 urlpatterns = [
@@ -14,4 +15,7 @@ urlpatterns = [
     path("bars/", bars.bars_page, name="bars"),
     path("admin/", admin.site.urls),
     path("prog/api/", include("progrock.urls")),
+    path("prog/health/", health.view, name="health"),
+    # The demo listens on 127.0.0.1; a public site protects it (docs/metrics.md).
+    path("metrics", metrics.view, name="metrics"),
 ]

@@ -20,6 +20,7 @@ progrock.W001    the in-memory channel layer: workers and the delay server never
 progrock.W002    (DEBUG) ``daphne`` is not in ``INSTALLED_APPS``: ``runserver`` serves no socket
 progrock.W003    (DEBUG) ``daphne`` after ``django.contrib.staticfiles``: its ``runserver`` loses
 progrock.W004    ``django.contrib.staticfiles`` is not installed: ``progrock.js`` is not served
+progrock.W005    the URLconf serves ``progrock.web.metrics.view`` without ``prometheus-client``
 progrock.W010    (deploy) ``KINDS`` is None: any client may start any kind the backend has
 progrock.W011    (deploy) ``MAX_RUNNING_PER_OWNER`` is None: one visitor may start without limit
 progrock.W012    (deploy) the channel layer's capacity of the worker or delay channel is small
@@ -34,6 +35,7 @@ from typing import Any, Final
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.urls import URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
 from progrock import conf
@@ -252,6 +254,41 @@ def check_asgi_and_static(
             )
         )
     return found
+
+
+def _serves(patterns: Sequence[Any], view: object) -> bool:
+    """Whether URL ``patterns`` (included ones too) route to ``view``."""
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            if _serves(pattern.url_patterns, view):
+                return True
+        elif getattr(pattern, "callback", None) is view:
+            return True
+    return False
+
+
+@register(TAG)
+def check_metrics(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> Messages:
+    """The metrics view is in the URLconf, but the library it needs is not installed."""
+    from progrock import metrics
+    from progrock.web import metrics as metrics_view
+
+    if metrics.AVAILABLE:
+        return []
+    try:
+        served = _serves(get_resolver().url_patterns, metrics_view.view)
+    except Exception:  # a broken URLconf: Django's own checks report it
+        return []
+    if not served:
+        return []
+    return [
+        Warning(
+            "the URLconf serves progrock.web.metrics.view, but prometheus-client is not "
+            "installed: it answers 501 and every ProgRock metric is a no-op",
+            hint=f"Install it ({metrics.INSTALL}), or remove the URL.",
+            id="progrock.W005",
+        )
+    ]
 
 
 @register(TAG, deploy=True)

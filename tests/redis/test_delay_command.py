@@ -163,3 +163,27 @@ async def test_rundelay_waits_for_redis_and_survives_an_outage(tmp_path: Path) -
         await layer.close_pools()
         await reap(process)
         await asyncio.to_thread(redis_server.cleanup)
+
+
+def test_a_taken_metrics_port_stops_rundelay_in_one_line(redis_url: str, tmp_path: Path) -> None:
+    """`rundelay --metrics-port` on a port in use exits at once, naming the address."""
+    import socket
+    import subprocess
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "progrock_demo.settings",
+        "REDIS_URL": redis_url,
+        "PROGROCK_DATA_DIR": str(tmp_path),
+    }
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "django", "rundelay", "--metrics-port", f"127.0.0.1:{port}"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"--metrics-port cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -92,3 +92,15 @@ def test_an_unreachable_redis_exits_2_naming_it() -> None:
     ):
         call_command("progrock_status")
     assert caught.value.returncode == 2
+
+
+def test_this_host_counts_only_this_hosts_processes(wired: redis.Redis) -> None:
+    """--this-host: a worker on another host does not make this container ready."""
+    import socket
+
+    beat_sync(wired, "progrock:", Identity("worker", host="elsewhere", pid=3))
+    assert status("--require", "worker")[0] == 0
+    code, out, err = status("--require", "worker", "--this-host")
+    assert code == 1 and "elsewhere" not in out and "no worker process" in err
+    beat_sync(wired, "progrock:", Identity("worker", host=socket.gethostname(), pid=4))
+    assert status("--require", "worker", "--this-host")[0] == 0

@@ -24,6 +24,7 @@ from progrock.exceptions import ServiceRejected
 from progrock.local.backend.testing import BackendProcess, start_backend
 from progrock.models import Task
 from progrock.services.http import HttpTaskService
+from progrock.services.metered import MeteredService
 from progrock.state.live import TaskStore
 from progrock.worker import consumer, start_watch
 from progrock.worker.cancel import cancel
@@ -585,7 +586,8 @@ async def test_each_event_loop_has_one_worker_built_from_the_settings(
         try:
             assert consumer.get_worker() is built
             assert (built.cadence.interval_ms, built.cadence.grid_ms) == (500.0, 20.0)
-            assert isinstance(built.service, HttpTaskService)
+            assert isinstance(built.service, MeteredService)  # timed (progrock.metrics)
+            assert isinstance(built.service.service, HttpTaskService)
         finally:
             del consumer._workers[loop]
             await built.service.aclose()

@@ -152,6 +152,19 @@ def test_several_web_processes_listen_on_consecutive_ports() -> None:
             stack._web_ports(held)
 
 
+def test_metrics_ports_go_to_the_delay_server_then_each_worker() -> None:
+    """`progrock up --metrics-port P --workers 2`: rundelay on P, the workers on P+1 and
+    P+2 (each told `--metrics-port HOST:PORT`); without the option, none."""
+    assert parse("--metrics-port", "9100").metrics_port == 9100 and parse().metrics_port is None
+    first = _consecutive_free_ports(3)
+    stack = Stack(workers=2, metrics_port=first)
+    with contextlib.ExitStack() as held:
+        stack.metrics_ports = stack._pick_metrics_ports(held)
+    assert stack.metrics_ports == {"delay": first, "worker-1": first + 1, "worker-2": first + 2}
+    assert stack._metrics_args("worker-2") == ["--metrics-port", f"127.0.0.1:{first + 2}"]
+    assert Stack(workers=2)._metrics_args("worker-1") == []
+
+
 def test_ports_a_stack_picks_are_held_until_all_are_picked() -> None:
     """No pick returns a port another pick of the same stack holds (the backend
     once got the web server's port, and answered its readiness check)."""

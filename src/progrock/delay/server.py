@@ -14,6 +14,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, get_channel_layer
 from redis.exceptions import RedisError
 
+from progrock import metrics
 from progrock.conf import progrock_settings
 from progrock.delay.envelope import Delivery, Envelope, InvalidEnvelope, Pending, plan_deliveries
 from progrock.delay.store import DelayStore, now_ms
@@ -374,6 +375,7 @@ class DelayServer:
         done = dropped + [pair for sent, _ in results for pair in sent]
         later = [pair for _, retry in results for pair in retry]
         await self.store.ack(done)
+        metrics.DELAY_DELIVERED.inc(len(done) - len(dropped))
         if later:
             retry_at = now_ms() + self.retry_ms
             # This server wakes by then: its own announcement must not wake it early.

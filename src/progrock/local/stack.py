@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import os
 import re
 import shutil
@@ -171,6 +172,7 @@ class Stack:
         access_log: bool = False,
         settings: str = DEMO_SETTINGS,
         pythonpath: Sequence[str] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         for label, value, low in (("workers", workers, 1), ("web_processes", web_processes, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -205,6 +207,10 @@ class Stack:
         self._start_backend = not backend_url
         self._extra_env = dict(env or {})
         self.ports: list[int] = []
+        # --metrics-port of the delay server and each worker: None off, 0 free ports,
+        # else consecutive ones from it (the delay server's first).
+        self._metrics_port = metrics_port
+        self.metrics_ports: dict[str, int] = {}
         self.supervisor = Supervisor(echo=echo, stream=stream)
         self._abort = threading.Event()
         self._started = False
@@ -288,6 +294,7 @@ class Stack:
             self.ports = self._web_ports(held)
             backend_port = _hold_free_port(held) if self._start_backend else 0
             redis_port = _hold_free_port(held) if self._start_redis else 0
+            self.metrics_ports = self._pick_metrics_ports(held)
         py = sys.executable
         names = ["redis", "backend", "migrate", "delay", *self.worker_names, *self.web_names]
         sup.set_width(names)
@@ -327,9 +334,11 @@ class Stack:
             self.backend_url = match.group(1).rstrip("/")
 
         # 3. Everything Django, together.
-        sup.add(self._django("delay", ["rundelay"], ready_line=_DELAY))
+        sup.add(
+            self._django("delay", ["rundelay", *self._metrics_args("delay")], ready_line=_DELAY)
+        )
         for name in self.worker_names:
-            args = ["runprogrock"]
+            args = ["runprogrock", *self._metrics_args(name)]
             sup.add(self._django(name, args, group="worker", **_WORKER_READINESS))
         for name, port in zip(self.web_names, self.ports, strict=True):
             argv = web_command(
@@ -349,6 +358,21 @@ class Stack:
             sup.spawn(name)
         sup.wait_ready(last, self._remaining(deadline), self._abort)
         sup.supervise()
+
+    def _pick_metrics_ports(self, held: contextlib.ExitStack) -> dict[str, int]:
+        if self._metrics_port is None:
+            return {}
+        names = ["delay", *self.worker_names]
+        if not self._metrics_port:
+            return {name: _hold_free_port(held, self.host) for name in names}
+        ports = dict(zip(names, itertools.count(self._metrics_port), strict=False))
+        for port in ports.values():
+            held.enter_context(check_port_free(self.host, port))
+        return ports
+
+    def _metrics_args(self, name: str) -> list[str]:
+        port = self.metrics_ports.get(name)
+        return [] if port is None else ["--metrics-port", f"{self.host}:{port}"]
 
     def _web_ports(self, held: contextlib.ExitStack) -> list[int]:
         if self._requested_port:
@@ -514,6 +538,14 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="a folder to import the project from (repeatable; default: the current folder, "
         "or the demo's example/ folder for the demo)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve the delay server's and the workers' Prometheus metrics on consecutive "
+        "ports from PORT (0: free ones; needs django-progrock[metrics]; docs/metrics.md)",
+    )
     parser.set_defaults(func=run_up)
     return parser
 
@@ -547,6 +579,7 @@ def run_up(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             settings=args.settings or os.environ.get("DJANGO_SETTINGS_MODULE") or DEMO_SETTINGS,
             pythonpath=args.pythonpath,
+            metrics_port=args.metrics_port,
         )
     except (ProgRockError, OSError) as exc:
         print(f"progrock up: {exc}", file=sys.stderr)

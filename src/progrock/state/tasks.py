@@ -16,6 +16,7 @@ from typing import Any, Final
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
 
+from progrock import metrics
 from progrock.conf import progrock_settings
 from progrock.exceptions import InvalidTransition, TooManyTasks
 from progrock.models import Task
@@ -150,6 +151,9 @@ async def afinish_many(
     ]
     finished = datetime.now(UTC)
     written = await sync_to_async(_write_endings)(endings, finished, from_statuses)
+    for e, ok in zip(endings, written, strict=True):
+        if ok:
+            metrics.TASKS_ENDED.labels(e.status.value, metrics.error_label(e.error)).inc()
     changes = [
         Change(
             e.task_id,

@@ -23,7 +23,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 
-from progrock import permissions
+from progrock import metrics, permissions
 from progrock.conf import protocol_limits
 from progrock.exceptions import ProtocolError
 from progrock.protocol import (
@@ -143,11 +143,13 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
         self.counted = True
+        metrics.web.sockets_open += 1
         await self.send(text_data=ACCEPT_FRAME)
 
     async def disconnect(self, code: int) -> None:
         if self.counted:
             self.counted = False
+            metrics.web.sockets_open -= 1
             limits.sockets.release(self.address)
         hub = get_hub()
         for task_id in list(self.watching) + list(self.pending):
@@ -342,6 +344,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             message["ref"] = ref
             body = dumps(message)
         await self.send_frame({"type": "websocket.send", "text": body})
+        metrics.web.updates_pushed += 1
         if flag == FLAG_TERMINAL:
             await self._forget(task_id)
 

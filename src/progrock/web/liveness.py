@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
-from progrock import heartbeat
+from progrock import heartbeat, logs
 from progrock.conf import progrock_settings
 from progrock.exceptions import ProtocolError
 from progrock.state.live import get_redis
@@ -158,4 +158,5 @@ async def _web_figures() -> Mapping[str, float | int]:
 
 def ensure_heartbeat() -> None:
     """Start this web process's heartbeat if it does not beat yet (cheap to call often)."""
+    logs.set_process_kind("web")
     heartbeat.ensure_beating(get_redis(), progrock_settings.KEY_PREFIX, "web", figures=_web_figures)

@@ -15,6 +15,7 @@ from progrock.delay import DelayStore
 from progrock.protocol import WORKER_CHANNEL
 from progrock.services import load_service
 from progrock.services.base import TaskService
+from progrock.services.metered import MeteredService
 from progrock.state.live import TaskStore
 from progrock.tuning import TICK_BATCH, TICK_GRID
 from progrock.worker.progress_copy import ProgressCopy
@@ -54,9 +55,10 @@ class Worker:
 
     @classmethod
     def from_settings(cls) -> Worker:
-        """A worker on the configured service, Redis and cadence (in the running loop)."""
+        """A worker on the configured service (timed and counted: :mod:`progrock.metrics`),
+        Redis and cadence (in the running loop)."""
         return cls(
-            load_service(),
+            MeteredService(load_service()),
             TaskStore.from_settings(),
             DelayStore.from_settings(),
             Cadence.from_settings(),

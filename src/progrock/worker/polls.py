@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from progrock import metrics
 from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError
@@ -118,6 +119,8 @@ async def _poll(worker: Worker, ticks: Sequence[Tick], times: PollTimes) -> None
     interval, grid = worker.cadence.interval_ms, worker.cadence.grid_ms
     clock_ms = now_ms()
     claims = [(t.task_id, t.due_ms, next_due(t.due_ms, clock_ms, interval, grid)) for t in ticks]
+    if ticks:
+        metrics.POLL_LATENESS.observe(max(0.0, clock_ms - min(t.due_ms for t in ticks)) / 1000)
     claimed = await worker.store.claim(claims, time.time())
     running: dict[str, tuple[LiveState, float]] = {}
     for task_id, (state, following) in claimed.items():
@@ -216,7 +219,9 @@ class PollPlan:
                 self.bookkeeping.append((task_id, book))
         except Exception:
             # One task's bad data must not stop the batch: log it, poll again later.
-            logger.exception("poll of task %s failed", task_id)
+            logger.exception(
+                "poll of task %s failed", task_id, extra={"task_id": task_id, "event": "poll_error"}
+            )
         self.next_ticks.append(Tick(task_id, following))
 
 
@@ -229,9 +234,15 @@ def _log_lost(task_id: str, state: LiveState) -> None:
             "process's memory (docs/backend.md, section 5)",
             task_id,
             state.ref,
+            extra={"task_id": task_id, "event": "task_lost"},
         )
     else:
-        logger.warning("task %s failed as lost: the backend no longer knows %r", task_id, state.ref)
+        logger.warning(
+            "task %s failed as lost: the backend no longer knows %r",
+            task_id,
+            state.ref,
+            extra={"task_id": task_id, "event": "task_lost"},
+        )
 
 
 async def _carry_out(worker: Worker, plan: PollPlan, times: PollTimes) -> None:
@@ -248,7 +259,9 @@ async def _carry_out(worker: Worker, plan: PollPlan, times: PollTimes) -> None:
             if await run_endings(worker.store, plan.endings) and plan.endings:
                 times.ended, times.ended_ms = len(plan.endings), now_ms()
     rows = []
+    announced = 0
     for change, code in zip(plan.changes, replies, strict=True):
+        announced += code > 0
         if code == UNKNOWN:
             await tasks.arebuild(change.task_id, worker.store)
         elif code > 0 and change.task_id in plan.db_due:
@@ -260,6 +273,8 @@ async def _carry_out(worker: Worker, plan: PollPlan, times: PollTimes) -> None:
                     seq=code,
                 )
             )
+    if announced:
+        metrics.UPDATES_ANNOUNCED.inc(announced)
     if rows:
         worker.progress_copy.write(rows)
 
@@ -335,7 +350,12 @@ def backend_trouble(
         return None
     delay = backoff(fails, RETRY_BASE, RETRY_MAX)
     logger.warning(
-        "poll of %s failed (%s); attempt %d, retrying in %.1fs", task_id, exc, fails, delay
+        "poll of %s failed (%s); attempt %d, retrying in %.1fs",
+        task_id,
+        exc,
+        fails,
+        delay,
+        extra={"task_id": task_id, "event": "poll_failed"},
     )
     return delay, {FAILS: fails, FAIL_SINCE: since}
 

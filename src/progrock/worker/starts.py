@@ -29,7 +29,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from progrock import exceptions
+from progrock import exceptions, metrics
 from progrock.conf import progrock_settings
 from progrock.delay.store import now_ms
 from progrock.exceptions import ServiceError, ServiceRejected
@@ -269,14 +269,25 @@ class CreateOutcome:
                     out.retries.append(_retry(r, result, first))
             else:
                 # A bug in the service: the task stays queued; its watchdog tries again.
-                logger.error("starting %s failed", r.task_id, exc_info=result)
+                logger.error(
+                    "starting %s failed",
+                    r.task_id,
+                    exc_info=result,
+                    extra={"task_id": r.task_id, "event": "start_error"},
+                )
         return out
 
 
 def _retry(r: StartRequest, error: ServiceError, first_failure: float) -> dict[str, Any]:
     """The delayed next attempt of a start whose create failed transiently."""
     delay = backoff(r.attempt + 1, RETRY_BASE, RETRY_MAX)
-    logger.warning("start of %s failed (%s); retrying in %.1fs", r.task_id, error, delay)
+    logger.warning(
+        "start of %s failed (%s); retrying in %.1fs",
+        r.task_id,
+        error,
+        delay,
+        extra={"task_id": r.task_id, "event": "start_retry"},
+    )
     return {
         "channel": WORKER_CHANNEL,
         "content": {
@@ -355,6 +366,7 @@ async def _announce_started(
     for (r, status), ok in zip(created, updated, strict=True):
         if ok is not True:
             continue
+        metrics.TASKS_STARTED.labels(metrics.kind_label(r.kind)).inc()
         first.append(Tick(r.task_id, due))
         changes.append(
             Change(

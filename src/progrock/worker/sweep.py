@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
 
-from progrock import retention
+from progrock import metrics, retention
 from progrock.conf import progrock_settings
 from progrock.models import Task
 from progrock.protocol import ACTIVE, TERMINAL, Status, failure
@@ -80,7 +80,12 @@ async def sweep(worker: Worker) -> int:
         # Every chain moved on above gets its tick, whatever happened after.
         await schedule_ticks(worker, rearm)
     if rearm:
-        logger.warning("sweep re-armed %d stalled poll chains", len(rearm))
+        metrics.SWEEP_REPAIRS.labels("rearmed").inc(len(rearm))
+        logger.warning(
+            "sweep re-armed %d stalled poll chains",
+            len(rearm),
+            extra={"event": "sweep_rearmed", "count": len(rearm)},
+        )
     await _sweep_queued(worker, rows, now)
     await _sweep_unannounced(worker, now)
     await sweep_retention(progrock_settings.RETENTION)
@@ -98,7 +103,12 @@ async def sweep_retention(seconds: float | None, limit: int = retention.SWEEP_BA
         logger.exception("sweep could not delete old task rows")
         return 0
     if deleted:
-        logger.info("sweep deleted %d rows of tasks that ended long ago", deleted)
+        metrics.SWEEP_REPAIRS.labels("retention_deleted").inc(deleted)
+        logger.info(
+            "sweep deleted %d rows of tasks that ended long ago",
+            deleted,
+            extra={"event": "sweep_retention", "count": deleted},
+        )
     return deleted
 
 
@@ -132,8 +142,13 @@ async def _sweep_queued(
     worker.unwatched.update(unwatched)
     if not lost:
         return
+    metrics.SWEEP_REPAIRS.labels("not_started").inc(len(lost))
     for task in lost:
-        logger.warning("task %s never started; failing it", task.pk)
+        logger.warning(
+            "task %s never started; failing it",
+            task.pk,
+            extra={"task_id": str(task.pk), "event": "sweep_not_started"},
+        )
     await tasks.afinish_many(
         [
             tasks.Ending(
@@ -191,4 +206,9 @@ async def _sweep_unannounced(worker: Worker, now: float) -> None:
                 },
             )
         )
-        logger.warning("announced the end of %s that had not been announced", task.pk)
+        metrics.SWEEP_REPAIRS.labels("unannounced").inc()
+        logger.warning(
+            "announced the end of %s that had not been announced",
+            task.pk,
+            extra={"task_id": str(task.pk), "event": "sweep_unannounced"},
+        )

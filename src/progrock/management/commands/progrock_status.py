@@ -4,6 +4,8 @@ Exit status: 0 when every required kind (by default a worker and a delay
 server, the processes a task needs to move) has a live process, 1 when one is
 missing (each missing kind is named on stderr with the command that runs it),
 2 when Redis cannot be read. ``--json`` prints one JSON object for machines.
+``--this-host`` counts only the processes of this host (its ``hostname``): a
+container's readiness probe (``progrock_status --require worker --this-host``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -77,6 +80,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument(
+            "--this-host",
+            action="store_true",
+            help="count only this host's processes (a container's readiness probe)",
+        )
+        parser.add_argument(
             "--require",
             type=kinds_list,
             default=DEFAULT_REQUIRED,
@@ -96,6 +104,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"cannot read the heartbeats from Redis at {url}: {one_line(exc)}", returncode=2
             ) from None
+        if options["this_host"]:
+            here = socket.gethostname()
+            beats = [beat for beat in beats if beat.host == here]
         required: tuple[str, ...] = options["require"]
         live = {beat.kind for beat in beats}
         missing = [kind for kind in required if kind not in live]

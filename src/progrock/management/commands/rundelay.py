@@ -17,7 +17,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
-from progrock import heartbeat
+from progrock import heartbeat, logs, metrics
 from progrock.conf import progrock_settings
 from progrock.delay import DelayServer, DelayStore
 from progrock.delay.store import now_ms
@@ -32,7 +32,16 @@ logger = logging.getLogger("progrock.delay")
 class Command(BaseCommand):
     help = "Deliver messages sent to the asgi.delay channel when they are due (Redis-backed)."
 
+    def add_arguments(self, parser: Any) -> None:
+        metrics.add_port_argument(parser)
+
     def handle(self, *args: Any, **options: Any) -> None:
+        logs.set_process_kind("delay")
+        if options.get("metrics_port") is not None:
+            try:
+                metrics.serve("delay", options["metrics_port"])
+            except ProgRockError as exc:
+                raise CommandError(str(exc)) from None
         url = progrock_settings.REDIS_URL
         try:  # a malformed REDIS_URL: one line and exit (the delay server uses no database)
             check_redis(url, redis_variable(url))
@@ -94,4 +103,6 @@ async def delay_figures(store: DelayStore) -> Mapping[str, float | int]:
         pipe.zrange(store.keys.pending, 0, 0, withscores=True)
         pending, oldest = await pipe.execute()
     due_lag = max(0.0, now_ms() - float(oldest[0][1])) if oldest else 0.0
+    metrics.DELAY_PENDING.set(int(pending))
+    metrics.DELAY_DUE_LAG.set(due_lag / 1000)
     return {"pending": int(pending), "due_lag_ms": round(due_lag, 1)}

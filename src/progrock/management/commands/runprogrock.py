@@ -25,7 +25,7 @@ from channels.management.commands.runworker import Command as RunWorkerCommand
 from channels.worker import Worker
 from django.core.management.base import CommandError
 
-from progrock import heartbeat
+from progrock import heartbeat, logs, metrics
 from progrock.conf import progrock_settings
 from progrock.exceptions import ProgRockError
 from progrock.preflight import TIMEOUT, check_worker_start, wait_until_reachable
@@ -67,10 +67,14 @@ class Command(RunWorkerCommand):  # type: ignore[misc]
             if action.dest == "channels":
                 action.nargs = "*"
                 action.help = "channels to consume (default: progrock.protocol.WORKER_CHANNEL)"
+        metrics.add_port_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        logs.set_process_kind("worker")
         try:  # a malformed DATABASE_URL / REDIS_URL: one line and exit, not a crash per message
             wait_until_reachable(check_worker_start, logger)  # servers not up yet: wait
+            if options.get("metrics_port") is not None:
+                metrics.serve("worker", options["metrics_port"])
         except ProgRockError as exc:
             raise CommandError(str(exc)) from None
         if not options.get("channels"):
