@@ -39,6 +39,7 @@ View = Callable[..., Coroutine[Any, Any, HttpResponse]]
 
 #: HTTP status of each error code the API answers (400 for the others).
 STATUS = {
+    "unauthenticated": 401,
     "forbidden": 404,
     "frame_too_large": 413,
     "too_many_tasks": 429,
