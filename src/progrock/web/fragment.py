@@ -54,7 +54,7 @@ async def task_fragment(request: HttpRequest, task_id: str) -> HttpResponse:
     except InvalidToken as exc:
         refused = tokens.refusal(exc)
         response = HttpResponse(render_bar(inert_bar(refused["detail"], label=label)), status=401)
-        response["WWW-Authenticate"] = tokens.unauthorized(exc)["WWW-Authenticate"]
+        response["WWW-Authenticate"] = tokens.CHALLENGE
         return response
     except Exception as exc:
         error = error_for(exc, f"GET {request.path}")

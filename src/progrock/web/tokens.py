@@ -17,6 +17,7 @@ refused. Who a token names is :mod:`progrock.auth`'s business.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -36,6 +37,10 @@ CLOSE_UNAUTHENTICATED: Final = 4401
 MAX_REASON_BYTES: Final = 123
 #: Authorization schemes that carry a ProgRock token (case-insensitive, RFC 9110).
 SCHEMES: Final = frozenset({"token", "bearer"})
+#: The WWW-Authenticate challenge of a 401 (RFC 9110 requires one).
+CHALLENGE: Final = 'Bearer realm="progrock"'
+
+logger = logging.getLogger("progrock.web")
 
 
 def header_token(value: str | None) -> str | None:
@@ -74,7 +79,8 @@ def close_reason(detail: str) -> str:
 
 
 def refusal(exc: InvalidToken, **context: object) -> dict[str, Any]:
-    """The ``unauthenticated`` error for a refused token."""
+    """The ``unauthenticated`` error for a refused token (logged: many may be an attack)."""
+    logger.info("refused a token: %s", exc)
     return error_message("unauthenticated", f"token refused: {exc}", **context)
 
 
@@ -110,5 +116,5 @@ async def authenticate_request(request: HttpRequest) -> bool:
 def unauthorized(exc: InvalidToken) -> JsonResponse:
     """401 with the ``unauthenticated`` error (and the challenge HTTP asks for)."""
     response = JsonResponse(refusal(exc), status=401)
-    response["WWW-Authenticate"] = 'Bearer realm="progrock"'
+    response["WWW-Authenticate"] = CHALLENGE
     return response
