@@ -197,7 +197,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             request = parse_client_frame(frame, self.limits)
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 if isinstance(request, Auth):
-                    await self.authenticate(request, may_auth)
+                    await self._authenticate(request, may_auth)
                 else:
                     await self._serve(request)
         except Exception as exc:
@@ -213,7 +213,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 context["task_id"] = request.task_id
             await self.send_json(error_for(exc, f"{context['action'] or 'a frame'}", **context))
 
-    async def authenticate(self, request: Auth, first: bool) -> None:
+    async def _authenticate(self, request: Auth, first: bool) -> None:
         """Own tasks as the token's user from now on; only as the first message."""
         if not first:
             raise InvalidToken("auth must be the socket's first message, and only one")
