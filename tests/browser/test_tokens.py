@@ -49,3 +49,32 @@ def test_a_made_up_token_is_refused_and_starts_nothing(page: Any, stack: Any) ->
     status = start_with(page, stack, "made-up")
     expect(status).to_have_attribute("data-status", "error: unauthenticated", timeout=ms(15))
     assert select(stack, "SELECT count(*) FROM progrock_task") == before
+
+
+OPEN_TWO = """async (token) => {
+  const open = (protocols) => new Promise((resolve) => {
+    const ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/prog/", protocols);
+    const got = { protocol: null, frames: [], code: null };
+    ws.onopen = () => { got.protocol = ws.protocol; ws.send(JSON.stringify({ action: "list" })); };
+    ws.onmessage = (e) => {
+      got.frames.push(JSON.parse(e.data));
+      if (got.frames.length === 2) ws.close(1000);
+    };
+    ws.onclose = (e) => { got.code = e.code; resolve(got); };
+  });
+  return { good: await open(["progrock.token", token]),
+           bad: await open(["progrock.token", "made-up"]) };
+}"""
+
+
+def test_a_browser_socket_takes_the_subprotocol_and_sees_4401(page: Any, stack: Any) -> None:
+    """A real WebSocket through the real server: offering progrock.token with a good token
+    is accepted as progrock.token and served; a made-up one gets unauthenticated and 4401."""
+    _, token = user_with_token(stack, "browser-subprotocol-user")
+    page.goto(stack.url + "/tokens/")
+    result = page.evaluate(OPEN_TWO, token)
+    good, bad = result["good"], result["bad"]
+    assert good["protocol"] == "progrock.token"
+    assert good["frames"][0] == {"accept": True} and good["frames"][1]["type"] == "tasks"
+    assert bad["protocol"] == "progrock.token" and bad["code"] == 4401
+    assert [(f["type"], f["code"]) for f in bad["frames"]] == [("error", "unauthenticated")]
