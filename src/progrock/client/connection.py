@@ -3,8 +3,8 @@
 A thin adapter: it obtains an anonymous Django session from the server's ``/``
 page, opens ``/prog/`` with ``Cookie`` and ``Origin`` headers like a browser
 would (or, given a token, sends it as each socket's first message instead of
-using a session: docs/howto-tokens.md), and moves JSON objects in and out. What the messages mean is
-:mod:`progrock.client.state`'s business.
+using a session: docs/howto-tokens.md), and moves JSON objects in and out.
+What the messages mean is :mod:`progrock.client.state`'s business.
 """
 
 from __future__ import annotations
