@@ -111,3 +111,28 @@ def test_http_requests_carry_the_token_and_no_csrf_header(harness: Any) -> None:
     assert result["post"]["Authorization"].startswith("Bearer tok-")
     assert result["post"]["Authorization"] != "Bearer tok-1"  # asked again
     assert "X-CSRFToken" not in result["post"] and "X-CSRFToken" not in result["probe"]
+
+
+def test_the_tag_s_data_progrock_token_is_used(harness: Any) -> None:
+    """A script tag's data-progrock-token ({% progrock_script token=... %}) is the default
+    token; an explicit option wins over it."""
+    result = run(
+        harness,
+        """
+        const tag = document.createElement("script");
+        tag.dataset.progrockToken = "tok-tag";
+        document.head.append(tag);
+        make();
+        sock().open();
+        await until(() => sock().sent.length > 0, "the tag's auth");
+        const fromTag = sock().sent[0];
+        make({ token: "tok-option" });
+        sock().open();
+        await until(() => sock().sent.length > 0, "the option's auth");
+        return [fromTag, sock().sent[0]];
+        """,
+    )
+    assert result == [
+        {"action": "auth", "token": "tok-tag"},
+        {"action": "auth", "token": "tok-option"},
+    ]
