@@ -23,6 +23,7 @@ Everything that varies between machines comes from the environment:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -86,6 +87,12 @@ INSTALLED_APPS = [
     "progrock",
     "progrock_demo",
 ]
+
+#: Django REST framework's tokens, when it is installed (the dev extra): the
+#: demo then accepts them too (docs/howto-tokens.md).
+HAS_DRF = importlib.util.find_spec("rest_framework") is not None
+if HAS_DRF:
+    INSTALLED_APPS.append("rest_framework.authtoken")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -195,6 +202,11 @@ PROGROCK: dict[str, object] = {
         "BACKEND": "progrock.services.http.HttpTaskService",
         "OPTIONS": {"url": os.environ.get("PROGROCK_BACKEND_URL", "http://127.0.0.1:8001")},
     },
+    # Signed short-lived tokens (the /tokens/ page), and DRF's when installed.
+    "AUTHENTICATORS": [
+        "progrock.auth.SignedTokenAuthenticator",
+        *(["progrock.auth.DRFTokenAuthenticator"] if HAS_DRF else []),
+    ],
 }
 if os.environ.get("PROGROCK_POLL_INTERVAL"):
     PROGROCK["POLL_INTERVAL"] = float(os.environ["PROGROCK_POLL_INTERVAL"])

@@ -16,6 +16,8 @@ progrock.E005    ``SERVICE["BACKEND"]`` cannot be imported
 progrock.E006    ``PERMISSION`` cannot be imported, or is not callable
 progrock.E007    no usable default channel layer (``CHANNEL_LAYERS``)
 progrock.E008    ``ASGI_APPLICATION`` is not set
+progrock.E009    an ``AUTHENTICATORS`` path cannot be imported, or is not callable
+progrock.E010    ``DRFTokenAuthenticator`` without ``rest_framework.authtoken`` installed
 progrock.W001    the in-memory channel layer: workers and the delay server never see a message
 progrock.W002    (DEBUG) ``daphne`` is not in ``INSTALLED_APPS``: ``runserver`` serves no socket
 progrock.W003    (DEBUG) ``daphne`` after ``django.contrib.staticfiles``: its ``runserver`` loses
@@ -142,6 +144,47 @@ def _loaded_settings(current: conf.ProgRockSettings) -> Messages:
     else:
         if not callable(hook):
             found.append(_permission_error("is not callable", permission))
+    found.extend(_authenticator_errors(current.AUTHENTICATORS))
+    return found
+
+
+DRF_AUTHENTICATOR: Final = "progrock.auth.DRFTokenAuthenticator"
+
+
+def _authenticator_errors(paths: tuple[str, ...]) -> Messages:
+    found: Messages = []
+    for path in paths:
+        try:
+            named = import_string(path)
+        except ImportError as exc:
+            why = f"cannot be imported: {exc}"
+        else:
+            if callable(named):
+                continue
+            why = "is not callable"
+        found.append(
+            Error(
+                f"PROGROCK['AUTHENTICATORS'] names {path!r}, which {why}",
+                hint=(
+                    "Give dotted paths of authenticators: a callable or class taking a token "
+                    "and returning its user (docs/howto-tokens.md)."
+                ),
+                id="progrock.E009",
+            )
+        )
+    drf_app = "rest_framework.authtoken"
+    if DRF_AUTHENTICATOR in paths and drf_app not in settings.INSTALLED_APPS:
+        found.append(
+            Error(
+                f"PROGROCK['AUTHENTICATORS'] names {DRF_AUTHENTICATOR!r}, but "
+                f"{drf_app!r} is not in INSTALLED_APPS: no token could be checked",
+                hint=(
+                    "pip install djangorestframework, add 'rest_framework.authtoken' to "
+                    "INSTALLED_APPS and migrate; or remove the authenticator."
+                ),
+                id="progrock.E010",
+            )
+        )
     return found
 
 

@@ -66,6 +66,10 @@ class ProgRockSettings:
     # Seconds the rows of ended tasks are kept ("30d", a timedelta or seconds in
     # PROGROCK); the sweep deletes older ones in bounded batches. None: keep all.
     RETENTION: float | None = None
+    # Dotted paths of token authenticators, tried in order, for clients that
+    # send a token instead of a session cookie (docs/howto-tokens.md); empty:
+    # sessions only.
+    AUTHENTICATORS: tuple[str, ...] = ()
 
 
 SETTING_NAMES: Final = tuple(f.name for f in fields(ProgRockSettings))
@@ -181,6 +185,16 @@ def _retention(value: object) -> float | None:
         raise ImproperlyConfigured(f"PROGROCK['RETENTION'] {exc}") from None
 
 
+def _authenticators(value: object) -> tuple[str, ...]:
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, (list, tuple))
+        or not all(isinstance(path, str) and path for path in value)
+    ):
+        raise _bad("AUTHENTICATORS", "a list of dotted-path strings (empty: sessions only)", value)
+    return tuple(value)
+
+
 def _did_you_mean(key: object, known: tuple[str, ...]) -> str:
     if not isinstance(key, str):
         return ""
@@ -236,6 +250,7 @@ def load(user: object) -> ProgRockSettings:
         START_TIMEOUT=_seconds("START_TIMEOUT", pick("START_TIMEOUT")),
         SWEEP_INTERVAL=_seconds("SWEEP_INTERVAL", pick("SWEEP_INTERVAL")),
         RETENTION=_retention(pick("RETENTION")),
+        AUTHENTICATORS=_authenticators(pick("AUTHENTICATORS")),
     )
 
 

@@ -40,6 +40,14 @@ class ServiceRejected(ProgRockError):
         self.status = status
 
 
+class InvalidToken(ProgRockError):
+    """A client's token is malformed, unknown, expired, or names no active user.
+
+    The message says which, never quoting the token; the socket closes with
+    4401 and the HTTP API answers 401 (docs/howto-tokens.md).
+    """
+
+
 class TaskNotFound(ProgRockError):
     """No such task (or the caller may not see it)."""
 

@@ -58,12 +58,16 @@ def owner_for_scope(scope: Mapping[str, Any], channel_name: str) -> str:
 
 
 def owner_for_request(request: HttpRequest, *, create_session: bool = False) -> str | None:
-    """Owner string of an HTTP request (creating its session if asked).
+    """Owner string of an HTTP request: its user (logged in, or by its token,
+    :mod:`progrock.web.tokens`), else its session (created if asked).
 
     A session cookie counts only if the server issued it and it has not
     expired: the session is loaded first, which forgets an unknown key (the
     socket's session middleware does the same).
     """
+    user = getattr(request, "user", None)
+    if user is not None and getattr(user, "is_authenticated", False):
+        return owner_for_user_or_session(user, None)  # a user needs no session of its own
     session = getattr(request, "session", None)
     if session is not None:
         session.keys()  # loads it: an unknown or expired key becomes None

@@ -80,7 +80,9 @@ ERROR: Final = "error"
 TASK_MESSAGE_TYPES: Final = frozenset({STARTED, PROGRESS, COMPLETE, FAILED, CANCELLED, SNAPSHOT})
 
 # Client actions
-ACTIONS: Final = ("start", "subscribe", "unsubscribe", "cancel", "list")
+ACTIONS: Final = ("auth", "start", "subscribe", "unsubscribe", "cancel", "list")
+#: Characters a token may have at most: longer is none a server issues (refused unread).
+MAX_TOKEN_LENGTH: Final = 4096
 
 # Error codes (docs/protocol.md, 3.3)
 ERROR_CODES: Final = frozenset(
@@ -98,6 +100,7 @@ ERROR_CODES: Final = frozenset(
         "not_cancellable",
         "rate_limited",
         "too_many_sockets",
+        "unauthenticated",
         "unavailable",
         "internal_error",
     }
@@ -143,7 +146,15 @@ class ListTasks:
     action: str = "list"
 
 
-ClientRequest = Start | Subscribe | Unsubscribe | Cancel | ListTasks
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """A token, as a socket's first message (docs/howto-tokens.md)."""
+
+    token: str = field(repr=False)  # a secret: never in a log line or a traceback
+    action: str = "auth"
+
+
+ClientRequest = Auth | Start | Subscribe | Unsubscribe | Cancel | ListTasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +247,29 @@ def parse_client_message(data: object, limits: Limits = Limits()) -> ClientReque
         return Cancel(task_id)
     if action == "list":
         return ListTasks()
+    if action == "auth":
+        return Auth(check_token(data.get("token"), action="auth"))
     raise ProtocolError(
         "unknown_action",
         f"unknown action {_short(action)}; expected one of {', '.join(ACTIONS)}",
         action=action,
     )
+
+
+def check_token(token: object, **context: object) -> str:
+    """``token`` if it may be a token, else ``unauthenticated`` (the token is never quoted)."""
+    if not isinstance(token, str) or not token:
+        what = "an empty string" if token == "" else type(token).__name__
+        raise ProtocolError(
+            "unauthenticated", f"token must be a non-empty string, got {what}", **context
+        )
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ProtocolError(
+            "unauthenticated",
+            f"token is {len(token)} characters, more than {MAX_TOKEN_LENGTH}",
+            **context,
+        )
+    return token
 
 
 def _parse_start(data: dict[str, Any], limits: Limits) -> Start:

@@ -19,6 +19,8 @@ import pytest
 
 from progrock.local.redis_server import free_port
 from progrock.local.stack import Stack
+from tests.e2e.stackusers import user_with_token
+from tests.e2e.taskrows import select, stored_id
 
 pytestmark = pytest.mark.e2e
 
@@ -323,3 +325,31 @@ def test_client_reconnects_and_resubscribes_after_the_web_process_restarts(
     messages = json_lines(client)
     assert "snapshot" in [m.get("type") for m in messages]
     assert messages[-1]["type"] == "complete"
+
+
+def test_run_and_watch_with_a_token_act_for_its_user(stack: Stack, clients: list[Client]) -> None:
+    """--token: the task belongs to the token's user (no session is fetched), the watch
+    line asks for --token (never printing it), and watch --token follows the task."""
+    pk, token = user_with_token(stack, "cli-token-user")
+    run = start(
+        clients, "run", "rock", "--url", stack.url, "--token", token, "--param", "interval_ms=50"
+    )
+    assert run.finish() == 0, run.stderr
+    match = re.search(r"progrock watch (\S+) --url \S+ --token TOKEN", run.stderr)
+    assert match is not None and token not in run.stderr, run.stderr
+    task_id = match.group(1)
+    owner = select(
+        stack, "SELECT owner FROM progrock_task WHERE id = %s", stored_id(stack, task_id)
+    )
+    assert owner == [(f"user:{pk}",)]
+    watch = start(clients, "watch", task_id, "--url", stack.url, "--token", token)
+    assert watch.finish() == 0, watch.stderr
+    assert watch.out[-1].startswith("complete: {"), watch.out
+
+
+def test_a_refused_token_exits_3_saying_why(stack: Stack, clients: list[Client]) -> None:
+    """An unknown token: exit 3 with the server's reason, and nothing started."""
+    client = start(clients, "run", "rock", "--url", stack.url, "--token", "made-up")
+    assert client.finish() == 3, client.stderr
+    assert "unauthenticated: token refused: not a signed token of this server" in client.stderr
+    assert "started" not in client.stderr

@@ -98,6 +98,31 @@ def test_dotted_paths_that_do_not_import_are_errors() -> None:
     assert "progrock.E006" in text
 
 
+def test_authenticators_that_do_not_import_are_e009() -> None:
+    """An AUTHENTICATORS path that does not import, or is no callable, is E009."""
+    text = errors(
+        PROGROCK={
+            "AUTHENTICATORS": [
+                "progrock.auth.SignedTokenAuthentcator",
+                "progrock.auth.SIGNED_TOKEN_SEP",
+            ]
+        }
+    )
+    assert text.count("progrock.E009") == 2
+    assert "'progrock.auth.SignedTokenAuthentcator', which cannot be imported" in text
+    assert "'progrock.auth.SIGNED_TOKEN_SEP', which is not callable" in text
+
+
+def test_drf_tokens_without_the_authtoken_app_are_e010(installed_apps: list[str]) -> None:
+    """DRFTokenAuthenticator without rest_framework.authtoken installed is E010; with it, none."""
+    drf = {"AUTHENTICATORS": ["progrock.auth.DRFTokenAuthenticator"]}
+    without = [a for a in installed_apps if a != "rest_framework.authtoken"]
+    text = errors(PROGROCK=drf, INSTALLED_APPS=without)
+    assert "progrock.E010" in text and "'rest_framework.authtoken' is not in INSTALLED_APPS" in text
+    with override_settings(PROGROCK=drf, INSTALLED_APPS=[*without, "rest_framework.authtoken"]):
+        assert "progrock.E010" not in check()
+
+
 def test_a_missing_channel_layer_is_e007() -> None:
     """No CHANNEL_LAYERS: E007 with an example to paste."""
     text = errors(CHANNEL_LAYERS={})

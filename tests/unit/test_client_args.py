@@ -111,6 +111,12 @@ def test_watch_command_is_shell_quoted() -> None:
     assert watch_command("abc", "http://h:1", None) == "progrock watch abc --url http://h:1"
 
 
+def test_watch_command_with_a_token_asks_for_it_without_printing_it() -> None:
+    """With a token the line ends in ``--token TOKEN`` and drops any session key."""
+    line = watch_command("abc", "http://h:1", "key", token=True)
+    assert line == "progrock watch abc --url http://h:1 --token TOKEN"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="progrock", exit_on_error=False)
     add_client_parsers(parser.add_subparsers(dest="command", required=True))

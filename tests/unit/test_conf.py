@@ -80,6 +80,14 @@ def test_none_is_accepted_where_documented() -> None:
         assert progrock_settings.MAX_RUNNING_PER_OWNER is None
 
 
+def test_authenticators_are_a_tuple_of_paths_and_none_by_default() -> None:
+    """AUTHENTICATORS defaults to () (sessions only); a list of paths becomes a tuple."""
+    assert ProgRockSettings().AUTHENTICATORS == ()
+    paths = ["progrock.auth.SignedTokenAuthenticator", "progrock.auth.DRFTokenAuthenticator"]
+    with override_settings(PROGROCK={"AUTHENTICATORS": paths}):
+        assert tuple(paths) == progrock_settings.AUTHENTICATORS
+
+
 def test_the_settings_are_frozen() -> None:
     """Neither the checked dataclass nor progrock_settings can be assigned to."""
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -154,6 +162,9 @@ def test_a_name_must_be_a_non_empty_string(name: str, bad: object) -> None:
         ("MAX_RUNNING_PER_OWNER", 2.5, "a positive integer or None"),
         ("MAX_RUNNING_PER_OWNER", "20", "a positive integer or None"),
         ("MAX_RUNNING_PER_OWNER", True, "a positive integer or None"),
+        ("AUTHENTICATORS", "progrock.auth.SignedTokenAuthenticator", "a list of dotted-path"),
+        ("AUTHENTICATORS", ["progrock.auth.SignedTokenAuthenticator", ""], "a list of dotted"),
+        ("AUTHENTICATORS", None, "a list of dotted-path strings (empty: sessions only)"),
     ],
     ids=repr,
 )

@@ -50,6 +50,23 @@ def test_script_tag_rejects_empty_url() -> None:
         render('{% progrock_script url="" %}')
 
 
+def test_script_and_assets_tags_pass_a_token() -> None:
+    """``token=`` reaches the client as data-progrock-token (escaped); none, no attribute."""
+    html = render("{% progrock_script token=t %}", t='5.1tT2xk.a"b')
+    assert 'data-progrock-token="5.1tT2xk.a&quot;b"' in html
+    assert "data-progrock-token" not in render("{% progrock_script %}")
+    assets = render("{% progrock_bar_assets token=t %}", t="tok")
+    assert 'data-progrock-token="tok"' in assets
+
+
+def test_a_token_that_is_no_string_is_an_error() -> None:
+    """An empty or non-string token is a template error naming its type, not its value."""
+    with pytest.raises(TemplateSyntaxError, match="token must be a non-empty string or None"):
+        render("{% progrock_script token=t %}", t="")
+    with pytest.raises(TemplateSyntaxError, match="got int"):
+        render("{% progrock_bar_assets token=t %}", t=5)
+
+
 @pytest.mark.parametrize(
     "path",
     ["progrock/progrock.js", "progrock/progrock-bar.js", "progrock/progrock-bar.css"],

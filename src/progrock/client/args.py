@@ -106,13 +106,14 @@ def parse_kind(text: str) -> str:
     return kind
 
 
-def watch_command(task_id: str, url: str, session_key: str | None) -> str:
-    """A ready-to-paste ``progrock watch`` command line for a task."""
+def watch_command(task_id: str, url: str, session_key: str | None, *, token: bool = False) -> str:
+    """A ready-to-paste ``progrock watch`` command line for a task (with a token:
+    ``--token TOKEN`` to fill in; the token itself is not printed)."""
     parts = ["progrock", "watch", task_id]
-    if session_key:
+    if session_key and not token:
         parts += ["--session", session_key]
     parts += ["--url", url]
-    return shlex.join(parts)
+    return shlex.join(parts) + (" --token TOKEN" if token else "")
 
 
 def parse_attempts(text: str) -> int:

@@ -97,6 +97,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="the Django session key that owns the task (default: $PROGROCK_SESSION)",
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("PROGROCK_TOKEN") or None,
+        metavar="TOKEN",
+        help="authenticate with this token instead of a session: the task belongs to its "
+        "user (default: $PROGROCK_TOKEN; prefer it to the option, which `ps` shows)",
+    )
 
 
 def add_client_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -175,8 +182,8 @@ def _options(args: argparse.Namespace) -> Options:
 
 async def _run(args: argparse.Namespace, display: Display) -> Outcome:
     ref = f"cli-{uuid.uuid4().hex[:12]}"
-    async with Client(args.url, args.session) as client:
-        if client.session_key is None:
+    async with Client(args.url, args.session, token=args.token) as client:
+        if client.session_key is None and client.token is None:
             try:
                 key = await client.obtain_session()
             except ConnectionProblem as exc:
@@ -194,13 +201,13 @@ async def _run(args: argparse.Namespace, display: Display) -> Outcome:
 
 
 async def _watch(args: argparse.Namespace, display: Display) -> Outcome:
-    async with Client(args.url, args.session) as client:
+    async with Client(args.url, args.session, token=args.token) as client:
         options = _options(args)
         driver = Driver(client, Tracker(task_id=args.task_id), display, options)
         outcome = await _with_sigint(
             driver, driver.run({"action": "subscribe", "task_id": args.task_id})
         )
-    if outcome is Outcome.PROBLEM and args.session is None:
+    if outcome is Outcome.PROBLEM and args.session is None and args.token is None:
         display.note(
             "progrock: hint: a task belongs to the session that started it; pass "
             "--session KEY (or set $PROGROCK_SESSION) as printed by `progrock run`"

@@ -2,8 +2,9 @@
 
 A thin adapter: it obtains an anonymous Django session from the server's ``/``
 page, opens ``/prog/`` with ``Cookie`` and ``Origin`` headers like a browser
-would, and moves JSON objects in and out. What the messages mean is
-:mod:`progrock.client.state`'s business.
+would (or, given a token, sends it as each socket's first message instead of
+using a session: docs/howto-tokens.md), and moves JSON objects in and out.
+What the messages mean is :mod:`progrock.client.state`'s business.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import aiohttp
 from progrock.client.args import home_page, origin, socket_url
 
 SESSION_COOKIE = "sessionid"
+CLOSE_UNAUTHENTICATED = 4401  # progrock.web.tokens: the socket's token was refused
 CONNECT_TIMEOUT = 15.0
 HEARTBEAT = 20.0
 
@@ -43,11 +45,13 @@ class Client:
         url: str,
         session_key: str | None = None,
         *,
+        token: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         heartbeat: float = HEARTBEAT,
     ) -> None:
         self.url = url
         self.session_key = session_key
+        self.token = token
         self.heartbeat = heartbeat
         self._http = aiohttp.ClientSession(
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -87,7 +91,7 @@ class Client:
         return key
 
     def _headers(self) -> dict[str, str]:
-        if self.session_key:
+        if self.session_key and not self.token:
             return {"Cookie": f"{SESSION_COOKIE}={self.session_key}"}
         return {}
 
@@ -112,7 +116,14 @@ class Client:
             ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ConnectionProblem(f"cannot connect to {address}: {_describe(exc)}") from exc
-        return Connection(ws)
+        connection = Connection(ws)
+        if self.token:
+            # Before anything else: a refused token closes the socket with 4401.
+            try:
+                await connection.send({"action": "auth", "token": self.token})
+            except Disconnected as exc:
+                raise ConnectionProblem(f"{address} closed before the token: {exc}") from exc
+        return connection
 
 
 class Connection:
@@ -158,6 +169,9 @@ class Connection:
         if msg.type is aiohttp.WSMsgType.ERROR:
             raise Disconnected(f"socket error: {msg.data!r}")
         code = self._ws.close_code
+        if code == CLOSE_UNAUTHENTICATED:  # the same token would be refused again
+            reason = msg.extra if isinstance(msg.extra, str) and msg.extra else "no reason given"
+            raise ConnectionProblem(f"the server refused the token (close 4401): {reason}")
         raise Disconnected(f"the server closed the socket (code {code})")
 
     async def close(self) -> None:

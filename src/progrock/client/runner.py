@@ -164,7 +164,9 @@ class Driver:
 
     def _watch_line(self) -> str:
         task_id = self.tracker.task_id or "?"
-        return watch_command(task_id, self.options.url, self.client.session_key)
+        return watch_command(
+            task_id, self.options.url, self.client.session_key, token=bool(self.client.token)
+        )
 
     def _announce(self) -> None:
         view = self.tracker.view

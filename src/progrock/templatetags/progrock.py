@@ -3,11 +3,13 @@
 Like django-htmx, settings reach the JavaScript through ``data-*`` attributes:
 ``progrock.js`` reads ``data-progrock-url`` (the socket), ``data-progrock-api``
 (the HTTP API, for the fallback when WebSockets are blocked) and
-``data-progrock-csrf`` from the tag. See docs/template-tag.md.
+``data-progrock-csrf`` from the tag, and ``data-progrock-token`` when given a
+``token=`` (docs/howto-tokens.md). See docs/template-tag.md.
 
     {% load progrock %}
     {% progrock_script %}                      {# socket at /prog/ #}
     {% progrock_script url="/custom/prog/" %}
+    {% progrock_script token=token %}          {# authenticate with a token #}
     {% progrock_bar task_id %}                 {# a live bar for a task #}
     {% progrock_bar kind="rock" params=params label="Rock out" %}  {# a start button #}
 """
@@ -55,8 +57,20 @@ def api_prefix() -> str | None:
     return follow.removesuffix("follow/")
 
 
-def _script_attrs(context: template.Context | None, url: str) -> list[tuple[str, str]]:
+def _check_token(tag: str, token: object) -> str | None:
+    if token is None or (isinstance(token, str) and token):
+        return token
+    raise template.TemplateSyntaxError(
+        f"{tag} token must be a non-empty string or None, got {type(token).__name__}"
+    )
+
+
+def _script_attrs(
+    context: template.Context | None, url: str, token: str | None = None
+) -> list[tuple[str, str]]:
     attrs = [("data-progrock-url", url)]
+    if token is not None:
+        attrs.append(("data-progrock-token", token))
     api = api_prefix()
     if api is not None:
         attrs.append(("data-progrock-api", api))
@@ -76,12 +90,17 @@ def _script(src: str, attrs: list[tuple[str, str]]) -> SafeString:
 
 
 @register.simple_tag(takes_context=True)
-def progrock_script(context: template.Context, url: str = DEFAULT_URL) -> SafeString:
+def progrock_script(
+    context: template.Context, url: str = DEFAULT_URL, token: str | None = None
+) -> SafeString:
     """Render ``<script type="module" src=".../progrock.js" data-progrock-url="...">``."""
-    return _script(SCRIPT_PATH, _script_attrs(context, _check_url("progrock_script", url)))
+    attrs = _script_attrs(
+        context, _check_url("progrock_script", url), _check_token("progrock_script", token)
+    )
+    return _script(SCRIPT_PATH, attrs)
 
 
-def _assets(context: template.Context, url: str) -> SafeString:
+def _assets(context: template.Context, url: str, token: str | None = None) -> SafeString:
     """The bar's stylesheet and module, the first time a page asks for them."""
     request = context.get("request")
     holder: Any = request if request is not None else context
@@ -92,14 +111,17 @@ def _assets(context: template.Context, url: str) -> SafeString:
     return format_html(
         '<link rel="stylesheet" href="{}">{}',
         static(BAR_STYLE_PATH),
-        _script(BAR_SCRIPT_PATH, _script_attrs(context, url)),
+        _script(BAR_SCRIPT_PATH, _script_attrs(context, url, token)),
     )
 
 
 @register.simple_tag(takes_context=True)
-def progrock_bar_assets(context: template.Context, url: str = DEFAULT_URL) -> SafeString:
+def progrock_bar_assets(
+    context: template.Context, url: str = DEFAULT_URL, token: str | None = None
+) -> SafeString:
     """The bars' stylesheet and script, e.g. in ``<head>``; later bars then skip them."""
-    return _assets(context, _check_url("progrock_bar_assets", url))
+    url = _check_url("progrock_bar_assets", url)
+    return _assets(context, url, _check_token("progrock_bar_assets", token))
 
 
 def _start_request(kind: object, params: object) -> Start:

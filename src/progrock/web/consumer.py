@@ -3,7 +3,9 @@
 It does no task work. ``start`` and ``cancel`` are forwarded to the worker
 channel (``prog-rocker``); task messages reach the socket through the
 process's :class:`~progrock.web.fanout.Hub`, filtered by ``seq`` so a socket never
-sees a message twice or out of order.
+sees a message twice or out of order. A client that authenticates with a
+token (its first message, or the handshake's subprotocol) owns tasks as its
+user; :mod:`progrock.web.tokens` finds and checks the token.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from channels.sessions import InstanceSessionWrapper
 
 from progrock import metrics, permissions
 from progrock.conf import protocol_limits
-from progrock.exceptions import ProtocolError
+from progrock.exceptions import InvalidToken, ProtocolError
 from progrock.protocol import (
     ACCEPT_FRAME,
     FLAG_TERMINAL,
+    Auth,
     Cancel,
     Limits,
     ListTasks,
@@ -42,7 +45,7 @@ from progrock.protocol import (
 )
 from progrock.redact import redact
 from progrock.state import reads
-from progrock.web import forward, limits, liveness
+from progrock.web import forward, limits, liveness, tokens
 from progrock.web.failures import REQUEST_TIMEOUT, UNAVAILABLE, OutageLog, error_for
 from progrock.web.fanout import get_hub
 
@@ -105,6 +108,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     send_frame: Send  # the unwrapped send for task updates (see frame_send)
     address: str | None = None  # the client's address, once counted in limits.sockets
     counted: bool = False
+    may_auth: bool = False  # the next frame may be an auth message (the first one)
+    refused: bool = False  # closed for its token: frames still in flight are not served
 
     @property
     def channel_receive(self) -> Receive:
@@ -135,7 +140,17 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.send_frame = frame_send(self.base_send)
         self.address = limits.client_address(self.scope)
         liveness.ensure_heartbeat()
-        await self.accept()
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                by_header = await tokens.socket_header_owner(self.scope)
+        except Exception as exc:
+            await self.accept(subprotocol=tokens.SUBPROTOCOL)
+            await self._refuse_auth(exc)
+            return
+        if by_header is not None:
+            self.owner = by_header
+        self.may_auth = by_header is None
+        await self.accept(subprotocol=tokens.SUBPROTOCOL if by_header else None)
         if not limits.sockets.acquire(self.address):
             logger.warning("refused a socket of %s: too many open sockets", self.address)
             detail = f"more than {limits.sockets.limit} open sockets from this address"
@@ -176,12 +191,22 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         frame: str | bytes = text_data if text_data is not None else (bytes_data or b"")
+        if self.refused:
+            return
         request = None
+        may_auth, self.may_auth = self.may_auth, False
         try:
             request = parse_client_frame(frame, self.limits)
             async with asyncio.timeout(REQUEST_TIMEOUT):
-                await self._serve(request)
+                if isinstance(request, Auth):
+                    await self._authenticate(request, may_auth)
+                else:
+                    await self._serve(request)
         except Exception as exc:
+            if isinstance(request, Auth) or getattr(exc, "code", None) == "unauthenticated":
+                # A failed auth never leaves the socket open with its former owner.
+                await self._refuse_auth(exc)
+                return
             # Whatever failed, it failed this request only: answer it, keep the socket.
             context: dict[str, object] = {"action": getattr(request, "action", None)}
             if isinstance(request, Start):
@@ -189,6 +214,25 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             elif request is not None and hasattr(request, "task_id"):
                 context["task_id"] = request.task_id
             await self.send_json(error_for(exc, f"{context['action'] or 'a frame'}", **context))
+
+    async def _authenticate(self, request: Auth, first: bool) -> None:
+        """Own tasks as the token's user from now on; only as the first message."""
+        if not first:
+            raise InvalidToken("auth must be the socket's first message, and only one")
+        self.owner = await tokens.aowner_for_token(request.token)
+
+    async def _refuse_auth(self, exc: Exception) -> None:
+        """Close the socket: 4401 for a bad token, 1013 when it could not be checked."""
+        if isinstance(exc, InvalidToken | ProtocolError):
+            detail = str(exc) if isinstance(exc, InvalidToken) else exc.detail
+            message = tokens.refusal(InvalidToken(detail), action="auth")
+            code = tokens.CLOSE_UNAUTHENTICATED
+        else:
+            message = error_for(exc, "an auth request", action="auth")
+            code = CLOSE_TRY_AGAIN_LATER
+        self.refused = True
+        await self.send_json(message)
+        await self.close(code=code, reason=tokens.close_reason(message["detail"]))
 
     async def _serve(self, request: Any) -> None:
         if isinstance(request, (Subscribe, Cancel, ListTasks)):

@@ -10,7 +10,9 @@ Same ownership rules as the JSON API (someone else's task answers 404, a bad id
 the task is over, the answer's status is 286, which stops htmx's polling, and
 its ``HX-Trigger`` header fires ``progrock:complete`` (or ``failed``,
 ``cancelled``) on the polling element with the terminal message as detail.
-``?label=`` names the bar (default "Progress").
+``?label=`` names the bar (default "Progress"). A token in an
+``Authorization`` header counts as for the JSON API (:mod:`progrock.web.tokens`);
+a bad one answers 401 with an inert bar saying why.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from django.middleware.csrf import get_token
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from progrock.web import access
+from progrock.exceptions import InvalidToken
+from progrock.web import access, tokens
 from progrock.web.bar import DEFAULT_LABEL, inert_bar, render_bar, view_bar
 from progrock.web.failures import REQUEST_TIMEOUT, error_for
 from progrock.web.views import STATUS
@@ -44,9 +47,15 @@ async def task_fragment(request: HttpRequest, task_id: str) -> HttpResponse:
     label = (request.GET.get("label") or DEFAULT_LABEL)[:MAX_LABEL]
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT):
+            await tokens.authenticate_request(request)
             found = await access.authorise(request, task_id, "subscribe")
             # CSRF_USE_SESSIONS reads the session: from a thread.
             token = await sync_to_async(get_token)(request)
+    except InvalidToken as exc:
+        refused = tokens.refusal(exc)
+        response = HttpResponse(render_bar(inert_bar(refused["detail"], label=label)), status=401)
+        response["WWW-Authenticate"] = tokens.CHALLENGE
+        return response
     except Exception as exc:
         error = error_for(exc, f"GET {request.path}")
         bar = inert_bar(error["detail"], label=label)

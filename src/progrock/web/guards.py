@@ -6,10 +6,17 @@ The CSRF check is Django's own (``CsrfViewMiddleware``, with the project's
 marked ``csrf_exempt`` so the project's middleware leaves them to it, and only
 their refusal differs (``403 {"type": "error", "code": "csrf_failed", ...}``);
 the project's ``CSRF_FAILURE_VIEW`` stays as it is for every other view.
+
+A request that carries a token (``Authorization: Token <key>`` or ``Bearer
+<token>``, with ``PROGROCK["AUTHENTICATORS"]`` set) is authenticated by it
+first (:mod:`progrock.web.tokens`): a bad token answers ``401 unauthenticated``,
+a good one skips the CSRF check, since the request's owner is then the token's
+user and nothing a browser attaches by itself (cookies) counts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
@@ -19,6 +26,10 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
+
+from progrock.exceptions import InvalidToken
+from progrock.web import tokens
+from progrock.web.failures import REQUEST_TIMEOUT, error_for
 
 logger = logging.getLogger("progrock.web")
 
@@ -60,7 +71,8 @@ _csrf = _JsonCsrf(_no_response)
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
-    """Serve ``methods`` only (others: 405 JSON with ``Allow``), CSRF-checked (403 JSON)."""
+    """Serve ``methods`` only (others: 405 JSON with ``Allow``), token-authenticated
+    (401 JSON) or else CSRF-checked (403 JSON)."""
     allowed = ", ".join(methods)
 
     def decorate(view: View) -> View:
@@ -74,9 +86,20 @@ def api_view(*methods: str) -> Callable[[View], View]:
                 )
                 refused["Allow"] = allowed
                 return refused
-            refusal = await sync_to_async(_check_csrf)(request, view, args, kwargs)
-            if refusal is not None:
-                return refusal
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT):  # the token is read from the database
+                    by_token = await tokens.authenticate_request(request)
+            except InvalidToken as exc:
+                return tokens.unauthorized(exc)
+            except Exception as exc:
+                message = error_for(exc, f"{request.method} {request.path}")
+                return JsonResponse(
+                    message, status=503 if message["code"] == "unavailable" else 500
+                )
+            if not by_token:
+                refusal = await sync_to_async(_check_csrf)(request, view, args, kwargs)
+                if refusal is not None:
+                    return refusal
             return await view(request, *args, **kwargs)
 
         return csrf_exempt(wrapper)

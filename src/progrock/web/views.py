@@ -3,7 +3,8 @@
 Mounted by the project under a prefix (the demo uses ``/prog/api/``). Same
 ownership rules as the socket: a request sees only its user's or session's
 tasks (or what ``PROGROCK["PERMISSION"]`` allows); others get 404. Writes are
-CSRF-protected like any Django form (send the ``X-CSRFToken`` header). Every
+CSRF-protected like any Django form (send the ``X-CSRFToken`` header), unless
+the request carries a token (:mod:`progrock.web.tokens`). Every
 answer is JSON, errors included (:mod:`progrock.web.guards`); docs/http-api.md
 is the reference.
 """
@@ -39,6 +40,7 @@ View = Callable[..., Coroutine[Any, Any, HttpResponse]]
 
 #: HTTP status of each error code the API answers (400 for the others).
 STATUS = {
+    "unauthenticated": 401,
     "forbidden": 404,
     "frame_too_large": 413,
     "too_many_tasks": 429,

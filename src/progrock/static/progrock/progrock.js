@@ -16,6 +16,11 @@
  * sockets keep failing before their first message (a proxy that drops
  * upgrades) and the HTTP API answers, it follows its tasks over HTTP long-polls
  * instead, and goes back to the socket as soon as one works.
+ *
+ * With a `token` (a string, or a function giving one, maybe as a promise),
+ * it authenticates each socket with an `auth` first message and each HTTP
+ * request with an `Authorization: Bearer` header instead of the session
+ * cookie (docs/howto-tokens.md). A refused token closes the socket with 4401.
  */
 
 const TERMINAL_TYPES = new Set(["complete", "failed", "cancelled"]);
@@ -31,6 +36,7 @@ const DEFAULT_STREAM_TIMEOUT = 5; // seconds for a stream's first bytes, else it
 const STREAM_IDLE = 45; // seconds without bytes (the server sends one each 15 s): dead
 const SHARED_CLIENT = Symbol.for("progrock.sharedClient");
 const BUFFERED = Symbol("a follow stream buffered by the network");
+const CLOSE_UNAUTHENTICATED = 4401; // the server refused the socket's token
 
 /** An error the client raises or rejects a promise with. */
 export class ProgRockError extends Error {
@@ -226,7 +232,8 @@ export class TaskHandle extends Emitter {
 
 /**
  * Read defaults from `<script data-progrock-url=... data-progrock-api=...
- * data-progrock-csrf=...>` ({% progrock_script %}, {% progrock_bar %}).
+ * data-progrock-csrf=... data-progrock-token=...>` ({% progrock_script %},
+ * {% progrock_bar %}).
  */
 function scriptConfig() {
   if (typeof document === "undefined") return {};
@@ -237,6 +244,8 @@ function scriptConfig() {
   if (api) config.api = api.dataset.progrockApi;
   const csrf = document.querySelector("script[data-progrock-csrf]");
   if (csrf) config.csrfFromPage = csrf.dataset.progrockCsrf;
+  const token = document.querySelector("script[data-progrock-token]");
+  if (token) config.token = token.dataset.progrockToken;
   return config;
 }
 
@@ -334,6 +343,12 @@ export class ProgRock extends Emitter {
    *   cancels; default the csrftoken cookie, else the tag's data-progrock-csrf
    *   (the cookie is read at each request: it is current even on a cached page).
    * @param {typeof fetch} [options.fetch] fetch function to use.
+   * @param {string|(() => string|Promise<string>)|null} [options.token] a
+   *   token to authenticate with instead of the session cookie: sent as each
+   *   socket's first message and as `Authorization: Bearer` over HTTP. A
+   *   function is called for each socket and request (return a fresh
+   *   short-lived token); with a string, a refused token (close 4401) closes
+   *   the client. Default the tag's data-progrock-token, else none.
    */
   constructor(options = {}) {
     super();
@@ -365,6 +380,10 @@ export class ProgRock extends Emitter {
     this._fetch = config.fetch || globalThis.fetch?.bind(globalThis);
     this._csrfToken = config.csrfToken ?? null;
     this._csrfFromPage = config.csrfFromPage ?? null;
+    this._token = config.token || null;
+    if (this._token !== null && !["string", "function"].includes(typeof this._token)) {
+      throw new TypeError(`token must be a string or a function, got ${typeof this._token}`);
+    }
     this._failures = 0; // sockets in a row closed before their first message
     this._silenceTimer = null;
     this._http = null; // the HTTP follower while sockets fail, see _startHttp
@@ -525,6 +544,18 @@ export class ProgRock extends Emitter {
     }
     this._socket = socket;
     let heard = false; // a first message arrived: this socket works
+    let authed = this._token === null; // its auth message went out (or none is needed)
+    const useSocket = () => {
+      this._stopHttp();
+      this.transport = "websocket";
+      this._setState("open");
+      this._flush();
+    };
+    const ready = () => {
+      authed = true;
+      // Following over HTTP: switch once the socket speaks.
+      if (!this._http || heard) useSocket();
+    };
     socket.onopen = () => {
       if (this._socket !== socket) return;
       // A proxy may accept the upgrade and pass nothing: silence counts as death.
@@ -537,10 +568,23 @@ export class ProgRock extends Emitter {
         this._failures += 1;
         this._lost();
       }, this.firstMessageTimeout * 1000);
-      if (this._http) return; // following over HTTP: switch once the socket speaks
-      this.transport = "websocket";
-      this._setState("open");
-      this._flush();
+      if (authed) {
+        ready();
+        return;
+      }
+      // The auth message goes first: nothing is sent before the token is known.
+      this._tokenValue().then(
+        (token) => {
+          if (this._socket !== socket) return;
+          socket.send(JSON.stringify({ action: "auth", token }));
+          ready();
+        },
+        (err) => {
+          if (this._socket !== socket) return;
+          this._reportError(new ProgRockError("unauthenticated", `no token to send: ${err}`));
+          socket.close(); // as a lost socket: try again after a backoff
+        },
+      );
     };
     socket.onmessage = (event) => {
       if (this._socket !== socket) return;
@@ -549,20 +593,27 @@ export class ProgRock extends Emitter {
         clearTimeout(this._silenceTimer);
         this._failures = 0;
         this._attempt = 0;
-        if (this._http) {
-          this._stopHttp();
-          this.transport = "websocket";
-          this._setState("open");
-          this._flush();
-        }
+        if (this._http && authed) useSocket();
       }
       this._receive(event.data);
     };
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       if (this._socket !== socket) return;
       this._socket = null;
       clearTimeout(this._silenceTimer);
       if (!heard) this._failures += 1;
+      if (event?.code === CLOSE_UNAUTHENTICATED) {
+        // The server said why in an error message just before (reported).
+        const why = event.reason || "the server refused the token";
+        const error = new ProgRockError("unauthenticated", why);
+        if (typeof this._token !== "function") {
+          // The same token would be refused again: stop here.
+          this._failPending(error, true);
+          this.close();
+          return;
+        }
+        this._failPending(error, false); // a function may give a fresh token next time
+      }
       this._lost();
     };
     socket.onerror = () => {
@@ -914,6 +965,15 @@ export class ProgRock extends Emitter {
     );
   }
 
+  /** The token to send now (a string), from the option; rejects if there is none. */
+  async _tokenValue() {
+    const token = typeof this._token === "function" ? await this._token() : this._token;
+    if (typeof token !== "string" || !token) {
+      throw new TypeError(`the token option gave ${token === "" ? "an empty string" : typeof token}`);
+    }
+    return token;
+  }
+
   _csrf() {
     const token = typeof this._csrfToken === "function" ? this._csrfToken() : this._csrfToken;
     return token || cookie("csrftoken") || this._csrfFromPage;
@@ -924,10 +984,20 @@ export class ProgRock extends Emitter {
   async _fetchOk(path, { method = "GET", body = undefined, signal = undefined, accept } = {}) {
     const url = this.api + path;
     const headers = { Accept: accept || "application/json" };
+    if (this._token !== null) {
+      // A token request is not cookie-authenticated: it needs no CSRF token.
+      let token;
+      try {
+        token = await this._tokenValue();
+      } catch (err) {
+        throw new ProgRockError("unauthenticated", `no token to send: ${err}`);
+      }
+      headers.Authorization = `Bearer ${token}`;
+    }
     if (method !== "GET") {
       headers["Content-Type"] = "application/json";
-      const token = this._csrf();
-      if (token) headers["X-CSRFToken"] = token;
+      const csrf = this._token === null ? this._csrf() : null;
+      if (csrf) headers["X-CSRFToken"] = csrf;
     }
     let response;
     try {
