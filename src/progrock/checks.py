@@ -122,6 +122,17 @@ def _loaded_settings(current: conf.ProgRockSettings) -> Messages:
                 id="progrock.E004",
             )
         )
+    if current.PUSH_TIMEOUT < 2 * current.POLL_INTERVAL:
+        found.append(
+            Warning(
+                f"PROGROCK['PUSH_TIMEOUT'] is {current.PUSH_TIMEOUT!r}, less than twice "
+                f"PROGROCK['POLL_INTERVAL'] ({current.POLL_INTERVAL!r}): a producer's reports "
+                "reach Redis at most once per POLL_INTERVAL, so push tasks that report "
+                "steadily could fail as 'lost'",
+                hint="Give PUSH_TIMEOUT at least a few seconds (the default is 60).",
+                id="progrock.W005",
+            )
+        )
     backend = current.SERVICE["BACKEND"]
     try:
         import_string(backend)
