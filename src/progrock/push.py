@@ -8,7 +8,9 @@ Redis round trip over a connection the process keeps (redis-py's sync
 client, :mod:`progrock.state.sync_store`), at most once per task and
 ``POLL_INTERVAL`` (the cadence watchers see polled tasks at):
 
-* a report that comes sooner after the task's last published one is
+* a report that comes sooner (less than ``PUSH_HOLD_FRACTION`` of it: a
+  producer reporting at the cadence with some jitter is not held) after the
+  task's last published one is
   *held*: it replaces the task's pending value, and a background thread
   publishes the newest pending value when the cadence allows, so the last
   value always gets through, however the calls are spaced;
@@ -58,7 +60,7 @@ from progrock.state import tasks
 from progrock.state.live import ALREADY_TERMINAL, UNKNOWN, Change
 from progrock.state.scripts import HEARD, RATE_PROGRESS, RATE_TIME
 from progrock.state.sync_store import SyncTaskStore, store_for_process
-from progrock.tuning import DB_PROGRESS_INTERVAL
+from progrock.tuning import DB_PROGRESS_INTERVAL, PUSH_HOLD_FRACTION
 from progrock.values import find_problem, string_problem
 
 logger = logging.getLogger("progrock.push")
@@ -134,9 +136,10 @@ def result_problem(result: Any) -> str | None:
     return None if problem is None else f"{problem[0]} {problem[1]}"
 
 
-def should_hold(last_sent: float, now: float, cadence: float) -> bool:
-    """Whether a report at ``now`` waits: the task published less than a cadence ago."""
-    return now - last_sent < cadence
+def should_hold(last_sent: float, now: float, window: float) -> bool:
+    """Whether a report at ``now`` waits: the task published less than ``window`` ago
+    (``PUSH_HOLD_FRACTION`` of ``POLL_INTERVAL``)."""
+    return now - last_sent < window
 
 
 # -- the reporter ----------------------------------------------------------------
@@ -224,11 +227,12 @@ class Reporter:
             if known.cancelled:
                 raise Cancelled(f"task {task_id} was cancelled")
             known.used = now
-            if should_hold(known.sent, now, progrock_settings.POLL_INTERVAL):
+            window = progrock_settings.POLL_INTERVAL * PUSH_HOLD_FRACTION
+            if should_hold(known.sent, now, window):
                 if known.pending is not None and value is None:
                     value = known.pending[0]  # a message-only report keeps held progress
                 known.pending = (value, message)
-                known.due = known.sent + progrock_settings.POLL_INTERVAL
+                known.due = known.sent + window
                 self._due[task_id] = known.due
                 self._wake()
                 return 0
