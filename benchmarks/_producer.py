@@ -9,8 +9,9 @@ stack's database and Redis. Talks to its parent over stdin/stdout:
 2. reads ``go <t>`` (a ``time.monotonic()`` instant shared with the load
    processes) and runs task *i* as the reference backend runs a rock task:
    from ``origin = t + i / total * start_window``, +3 % every ``cadence``
-   (200 ms), each step reported from this one thread when due (a worker
-   holding many tasks), ``complete`` at 100 %;
+   (200 ms), ``complete`` at 100 %; the tasks are shared by ``--threads``
+   threads (a task queue's pool), each reporting its tasks' steps when due
+   with the sync ``report_progress`` (a blocking round trip each);
 3. writes each task's origin (monotonic, where freshness counts from), how
    late each of its reports left, and its CPU time to ``--out``, prints
    ``done`` and waits for its parent to stop it (its CPU is sampled till then).
@@ -23,8 +24,10 @@ import heapq
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 STEP = 3.0  # percent per step, as the rock kind
 
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--total", type=int, required=True)
     parser.add_argument("--start-window", type=float, required=True)
     parser.add_argument("--cadence", type=float, default=0.2)
+    parser.add_argument("--threads", type=int, default=50, help="threads sharing the tasks")
     parser.add_argument("--setup-out", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -62,31 +66,43 @@ def main() -> None:
         raise SystemExit(f"expected 'go <time>' on stdin, got {line!r}")
     t_go = float(line[1])
     cpu0 = time.process_time()
-    origins: dict[str, float] = {}
-    due: list[tuple[float, int, int]] = []  # (when, position, step)
-    for position, entry in enumerate(setup):
-        origin = t_go + entry["index"] / args.total * args.start_window
-        origins[entry["task_id"]] = origin
-        heapq.heappush(due, (origin + args.cadence, position, 1))
+    origins = {
+        entry["task_id"]: t_go + entry["index"] / args.total * args.start_window for entry in setup
+    }
     late: list[float] = []
     errors: dict[str, int] = {}
-    while due:
-        when, position, step = heapq.heappop(due)
-        wait = when - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        late.append(time.monotonic() - when)
-        task_id = setup[position]["task_id"]
-        progress = min(100.0, step * STEP)
-        try:
-            if progress >= 100:
-                progrock.report_progress(task_id, status="complete", result={"steps": step})
-            else:
-                progrock.report_progress(task_id, progress, f"step {step}")
-                heapq.heappush(due, (when + args.cadence, position, step + 1))
-        except Exception as exc:
-            key = type(exc).__name__
-            errors[key] = errors.get(key, 0) + 1
+
+    def work(share: list[dict[str, Any]]) -> None:
+        """Run a share of the tasks from one thread (a pool thread of a task queue)."""
+        due: list[tuple[float, int, int]] = []  # (when, position, step)
+        for position, entry in enumerate(share):
+            heapq.heappush(due, (origins[entry["task_id"]] + args.cadence, position, 1))
+        while due:
+            when, position, step = heapq.heappop(due)
+            wait = when - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            late.append(time.monotonic() - when)
+            task_id = share[position]["task_id"]
+            progress = min(100.0, step * STEP)
+            try:
+                if progress >= 100:
+                    progrock.report_progress(task_id, status="complete", result={"steps": step})
+                else:
+                    progrock.report_progress(task_id, progress, f"step {step}")
+                    heapq.heappush(due, (when + args.cadence, position, step + 1))
+            except Exception as exc:
+                key = type(exc).__name__
+                errors[key] = errors.get(key, 0) + 1
+
+    threads = [
+        threading.Thread(target=work, args=(setup[i :: args.threads],), name=f"producer-{i}")
+        for i in range(min(args.threads, len(setup)))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     cpu_s = time.process_time() - cpu0
     late.sort()
     Path(args.out).write_text(

@@ -9,9 +9,9 @@ For each N in ``--tasks``, two fresh stacks in turn (``progrock up``, as
 * ``push``: producer processes (``_producer.py``; one, or two above 1,000
   tasks, or ``--producers``) each start their share of N push tasks, owned by
   one session per browser, and run them as a rock task runs (+3 % every
-  200 ms, complete at 100 %), calling ``progrock.report_progress`` from one
-  thread when each step is due; each browser subscribes to its task with its
-  session cookie.
+  200 ms, complete at 100 %), calling the sync ``progrock.report_progress``
+  when each step is due from ``--threads`` threads (50; a task queue's thread
+  pool); each browser subscribes to its task with its session cookie.
 
 Freshness counts from when each step happened (the backend's created time
 plus k x 200 ms for polled tasks, the producer's origin plus k x 200 ms for
@@ -101,6 +101,7 @@ def run_push(n: int, args: argparse.Namespace, producers: int) -> dict[str, Any]
                         *("--first", str(first), "--count", str(count), "--total", str(n)),
                         *("--start-window", str(args.start_window)),
                         *("--cadence", str(run.CADENCE)),
+                        *("--threads", str(args.producer_threads)),
                         *("--setup-out", str(tmp / f"setup-{i}.json")),
                         *("--out", str(tmp / f"producer-{i}.json")),
                     ],
@@ -174,10 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--producers", type=int, default=0, help="default: 1, 2 above 1,000")
     parser.add_argument("--modes", default="polled,push")
+    parser.add_argument("--threads", type=int, default=50, help="threads per producer")
     mine, rest = parser.parse_known_args(argv)
     if "--tasks" not in rest:
         rest += ["--tasks", "100,1000"]
     args = run.parse_args([*rest, "--targets", "progrock", "--raw"])
+    args.producer_threads = mine.threads
     raise_fd_limit(max(args.task_counts) * 2 + 4096)
     modes = [m.strip() for m in mine.modes.split(",") if m.strip()]
     label = "-".join(map(str, args.task_counts))
