@@ -60,6 +60,10 @@ def main() -> None:
         task_id = progrock.start_task("rock", owner=owner, push=True)
         setup.append({"index": index, "task_id": task_id, "session": session.session_key})
     Path(args.setup_out).write_text(json.dumps(setup))
+    # PUSH_TIMEOUT counts from each start: creating thousands took long on a
+    # busy machine, and the first reports are still some seconds away.
+    for entry in setup:
+        progrock.keep_alive(entry["task_id"])
     print("ready", flush=True)
     line = sys.stdin.readline().split()
     if len(line) != 2 or line[0] != "go":

@@ -216,6 +216,10 @@ class Reporter:
         value = check_progress(progress)
         message = check_message(message)
         new_status, code = check_status(status, code)
+        if result is not None and new_status is not Status.SUCCEEDED:
+            raise ValueError(f"result is for status='complete' only, got it with {status!r}")
+        if error is not None and new_status is not Status.FAILED:
+            raise ValueError(f"error is for status='failed' only, got it with {status!r}")
         task_id = self._task_id(task_id)
         if new_status.terminal:
             return lambda: self._end(task_id, new_status, value, result, error, code)

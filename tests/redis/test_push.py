@@ -368,7 +368,8 @@ def test_a_result_that_is_not_json_fails_the_task_bad_result(
 
 
 def test_unknown_tasks_and_bad_statuses_are_refused(wired: str) -> None:
-    """An unknown id is TaskNotFound; an unknown status or failure code a ValueError."""
+    """An unknown id is TaskNotFound; an unknown status, failure code, or a result or
+    error with the wrong status a ValueError."""
     with pytest.raises(progrock.TaskNotFound):
         progrock.report_progress(str(uuid.uuid4()), 10)
     with pytest.raises(progrock.TaskNotFound):
@@ -378,6 +379,11 @@ def test_unknown_tasks_and_bad_statuses_are_refused(wired: str) -> None:
         progrock.report_progress(task_id, status="done")
     with pytest.raises(ValueError, match="'oops'"):
         progrock.report_progress(task_id, status="failed", code="oops")
+    with pytest.raises(ValueError, match="result is for status='complete' only"):
+        progrock.report_progress(task_id, 50, result={"rows": 1})
+    with pytest.raises(ValueError, match="error is for status='failed' only"):
+        progrock.report_progress(task_id, status="cancelled", error="why")
+    assert live(wired, task_id)["seq"] == "1"  # nothing was published
 
 
 @pytest.fixture
