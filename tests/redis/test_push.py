@@ -444,3 +444,13 @@ def test_a_forked_producer_reports_over_its_own_connection(wired: str) -> None:
     child.join(30)
     assert new_store and seq == 3
     assert live(wired, task_id)["progress"] == "50"
+
+
+async def test_the_async_twins_report_keep_alive_and_answer(wired: str) -> None:
+    """areport_progress, akeep_alive and ais_cancelled work from a running event loop."""
+    task_id = await progrock.astart_task("import", owner="user:1", push=True)
+    assert await progrock.areport_progress(task_id, 10, "a") == 2
+    assert await progrock.areport_progress(task_id, 20, "b") == 0  # held: no thread hop
+    await progrock.akeep_alive(task_id)
+    assert await progrock.ais_cancelled(task_id) is False
+    assert await progrock.areport_progress(task_id, status="complete", result=[1]) == 3
