@@ -285,6 +285,21 @@ def test_a_report_finds_out_about_a_cancel_by_itself(wired: str) -> None:
     assert progrock.is_cancelled(task_id)
 
 
+def test_a_producer_mid_task_learns_of_the_cancel_from_its_next_report(
+    reporter: Reporter, clock: Clock, wired: str
+) -> None:
+    """A producer already reporting (no is_cancelled asked) gets Cancelled from its next
+    published report, and from every one after it, even those the cadence would hold."""
+    task_id = progrock.start_task("import", owner="user:1", push=True)
+    reporter.report(task_id, 10)
+    cancel_like_a_user(wired, task_id)
+    clock.now += CADENCE
+    with pytest.raises(progrock.Cancelled):
+        reporter.report(task_id, 20)
+    with pytest.raises(progrock.Cancelled):
+        reporter.report(task_id, 30)
+
+
 # -- keep-alive and PUSH_TIMEOUT ------------------------------------------------------
 
 
