@@ -81,6 +81,12 @@ class LoadGen:
         self.all_connected = asyncio.Event()
         self.go: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self.start_frame = json.dumps(start_message(args.target))
+        # Push mode (push_run.py): socket i subscribes to a task a producer
+        # reports, with the session cookie of the task's owner.
+        self.push: list[dict[str, str]] | None = None
+        if args.push_file:
+            with open(args.push_file) as fh:
+                self.push = json.load(fh)
         self.task_cpu_s = 0.0
         self.task_wall_s = 0.0
         self.last_rx = time.monotonic()
@@ -98,7 +104,13 @@ class LoadGen:
         ws: Connection | None = None
         try:
             url = self.args.url
-            ws = await connect(url, origin=origin_of(url), open_timeout=self.args.connect_timeout)
+            push = self.push[task.index] if self.push is not None else None
+            ws = await connect(
+                url,
+                origin=origin_of(url),
+                open_timeout=self.args.connect_timeout,
+                cookie=f"sessionid={push['session']}" if push else None,
+            )
             greeting = json.loads(await asyncio.wait_for(ws.recv(), self.args.connect_timeout))
             if classify(greeting) != "greeting":
                 raise ValueError(f"expected the greeting {{'accept': true}}, got {greeting!r}")
@@ -109,13 +121,17 @@ class LoadGen:
                 await ws.close()
             return
         task.connect_s = time.monotonic() - began
+        if push is not None:  # subscribed before its producer begins
+            task.task_id = push["task_id"]
+            await ws.send(json.dumps({"action": "subscribe", "task_id": push["task_id"]}))
         self._connect_done(True)
         try:
             t_go = await self.go
             offset = (task.index / self.args.total) * self.args.start_window
             await asyncio.sleep(max(0.0, t_go + offset - loop.time()))
             task.t_start = time.monotonic()
-            await ws.send(self.start_frame)
+            if push is None:
+                await ws.send(self.start_frame)
             async with asyncio.timeout(self.args.task_timeout):
                 while True:
                     frame = await ws.recv()
@@ -206,6 +222,7 @@ def main() -> None:
     parser.add_argument("--task-timeout", type=float, required=True)
     parser.add_argument("--stall-timeout", type=float, default=20.0)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--push-file", help="push_run.py: [{task_id, session}] per socket index")
     args = parser.parse_args()
     raise_fd_limit(args.count * 2 + 1024)
     cpu0, wall0 = time.process_time(), time.monotonic()

@@ -389,9 +389,16 @@ class Connection(asyncio.BufferedProtocol):
 
 
 async def connect(
-    url: str, *, origin: str, open_timeout: float, max_size: int = 2**24, close_timeout: float = 2.0
+    url: str,
+    *,
+    origin: str,
+    open_timeout: float,
+    max_size: int = 2**24,
+    close_timeout: float = 2.0,
+    cookie: str | None = None,
 ) -> Connection:
-    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) sending ``Origin: origin``."""
+    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) sending ``Origin: origin``
+    (and ``Cookie: cookie``, if given)."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"expected a ws:// or wss:// URL, got {url!r}")
@@ -402,7 +409,9 @@ async def connect(
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
+        + (f"Cookie: {cookie}\r\n" if cookie else "")
+        + "\r\n"
     )
     loop = asyncio.get_running_loop()
     transport: asyncio.Transport | None = None

@@ -125,8 +125,22 @@ def _expect(child: Child, lines: queue.Queue[str], word: str, deadline: float) -
     return line
 
 
-def run_load(stack: Stack, n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Drive one stack with ``n`` browsers; return the merged records and resource usage."""
+def run_load(
+    stack: Stack,
+    n: int,
+    args: argparse.Namespace,
+    tmp: Path,
+    *,
+    loadgen_args: list[str] | None = None,
+    partners: list[tuple[Child, queue.Queue[str]]] | None = None,
+) -> dict[str, Any]:
+    """Drive one stack with ``n`` browsers; return the merged records and resource usage.
+
+    ``loadgen_args`` go to every load process; ``partners`` are processes
+    (``push_run.py``'s producers) that get the same ``go`` line, must print
+    ``done`` too, and whose CPU counts with the stack's.
+    """
+    partners = partners or []
     urls = stack.urls or [stack.url]
     procs = max(len(urls), args.load_procs or max(1, math.ceil(n / 1500)))
     per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
@@ -159,6 +173,7 @@ def run_load(stack: Stack, n: int, args: argparse.Namespace, tmp: Path) -> dict[
                 str(args.stall_timeout),
                 "--out",
                 str(out),
+                *(loadgen_args or []),
             ],
             tmp,
             stdout_pipe=True,
@@ -175,17 +190,17 @@ def run_load(stack: Stack, n: int, args: argparse.Namespace, tmp: Path) -> dict[
             connected, failed = connected + int(ok), failed + int(bad)
         stack.check_alive()
         print(f"  {connected} sockets connected ({failed} failed); starting tasks", flush=True)
-        sampler = Sampler(stack.roots())
+        sampler = Sampler({**stack.roots(), **{child.role: child.pid for child, _ in partners}})
         sampler.start()
         t_go = time.monotonic() + 0.3
-        for child, _, _ in loadgens:
+        for child in [*(c for c, _, _ in loadgens), *(c for c, _ in partners)]:
             stdin = child.popen.stdin
             if stdin is None:
                 raise RuntimeError(f"{child.role}: stdin is not a pipe")
             stdin.write(f"go {t_go!r}\n".encode())
             stdin.flush()
         deadline = time.monotonic() + args.start_window + args.task_timeout + 60
-        for child, lines, _ in loadgens:
+        for child, lines in [*((c, q) for c, q, _ in loadgens), *partners]:
             _expect(child, lines, "done", deadline)
         usage = sampler.stop()
         for child, _, _ in loadgens:

@@ -4,44 +4,54 @@
   and return its id, so a page can subscribe to it;
 * :func:`report_progress` / :func:`areport_progress` publish progress of a
   task that runs somewhere else (a Celery task, a ``django.tasks`` task, a
-  script) through the same delivery path, without a polling backend;
+  script) through the same delivery path, without a polling backend
+  (:mod:`progrock.push`); :func:`keep_alive` / :func:`akeep_alive` keep a
+  silent one from failing as ``lost``, :func:`is_cancelled` /
+  :func:`ais_cancelled` tell its producer whether to stop;
 * :func:`owner_for_request` names the owner of a request's tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
+from redis.exceptions import RedisError
 
+from progrock import push
 from progrock.conf import progrock_settings
-from progrock.exceptions import ProgRockError, TaskNotFound, TooManyTasks
+from progrock.exceptions import (
+    Cancelled,
+    ProgRockError,
+    RedisUnavailable,
+    TaskNotFound,
+    TooManyTasks,
+)
 from progrock.models import Task
 from progrock.permissions import owner_for_request
-from progrock.protocol import (
-    TERMINAL,
-    Status,
-    clamp_progress,
-    failure,
-    progress_message,
-    started_message,
-)
+from progrock.protocol import Status, started_message
+from progrock.redact import redact
 from progrock.state.live import Change, TaskStore, get_redis
-from progrock.state.tasks import afinish, arebuild, check_limit, live_fields
-from progrock.tuning import DB_PROGRESS_INTERVAL
+from progrock.state.scripts import HEARD
+from progrock.state.tasks import check_limit, live_fields
 from progrock.values import find_problem
 from progrock.web.forward import forward_start
 
 __all__ = [
+    "Cancelled",
+    "TaskNotFound",
     "TooManyTasks",
+    "ais_cancelled",
+    "akeep_alive",
     "areport_progress",
     "astart_task",
+    "is_cancelled",
+    "keep_alive",
     "owner_for_request",
     "report_progress",
     "start_task",
@@ -75,25 +85,40 @@ async def astart_task(
         started_at=now if push else None,
     )
     if push:
-        store = TaskStore.from_settings()
-        fields = live_fields(task)
-        fields["status"] = Status.QUEUED.value  # APPLY moves it to running with `started`
-        await store.init(task_id, fields)
-        await store.apply(
-            Change(
-                task_id,
-                started_message(task_id, kind),
-                Status.RUNNING,
-                0,
-                {"started_at": now.isoformat()},
-            )
-        )
-        await Task.objects.filter(pk=task_id).aupdate(seq=1)
+        try:
+            await _announce_push_start(task, now)
+        except BaseException as exc:
+            # Nobody has the task's id: a row left running would hold one of the
+            # owner's slots until the sweep fails it (PUSH_TIMEOUT).
+            await Task.objects.filter(pk=task_id).adelete()
+            if isinstance(exc, RedisError):
+                raise RedisUnavailable(
+                    f"could not start push task: Redis {redact(str(exc))}"
+                ) from exc
+            raise
     else:
         await forward_start(
             task_id=task_id, kind=kind, params=task.params, owner=owner, reply_channel=None
         )
     return task_id
+
+
+async def _announce_push_start(task: Task, now: datetime) -> None:
+    store = TaskStore.from_settings()
+    fields = live_fields(task)
+    fields["status"] = Status.QUEUED.value  # APPLY moves it to running with `started`
+    fields[HEARD] = now.timestamp()  # its PUSH_TIMEOUT runs from here
+    await store.init(str(task.pk), fields)
+    await store.apply(
+        Change(
+            str(task.pk),
+            started_message(str(task.pk), task.kind),
+            Status.RUNNING,
+            0,
+            {"started_at": now.isoformat()},
+        )
+    )
+    await Task.objects.filter(pk=task.pk).aupdate(seq=1)
 
 
 def start_task(
@@ -120,42 +145,13 @@ async def areport_progress(
     status: Status | str | None = None,
     result: Any = None,
     error: str | None = None,
+    code: str | None = None,
 ) -> int:
-    """Publish a push task's progress or end; returns the message's ``seq`` (0 if dropped)."""
-    store = TaskStore.from_settings()
-    found = await store.view(task_id)
-    if found is None:
-        task = await arebuild(task_id, store)
-        if task is None:
-            raise TaskNotFound(f"no task {task_id}")
-        found = task.view()
-    new_status = Status(status) if status is not None else Status.RUNNING
-    value = found.progress if progress is None else float(progress)
-    if not 0 <= value <= 100:
-        raise ValueError(f"progress must be between 0 and 100, got {progress!r}")
-    if new_status in TERMINAL:
-        err = (
-            failure("backend_failed", error or "the task failed")
-            if new_status == Status.FAILED
-            else None
-        )
-        _last_db_write.pop(task_id, None)
-        done = await afinish(
-            task_id, new_status, store, progress=value, result=result, error=err, seq_hint=found.seq
-        )
-        return found.seq + 1 if done else 0
-    now = time.time()
-    msg = progress_message(task_id, value, message)
-    reply = await store.apply(Change(task_id, msg, Status.RUNNING, value, {"message": message}))
-    if reply > 0 and now - _last_db_write.get(task_id, 0) >= DB_PROGRESS_INTERVAL:
-        _last_db_write[task_id] = now
-        await Task.objects.filter(pk=task_id, status=Status.RUNNING.value).aupdate(
-            progress=clamp_progress(value), message=message, seq=reply
-        )
-    return max(reply, 0)
-
-
-_last_db_write: dict[str, float] = {}
+    """:func:`report_progress` for async code (a held report costs no thread hop)."""
+    done = push.reporter().prepare(task_id, progress, message, status, result, error, code)
+    if isinstance(done, int):
+        return done
+    return int(await sync_to_async(done, thread_sensitive=False)())
 
 
 def report_progress(
@@ -166,13 +162,47 @@ def report_progress(
     status: Status | str | None = None,
     result: Any = None,
     error: str | None = None,
+    code: str | None = None,
 ) -> int:
-    """Sync :func:`areport_progress`, for code running outside an event loop."""
-    return int(
-        _run_with_fresh_redis(
-            areport_progress, task_id, progress, message, status=status, result=result, error=error
-        )
+    """Publish a push task's progress (0-100, and a message) or its end.
+
+    ``status`` is ``"running"`` (the default), or an end: ``"complete"`` (with
+    ``result``, any JSON value), ``"failed"`` (with ``error``, a text, and
+    ``code``, a failure code: ``"task_failed"`` by default) or ``"cancelled"``.
+    Reports closer together than ``POLL_INTERVAL`` are coalesced (the newest
+    value is published when the cadence allows); an end is recorded at once.
+    Returns the published message's ``seq``, 0 when the report was held for
+    the cadence or the task is over. Raises :class:`~progrock.exceptions.Cancelled`
+    once the task was cancelled, :class:`TaskNotFound` for an unknown task,
+    ``ValueError`` for bad input (nothing is published; a result that is not JSON
+    fails the task with ``bad_result``), and
+    :class:`~progrock.exceptions.RedisUnavailable` when Redis does not answer.
+    Sync: from async code, use :func:`areport_progress`.
+    """
+    return push.reporter().report(
+        task_id, progress, message, status=status, result=result, error=error, code=code
     )
+
+
+def keep_alive(task_id: str) -> None:
+    """Tell ProgRock a push task's producer is alive (no progress is published):
+    a push task not heard from for ``PUSH_TIMEOUT`` seconds fails as ``lost``."""
+    push.reporter().keep_alive(task_id)
+
+
+async def akeep_alive(task_id: str) -> None:
+    """:func:`keep_alive` for async code."""
+    await sync_to_async(keep_alive, thread_sensitive=False)(task_id)
+
+
+def is_cancelled(task_id: str) -> bool:
+    """Whether the task was cancelled (by its user or an admin), without reporting."""
+    return push.reporter().is_cancelled(task_id)
+
+
+async def ais_cancelled(task_id: str) -> bool:
+    """:func:`is_cancelled` for async code."""
+    return bool(await sync_to_async(is_cancelled, thread_sensitive=False)(task_id))
 
 
 def _run_with_fresh_redis(func: Any, *args: Any, **kwargs: Any) -> Any:

@@ -23,6 +23,7 @@ progrock.W002    (DEBUG) ``daphne`` is not in ``INSTALLED_APPS``: ``runserver`` 
 progrock.W003    (DEBUG) ``daphne`` after ``django.contrib.staticfiles``: its ``runserver`` loses
 progrock.W004    ``django.contrib.staticfiles`` is not installed: ``progrock.js`` is not served
 progrock.W005    the URLconf serves ``progrock.web.metrics.view`` without ``prometheus-client``
+progrock.W006    ``PUSH_TIMEOUT`` under 2 x ``POLL_INTERVAL``: steady push tasks fail
 progrock.W010    (deploy) ``KINDS`` is None: any client may start any kind the backend has
 progrock.W011    (deploy) ``MAX_RUNNING_PER_OWNER`` is None: one visitor may start without limit
 progrock.W012    (deploy) the channel layer's capacity of the worker or delay channel is small
@@ -120,6 +121,17 @@ def _loaded_settings(current: conf.ProgRockSettings) -> Messages:
                 "would be refused",
                 hint="Add it to KINDS, or set DEFAULT_KIND to one of them.",
                 id="progrock.E004",
+            )
+        )
+    if current.PUSH_TIMEOUT < 2 * current.POLL_INTERVAL:
+        found.append(
+            Warning(
+                f"PROGROCK['PUSH_TIMEOUT'] is {current.PUSH_TIMEOUT!r}, less than twice "
+                f"PROGROCK['POLL_INTERVAL'] ({current.POLL_INTERVAL!r}): a producer's reports "
+                "reach Redis at most once per POLL_INTERVAL, so push tasks that report "
+                "steadily could fail as 'lost'",
+                hint="Give PUSH_TIMEOUT at least a few seconds (the default is 60).",
+                id="progrock.W006",
             )
         )
     backend = current.SERVICE["BACKEND"]

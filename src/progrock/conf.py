@@ -63,6 +63,9 @@ class ProgRockSettings:
     # Seconds between sweeps for tasks a dead worker left behind (a poll that
     # many seconds overdue): such a task resumes within about twice this.
     SWEEP_INTERVAL: float = 5.0
+    # Seconds a push task may go without a report or keep-alive before it fails
+    # as ``lost`` (its producer died); the sweep checks.
+    PUSH_TIMEOUT: float = 60.0
     # Seconds the rows of ended tasks are kept ("30d", a timedelta or seconds in
     # PROGROCK); the sweep deletes older ones in bounded batches. None: keep all.
     RETENTION: float | None = None
@@ -249,6 +252,7 @@ def load(user: object) -> ProgRockSettings:
         FAILURE_BUDGET=_seconds("FAILURE_BUDGET", pick("FAILURE_BUDGET")),
         START_TIMEOUT=_seconds("START_TIMEOUT", pick("START_TIMEOUT")),
         SWEEP_INTERVAL=_seconds("SWEEP_INTERVAL", pick("SWEEP_INTERVAL")),
+        PUSH_TIMEOUT=_seconds("PUSH_TIMEOUT", pick("PUSH_TIMEOUT")),
         RETENTION=_retention(pick("RETENTION")),
         AUTHENTICATORS=_authenticators(pick("AUTHENTICATORS")),
     )

@@ -52,6 +52,17 @@ class TaskNotFound(ProgRockError):
     """No such task (or the caller may not see it)."""
 
 
+class Cancelled(ProgRockError):
+    """The task was cancelled (by its user or an admin): the producer should stop its work.
+
+    Raised by :func:`progrock.report_progress` once the task is cancelled.
+    """
+
+
+class RedisUnavailable(ProgRockError):
+    """Redis did not answer a push task's producer in time (down, unreachable, too slow)."""
+
+
 class TooManyTasks(ProgRockError):
     """The owner already runs ``PROGROCK["MAX_RUNNING_PER_OWNER"]`` tasks."""
 

@@ -107,7 +107,15 @@ ERROR_CODES: Final = frozenset(
 )
 # Failure codes (docs/protocol.md, 3.4)
 FAILURE_CODES: Final = frozenset(
-    {"backend_failed", "backend_unreachable", "backend_rejected", "lost", "not_started"}
+    {
+        "backend_failed",
+        "backend_unreachable",
+        "backend_rejected",
+        "lost",
+        "not_started",
+        "task_failed",
+        "bad_result",
+    }
 )
 
 

@@ -40,6 +40,12 @@ RETRY_MAX: Final = 5.0
 # per-step write load on the database.
 DB_PROGRESS_INTERVAL: Final = 10.0
 
+# A push task's report is held (coalesced with later ones) when its last
+# published report is less than this fraction of POLL_INTERVAL old: a producer
+# that reports at the cadence, with a little jitter, is never held back (a
+# held report waits for the rest of the window), one that reports faster is.
+PUSH_HOLD_FRACTION: Final = 0.75
+
 # A rebuilt live state (Redis lost it) starts its seq this far ahead of the
 # row's, which is copied only every DB_PROGRESS_INTERVAL: sockets that saw more
 # must not take the rebuilt task's messages for old ones.

@@ -64,7 +64,7 @@ def test_push_tasks_publish_progress_and_end(wired: str) -> None:
     task_id = start_task("import", {"rows": 10}, owner="user:1", push=True)
     listener = Listener(wired, task_id)
     assert report_progress(task_id, 40, "4 of 10") == 2
-    assert report_progress(task_id, status="succeeded", result={"rows": 10}) == 3
+    assert report_progress(task_id, status="complete", result={"rows": 10}) == 3
     messages = listener.messages(2)
     listener.close()
     assert messages[0]["type"] == "progress" and messages[0]["progress"] == 40
@@ -88,7 +88,7 @@ def test_nothing_is_reported_after_the_end(wired: str) -> None:
     assert report_progress(task_id, 90) == 0
     task = Task.objects.get(pk=task_id)
     assert task.status == "failed"
-    assert task.error == {"code": "backend_failed", "detail": "disk full"}
+    assert task.error == {"code": "task_failed", "detail": "disk full"}
 
 
 def test_report_progress_validates(wired: str) -> None:

@@ -86,6 +86,15 @@ def test_a_default_kind_outside_kinds_is_e004() -> None:
     assert "progrock.E004" in text and "'rock', which is not one of" in text
 
 
+def test_a_push_timeout_within_two_poll_intervals_is_w006() -> None:
+    """PUSH_TIMEOUT 0.3 with POLL_INTERVAL 0.2: steady producers could fail as lost."""
+    with override_settings(PROGROCK={"PUSH_TIMEOUT": 0.3}):
+        text = check()
+    assert "progrock.W006" in text and "PUSH_TIMEOUT'] is 0.3" in text
+    with override_settings(PROGROCK={"PUSH_TIMEOUT": 5}):
+        assert "progrock.W006" not in check()
+
+
 def test_dotted_paths_that_do_not_import_are_errors() -> None:
     """A misspelt SERVICE BACKEND is E005, a PERMISSION that is not a function E006."""
     text = errors(

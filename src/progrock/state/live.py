@@ -472,16 +472,24 @@ class TaskStore:
         """Apply and announce many changes, and set bookkeeping fields of other
         tasks (only where live state exists), in one atomic call; returns one
         reply per change."""
-        keys: list[str] = []
-        entries: list[list[Any]] = []
-        for change in changes:
-            keys.extend((state_key(change.task_id), fanout_channel(change.task_id)))
-            entries.append(change.entry())
-        for task_id, fields in bookkeeping:
-            if fields:
-                keys.extend((state_key(task_id), ""))
-                entries.append(["B", _pairs(fields)])
+        keys, argv = apply_call(changes, bookkeeping)
         if not keys:
             return []
-        replies = await self._run(self._apply, keys, [json.dumps(entries)])
+        replies = await self._run(self._apply, keys, argv)
         return [int(reply) for reply in replies[: len(changes)]]
+
+
+def apply_call(
+    changes: Sequence[Change], bookkeeping: Iterable[tuple[str, Mapping[str, Any]]] = ()
+) -> tuple[list[str], list[str]]:
+    """The KEYS and ARGV of one :data:`APPLY_LUA` call (for the async and sync stores)."""
+    keys: list[str] = []
+    entries: list[list[Any]] = []
+    for change in changes:
+        keys.extend((state_key(change.task_id), fanout_channel(change.task_id)))
+        entries.append(change.entry())
+    for task_id, fields in bookkeeping:
+        if fields:
+            keys.extend((state_key(task_id), ""))
+            entries.append(["B", _pairs(fields)])
+    return keys, [json.dumps(entries)]

@@ -20,6 +20,7 @@ RATE_TIME: Final = "rt"  # when that was (epoch s)
 DB_WRITTEN: Final = "dbt"  # when progress was last copied to the database (epoch s)
 FAILS: Final = "fails"  # failed polls in a row
 FAIL_SINCE: Final = "fail_since"  # when the first of them failed (epoch s)
+HEARD: Final = "hb"  # when a push task's producer was last heard from (epoch s; PUSH_TIMEOUT)
 
 APPLY_LUA: Final = """
 -- One call applies a batch. KEYS: (state hash, fan-out channel) per entry.

@@ -30,6 +30,7 @@ from progrock.protocol import (
 )
 from progrock.state.live import UNKNOWN, Change, TaskStore
 from progrock.state.rows import ended_statuses, update_each, update_each_guarded, write_alias
+from progrock.state.sync_store import SyncTaskStore
 from progrock.tuning import REBUILD_SEQ_MARGIN
 
 # -- state changes shared by worker and push API ------------------------------------
@@ -132,29 +133,22 @@ def _write_endings(
     return [(canonical_task_id(e.task_id) or e.task_id) in moved for e in endings]
 
 
-async def afinish_many(
-    endings: Sequence[Ending], store: TaskStore, *, from_statuses: Collection[Status] = ACTIVE
-) -> list[bool]:
-    """Move tasks to terminal states: database first (one transaction), then announce
-    (one Redis call). Returns, per ending, False if its task was already over, or in
-    a status its end may not follow (:data:`END_FROM`: only a running task
-    succeeds), or, with ``from_statuses``, in a status not listed (a failed start
-    passes ``(Status.QUEUED,)``, so it never ends a task another attempt started)."""
+def _checked(endings: Sequence[Ending]) -> list[Ending]:
+    """Endings as recorded: terminal only, progress 100 for a success, else clamped."""
     for e in endings:
         if e.status not in TERMINAL:
             raise InvalidTransition(f"{e.status.value!r} is not a terminal status")
-    if not endings:
-        return []
-    endings = [
+    return [
         replace(e, progress=100.0 if e.status == Status.SUCCEEDED else clamp_progress(e.progress))
         for e in endings
     ]
-    finished = datetime.now(UTC)
-    written = await sync_to_async(_write_endings)(endings, finished, from_statuses)
-    for e, ok in zip(endings, written, strict=True):
-        if ok:
-            metrics.TASKS_ENDED.labels(e.status.value, metrics.error_label(e.error)).inc()
-    changes = [
+
+
+def _end_changes(
+    endings: Sequence[Ending], written: Sequence[bool], finished: datetime
+) -> list[Change]:
+    """The announcements of the endings whose rows moved."""
+    return [
         Change(
             e.task_id,
             terminal_message(
@@ -173,6 +167,36 @@ async def afinish_many(
         for e, ok in zip(endings, written, strict=True)
         if ok
     ]
+
+
+def _count_ends(endings: Sequence[Ending], written: Sequence[bool]) -> None:
+    for e, ok in zip(endings, written, strict=True):
+        if ok:
+            metrics.TASKS_ENDED.labels(e.status.value, metrics.error_label(e.error)).inc()
+
+
+def _before_end(task: Task) -> dict[str, Any]:
+    """Live state rebuilt as it was before a task's end (so that the end is announced)."""
+    before = live_fields(task, rebuilt=True)
+    before["status"] = Status.RUNNING.value
+    return before
+
+
+async def afinish_many(
+    endings: Sequence[Ending], store: TaskStore, *, from_statuses: Collection[Status] = ACTIVE
+) -> list[bool]:
+    """Move tasks to terminal states: database first (one transaction), then announce
+    (one Redis call). Returns, per ending, False if its task was already over, or in
+    a status its end may not follow (:data:`END_FROM`: only a running task
+    succeeds), or, with ``from_statuses``, in a status not listed (a failed start
+    passes ``(Status.QUEUED,)``, so it never ends a task another attempt started)."""
+    endings = _checked(endings)
+    if not endings:
+        return []
+    finished = datetime.now(UTC)
+    written = await sync_to_async(_write_endings)(endings, finished, from_statuses)
+    _count_ends(endings, written)
+    changes = _end_changes(endings, written, finished)
     replies = await store.apply_many(changes)
     for change, reply in zip(changes, replies, strict=True):
         if reply == UNKNOWN:
@@ -180,10 +204,28 @@ async def afinish_many(
             # the end, so watchers get it and snapshots show it. Only if nobody
             # rebuilt it meanwhile (that would reopen a finished task).
             task = await Task.objects.aget(pk=change.task_id)
-            before = live_fields(task, rebuilt=True)
-            before["status"] = Status.RUNNING.value
-            if await store.init_if_absent(change.task_id, before):
+            if await store.init_if_absent(change.task_id, _before_end(task)):
                 await store.apply(change)
+    return written
+
+
+def finish_many(
+    endings: Sequence[Ending], store: SyncTaskStore, *, from_statuses: Collection[Status] = ACTIVE
+) -> list[bool]:
+    """:func:`afinish_many` for sync code (a push task's producer), on a sync store."""
+    endings = _checked(endings)
+    if not endings:
+        return []
+    finished = datetime.now(UTC)
+    written = _write_endings(endings, finished, from_statuses)
+    _count_ends(endings, written)
+    changes = _end_changes(endings, written, finished)
+    replies = store.apply_many(changes)
+    for change, reply in zip(changes, replies, strict=True):
+        if reply == UNKNOWN:  # as in afinish_many
+            task = Task.objects.get(pk=change.task_id)
+            if store.init_if_absent(change.task_id, _before_end(task)):
+                store.apply_many([change])
     return written
 
 

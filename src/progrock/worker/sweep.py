@@ -9,6 +9,8 @@ servers); the worker that receives it
   more than ``SWEEP_INTERVAL`` seconds. The re-armed tick replaces the lost
   one: if the old tick turns up after all, it is stale and dropped;
 * fails tasks stuck in ``queued`` (their start message was lost);
+* fails push tasks whose producer was not heard from for ``PUSH_TIMEOUT``
+  seconds (``lost``: it died, or its task never reached Redis);
 * announces ends that the database has but live state lacks (a crash
   between the database write and the announcement);
 * with ``PROGROCK["RETENTION"]`` set, deletes the rows of tasks that ended
@@ -30,7 +32,8 @@ from progrock.conf import progrock_settings
 from progrock.models import Task
 from progrock.protocol import ACTIVE, TERMINAL, Status, failure
 from progrock.state import tasks
-from progrock.state.live import Change
+from progrock.state.live import Change, TaskStore
+from progrock.state.scripts import HEARD
 from progrock.worker import start_watch
 from progrock.worker.context import Worker
 from progrock.worker.schedule import schedule_ticks
@@ -87,6 +90,7 @@ async def sweep(worker: Worker) -> int:
             extra={"event": "sweep_rearmed", "count": len(rearm)},
         )
     await _sweep_queued(worker, rows, now)
+    await sweep_push(worker.store, now)
     await _sweep_unannounced(worker, now)
     await sweep_retention(progrock_settings.RETENTION)
     return len(rearm)
@@ -162,6 +166,62 @@ async def _sweep_queued(
         worker.store,
         from_statuses=(Status.QUEUED,),
     )
+
+
+async def sweep_push(store: TaskStore, now: float) -> list[str]:
+    """Fail running push tasks not heard from for ``PUSH_TIMEOUT`` seconds (``lost``).
+
+    A task's producer is heard from at its start and at each report or
+    keep-alive (live-state field ``hb``). A task without live state that never
+    reached Redis (row ``seq`` 0: its start met a Redis outage) counts from its
+    start; one whose live state Redis lost is rebuilt and given a new
+    ``PUSH_TIMEOUT`` (its producer may be alive, and rebuilds on its next
+    report). Returns the ids of the tasks it failed.
+    """
+    timeout = progrock_settings.PUSH_TIMEOUT
+    scan = Task.objects.filter(status=Status.RUNNING.value, push=True).values_list(
+        "id", "seq", "started_at", "created_at"
+    )[:10_000]
+    rows = await sync_to_async(lambda: list(scan))()
+    if not rows:
+        return []
+    live = await store.load_fields([str(r[0]) for r in rows], ["status", HEARD, "progress", "seq"])
+    lost: list[tasks.Ending] = []
+    for pk, seq, started, created in rows:
+        task_id, shown_seq = str(pk), int(seq)
+        began = (started or created).timestamp()
+        fields = live.get(task_id)
+        if fields is None or "status" not in fields:
+            if seq:  # Redis lost it: rebuild, and wait for the producer's next word
+                await tasks.arebuild(task_id, store)
+                await store.init(task_id, {HEARD: now})
+                continue
+            heard, progress = began, 0.0
+        else:
+            heard = _float(fields.get(HEARD)) or began
+            progress, shown_seq = _float(fields.get("progress")) or 0.0, int(fields.get("seq") or 0)
+        if now - heard >= timeout:
+            detail = f"the task's producer sent nothing for {now - heard:.0f}s (PUSH_TIMEOUT)"
+            lost.append(
+                tasks.Ending(
+                    task_id,
+                    Status.FAILED,
+                    progress,
+                    error=failure("lost", detail),
+                    seq_hint=max(seq, shown_seq),
+                )
+            )
+    if lost:
+        logger.warning("failing %d push tasks not heard from in %.0fs", len(lost), timeout)
+        await tasks.afinish_many(lost, store, from_statuses=(Status.RUNNING,))
+    return [e.task_id for e in lost]
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def recently_finished(since: float, limit: int = 1000) -> QuerySet[Task]:
