@@ -188,7 +188,12 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     "closing a socket for a restart before %d of its starts were answered",
                     len(self.refs),
                 )
-        await self.close(code=restart.CLOSE_SERVICE_RESTART, reason=restart.RESTART_REASON)
+        try:
+            await self.close(code=restart.CLOSE_SERVICE_RESTART, reason=restart.RESTART_REASON)
+        except Exception as exc:
+            # Daphne without progrock.contrib.daphne_close_codes: Autobahn refuses 1012.
+            restart.refused_code(exc)
+            await self.close(code=1000)
         self.closed = True
 
     def _answered_one(self) -> None:

@@ -150,5 +150,20 @@ class Drain:
             os.kill(os.getpid(), signum)
 
 
+_refusal_logged = False
+
+
+def refused_code(exc: Exception) -> None:
+    """Log (once a process) that the server refused to close with 1012."""
+    global _refusal_logged
+    if not _refusal_logged:
+        _refusal_logged = True
+        logger.warning(
+            "the ASGI server refused close code 1012 (%s); closing with 1000 instead. "
+            "Under Daphne, call progrock.contrib.daphne_close_codes.install() in asgi.py",
+            exc,
+        )
+
+
 #: The web process's drain (one per process: signals are per process).
 drain = Drain()
