@@ -72,9 +72,10 @@ class Watcher:
                 await ws.send(json.dumps({"action": "start", **TASK, "ref": i}))
             while len(self.unfinished) < count:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                if message.get("type") != "started":
+                if message.get("type") in ("error", "failed"):
                     raise AssertionError(f"expected started, got {message!r}")
-                self.unfinished.add(message["task_id"])
+                if message.get("type") == "started":
+                    self.unfinished.add(message["task_id"])
         finally:
             await ws.close()
 
