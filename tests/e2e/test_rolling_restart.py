@@ -16,6 +16,7 @@ import json
 import random
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -24,7 +25,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from progrock.local.stack import Stack
 from tests.e2e.conftest import MakeStack
-from tests.e2e.wsclient import TERMINAL, new_session
+from tests.e2e.faultbackend import Backend
+from tests.e2e.wsclient import TERMINAL, Client, new_session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -206,3 +208,55 @@ async def test_sigterm_closes_web_sockets_with_1012_then_exits(
     code = await asyncio.to_thread(process.wait, 10)
     assert code in (0, -15), code  # Uvicorn re-raises the signal once it has stopped
     assert lines_of(stack, "web", "closing 3 ProgRock sockets with 1012"), stack.output("web")
+
+
+@pytest.fixture
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    backend = Backend(tmp_path_factory.mktemp("backend") / "backend.sqlite3")
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+SLOW_STATUS = 1.5  # seconds each backend status call takes while the worker stops
+
+
+async def test_a_worker_stopped_mid_poll_leaves_no_task_unticked(
+    make_stack: MakeStack, backend: Backend
+) -> None:
+    """SIGTERM the only worker while its polls wait on a slow backend: it takes no new
+    message, finishes those polls (scheduling their next ticks), exits 0; started
+    again, it completes every task, though no sweep could re-arm a lost tick."""
+    stack = make_stack(
+        workers=1,
+        backend_url=backend.url,
+        # No sweep during the test: a poll chain broken by the stop would never resume.
+        env={"PROGROCK_SWEEP_INTERVAL": "600", "PROGROCK_POLL_INTERVAL": "0.2"},
+    )
+    client = await Client.connect(stack.url, await asyncio.to_thread(new_session, stack.url))
+    tasks = [
+        await client.start(kind="rock", params={"step": 10, "interval_ms": 500}) for _ in range(20)
+    ]
+    await asyncio.to_thread(backend.process.set_faults, delay_s=SLOW_STATUS, routes=["status"])
+    await asyncio.sleep(0.4)  # two poll intervals: every task's poll waits on the backend
+    process = stack.supervisor.get("worker-1").process
+    assert process is not None
+    await asyncio.to_thread(stack.kill, "worker-1", signal.SIGTERM)  # held: not restarted
+    code = await asyncio.to_thread(process.wait, 30)
+    await asyncio.to_thread(backend.process.clear_faults)
+    output = stack.output("worker-1")
+    assert code == 0, output
+    done = [line for line in output if "the work in hand is done" in line]
+    assert len(done) == 1, output
+    took = float(done[0].split("stopped after ")[1].split(" s")[0])
+    assert took >= SLOW_STATUS / 2, f"no poll was in hand when the worker stopped: {done}"
+    await asyncio.to_thread(stack.restart, "worker-1", 60)
+    ends: dict[str, str] = {}
+    async with asyncio.timeout(60):
+        while len(ends) < len(tasks):
+            message = await client.recv()
+            if message.get("type") in TERMINAL:
+                ends[message["task_id"]] = message["type"]
+    assert ends == dict.fromkeys(tasks, "complete")
+    await client.close()

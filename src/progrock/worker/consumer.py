@@ -27,6 +27,7 @@ from channels.db import aclose_old_connections
 
 from progrock import heartbeat, tuning
 from progrock.conf import progrock_settings
+from progrock.services import aclose_service
 from progrock.worker.cancel import cancel
 from progrock.worker.context import Worker
 from progrock.worker.outage import UNAVAILABLE, recovered, unavailable
@@ -169,13 +170,15 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
 
     async def progrock_settle(self, message: dict[str, Any]) -> None:
         """A stopping worker's last message (:data:`progrock.worker.runner.SETTLE`):
-        resolve its future once the work of every earlier message is done."""
+        resolve its future once the work of every earlier message is done and the
+        backend service is closed."""
         done = message.get("done")
         if not isinstance(done, asyncio.Future):  # only ever queued in-process
             logger.error("dropping a %s message without its future: %.200r", SETTLE, message)
             return
         try:
             await self.settle()
+            await aclose_service()  # the worker exits next: close the backend's connections
         finally:
             if not done.done():
                 done.set_result(None)
