@@ -63,6 +63,7 @@ class Drain:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: _Handler = None
         self._installed = False
+        self._handed_over = False
         self._empty: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -139,7 +140,10 @@ class Drain:
         self._hand_over(signum)
 
     def _hand_over(self, signum: int) -> None:
-        """Give the signal to the handler the server had installed."""
+        """Give the signal to the handler the server had installed (once)."""
+        if self._handed_over:
+            return
+        self._handed_over = True
         previous = self._previous if self._installed else signal.SIG_DFL
         if self._installed:
             signal.signal(signum, previous)  # a further signal goes straight to it
