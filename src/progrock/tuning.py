@@ -81,9 +81,10 @@ FORWARD_TIMEOUT: Final = 3.0
 PUBSUB_HIGH_WATER: Final = 10_000
 
 # Seconds a stopping web process (SIGTERM) spends closing its sockets with 1012
-# before the ASGI server gets the signal: a closing handshake takes a round
-# trip; this bounds a client that never answers.
-WEB_STOP_GRACE: Final = 5.0
+# before the ASGI server gets the signal: the wait for answers to starts
+# (START_ANSWER_WAIT) and a closing handshake (a round trip; Autobahn drops a
+# silent client after 1 s), under `progrock up`'s 5 s stop timeout.
+WEB_STOP_GRACE: Final = 3.0
 
 # Seconds a socket closing for a restart first waits for the answers to the
 # starts it forwarded (a worker answers in milliseconds): their `started`
