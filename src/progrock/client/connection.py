@@ -184,7 +184,7 @@ class Connection:
             reason = msg.extra if isinstance(msg.extra, str) and msg.extra else "no reason given"
             raise ConnectionProblem(f"the server refused the token (close 4401): {reason}")
         if code == SERVICE_RESTART:
-            raise Disconnected("the server is restarting (code 1012)", code)
+            raise Disconnected("the server is restarting: code 1012", code)
         raise Disconnected(f"the server closed the socket (code {code})", code)
 
     async def close(self) -> None:
