@@ -15,7 +15,12 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 from django.conf import settings  # noqa: E402
 
 from progrock import routing  # noqa: E402
-from progrock.contrib import autobahn_close, autobahn_logs, twisted_writes  # noqa: E402
+from progrock.contrib import (  # noqa: E402
+    autobahn_close,
+    autobahn_logs,
+    daphne_close_codes,
+    twisted_writes,
+)
 from progrock.runtime import tune_gc  # noqa: E402
 from progrock.web.origin import SameOriginValidator  # noqa: E402
 from progrock_demo.static import StaticFilesHandler  # noqa: E402
@@ -40,6 +45,10 @@ tune_gc()
 # closes the socket with its code (1009, 1007) instead of dropping it: part of
 # the protocol (docs/protocol.md), so on whatever PROGROCK_DEMO_CONTRIB says.
 autobahn_close.install()
+# Under Daphne, sockets close with the codes and reasons ProgRock gives: 1012
+# when a web process restarts (clients reconnect elsewhere at once), 1013 over
+# the per-address limit (see progrock.contrib.daphne_close_codes).
+daphne_close_codes.install()
 # The demo is the showcase, so it runs the opt-in performance parts of
 # progrock.contrib (PROGROCK_DEMO_CONTRIB=0 turns them off, to measure what
 # they bring). Each installs only on the library versions it was tested with;

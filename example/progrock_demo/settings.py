@@ -18,7 +18,8 @@ Everything that varies between machines comes from the environment:
   of ``progrock.contrib`` (the one-round-trip channel layer here, the Twisted
   and Autobahn patches in ``asgi.py``), ``0`` runs stock channels_redis,
   Twisted and Autobahn: to measure what they bring (benchmarks/README.md).
-  ``progrock.contrib.autobahn_close`` (close codes, part of the protocol) stays on.
+  ``progrock.contrib.autobahn_close`` and ``daphne_close_codes`` (close codes,
+  part of the protocol) stay on.
 """
 
 from __future__ import annotations

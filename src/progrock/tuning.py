@@ -80,6 +80,17 @@ FORWARD_TIMEOUT: Final = 3.0
 # Redis (whose client-output-buffer limit then applies as to any client).
 PUBSUB_HIGH_WATER: Final = 10_000
 
+# Seconds a stopping web process (SIGTERM) spends closing its sockets with 1012
+# before the ASGI server gets the signal: the wait for answers to starts
+# (START_ANSWER_WAIT) and a closing handshake (a round trip; Autobahn drops a
+# silent client after 1 s), under `progrock up`'s 5 s stop timeout.
+WEB_STOP_GRACE: Final = 3.0
+
+# Seconds a socket closing for a restart first waits for the answers to the
+# starts it forwarded (a worker answers in milliseconds): their `started`
+# must not be lost in the restart.
+START_ANSWER_WAIT: Final = 2.0
+
 # -- worker --------------------------------------------------------------------
 
 # Messages a worker handles at once, per lane: poll ticks, and control messages
@@ -99,6 +110,12 @@ START_PATIENCE: Final = 0.5
 
 # Seconds a worker lets a burst of starts gather before taking its first batch.
 START_WINDOW: Final = 0.02
+
+# Seconds a stopping worker (SIGTERM) waits for the work in hand (polls and
+# their next ticks, start batches) before it exits anyway: under Docker's
+# default 10 s stop timeout, so it exits on its own and says so; the sweep
+# re-arms whatever it had to leave.
+WORKER_STOP_GRACE: Final = 8.0
 
 # -- delay server --------------------------------------------------------------
 
@@ -120,6 +137,11 @@ DELAY_RETRY: Final = 0.1
 # Seconds between two looks at the store even without a wake-up message: a
 # lost pub/sub announcement delays a message at most this long.
 DELAY_RECHECK: Final = 1.0
+
+# Seconds a stopping delay server (SIGTERM) lets the delivery pass in hand
+# finish; a pass still running then is cut, and what it had claimed and not
+# sent goes back to pending at once (not after DELAY_LEASE).
+DELAY_STOP_GRACE: Final = 5.0
 
 # -- processes -----------------------------------------------------------------
 

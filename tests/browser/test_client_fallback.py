@@ -394,3 +394,32 @@ def test_long_polls_are_paced(harness: Any) -> None:
     )
     assert result["earlyCount"] == result["firstIndex"] + 1  # nothing asked within 100 ms
     assert result["second"].endswith("%3A4&wait=25")
+
+
+def test_sockets_closed_for_a_restart_never_lead_to_the_fallback(harness: Any) -> None:
+    """Sockets closed with 1012 (service restart) before their first message, as by a
+    web process that is stopping, are not failures: the client keeps reconnecting
+    over WebSocket, asks nothing over HTTP, and re-subscribes on the socket that works."""
+    result = run(
+        harness,
+        """
+        const client = makeFallback();
+        track(client.subscribe(TASK));
+        for (let i = 0; i < 4; i++) {
+          await until(() => FakeSocket.instances.length > i && sock().readyState === 0,
+                      "a socket");
+          const s = sock();
+          s.open();
+          s.readyState = 3;
+          s.onclose({ code: 1012, reason: "server restarting; reconnect" });
+        }
+        await until(() => FakeSocket.instances.length > 4, "a fifth socket");
+        sock().open();
+        sock().deliver({ accept: true });
+        return { fetches: fakeFetch.calls.length, state: client.state,
+                 transport: client.transport, sent: sock().sent };
+        """,
+    )
+    assert result["fetches"] == 0
+    assert (result["state"], result["transport"]) == ("open", "websocket")
+    assert result["sent"] == [{"action": "subscribe", "task_id": TASK}]

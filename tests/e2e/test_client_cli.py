@@ -313,7 +313,8 @@ def test_unreachable_server_exits_3_with_a_clear_message(clients: list[Client]) 
 def test_client_reconnects_and_resubscribes_after_the_web_process_restarts(
     stack: Stack, clients: list[Client]
 ) -> None:
-    """When the web process goes away mid-task, the client reconnects, gets a snapshot, ends 0."""
+    """When the web process restarts mid-task (closing with 1012), the client says so,
+    reconnects, gets a snapshot, ends 0."""
     client = start(
         clients, "run", "rock", "--url", stack.url, "--json", "--param", "step=3", "--param",
         "interval_ms=200", "--reconnect-attempts", "12",
@@ -322,6 +323,7 @@ def test_client_reconnects_and_resubscribes_after_the_web_process_restarts(
     stack.restart("web")
     client.wait_err(r"reconnecting in")
     assert client.finish(timeout=60) == 0, client.stderr
+    assert "connection lost (the server is restarting: code 1012)" in client.stderr
     messages = json_lines(client)
     assert "snapshot" in [m.get("type") for m in messages]
     assert messages[-1]["type"] == "complete"

@@ -3,6 +3,7 @@ fails one request (an error frame, the socket stays open), and per-address limit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,8 +15,9 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from progrock.protocol import FLAG_PROGRESS, FLAG_STARTED
 from progrock.web import consumer as consumer_module
-from progrock.web import limits
+from progrock.web import limits, restart
 from progrock.web.consumer import ProgressConsumer
 from tests.conftest import Beating
 
@@ -128,3 +130,33 @@ async def test_sockets_beyond_an_address_s_limit_are_closed_1013(
     for still in (second, other, fourth):
         await still.disconnect()
     assert limits.sockets.open == {}
+
+
+async def test_closing_for_a_restart_answers_starts_in_flight_then_closes_1012(
+    socket: WebsocketCommunicator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket closing for a restart first waits for the answer to the start it
+    forwarded (a start sent meanwhile is refused unavailable, with its ref), passes
+    it on, then closes with 1012 and the reason; nothing is sent after the close."""
+    monkeypatch.setattr(consumer_module, "START_ANSWER_WAIT", 30.0)
+    await socket.send_to(text_data=json.dumps({"action": "start", "ref": "r1"}))
+    async with asyncio.timeout(10):  # until the start was forwarded
+        while not (forwarded := [s for s in restart.drain.sockets if s.refs]):  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+    [consumer] = forwarded
+    [task_id] = list(consumer.refs)
+    closing = asyncio.create_task(consumer.close_for_restart())
+    refused = await ask(socket, {"action": "start", "ref": "r2"})
+    assert (refused["code"], refused["ref"]) == ("unavailable", "r2")
+    assert not closing.done()  # r1's answer has not come yet
+    started = {"type": "started", "task_id": task_id, "seq": 1, "progress": 0}
+    await consumer.hub_message(task_id, 1, FLAG_STARTED, json.dumps(started))
+    assert json.loads(await socket.receive_from()) == {**started, "ref": "r1"}
+    await asyncio.wait_for(closing, 10)
+    assert await socket.receive_output() == {
+        "type": "websocket.close",
+        "code": 1012,
+        "reason": "server restarting; reconnect",
+    }
+    await consumer.hub_message(task_id, 2, FLAG_PROGRESS, json.dumps({**started, "seq": 2}))
+    assert await socket.receive_nothing()

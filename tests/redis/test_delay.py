@@ -497,3 +497,48 @@ async def test_survives_redis_restart(tmp_path: Any, caplog: pytest.LogCaptureFi
     assert got == [2, 3]
     assert caplog.text.count("cannot reach Redis") == 1, caplog.text
     assert caplog.text.count("reaches Redis again") == 1, caplog.text
+
+
+class StallingLayer(RedisChannelLayer):
+    """channels_redis's layer, except that a send to ``stall`` never returns (a stuck peer)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stalled = asyncio.Event()
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        if channel == "stall":
+            self.stalled.set()
+            await asyncio.Event().wait()
+        await super().send(channel, message)
+
+
+async def test_stop_cutting_a_pass_leaves_nothing_half_claimed(
+    redis_url: str, store: DelayStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop that cuts a delivery pass (its grace over) acks what the pass sent and puts
+    the rest of its claim back to pending at once: nothing stays in flight on a lease."""
+    caplog.set_level(logging.WARNING, logger="progrock.delay")
+    layer = StallingLayer(hosts=[redis_url], capacity=5000)
+    await store.schedule_many(
+        [Envelope("out", {"type": "t", "n": i}, 0) for i in range(5)]
+        + [Envelope("stall", {"type": "t", "n": i}, 0) for i in range(3)]
+    )
+    server_store = DelayStore.from_url(redis_url)
+    server = DelayServer(server_store, layer, stop_grace_s=0.05, lease_ms=60_000)
+    stop = asyncio.Event()
+    running = asyncio.create_task(server.run(stop))
+    try:
+        await asyncio.wait_for(layer.stalled.wait(), TIMEOUT)
+        got = sorted([(await receive(layer, "out"))["n"] for _ in range(5)])
+        stop.set()
+        await asyncio.wait_for(running, TIMEOUT)
+        counts = await store.counts()
+    finally:
+        running.cancel()
+        await server_store.aclose()
+        await layer.close_pools()
+    assert got == list(range(5))
+    assert counts == {"pending": 3, "inflight": 0, "payload": 3, "keys": 0}, counts
+    assert server.left_claimed == 0
+    assert "5 sent, 3 claimed messages put back" in caplog.text

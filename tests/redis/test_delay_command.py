@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
 from channels_redis.core import RedisChannelLayer
 from django.test import override_settings
 
-from progrock.delay import send_delayed_sync
+from progrock.delay import DelayStore, Envelope, send_delayed_sync
 
 pytestmark = pytest.mark.redis
 
@@ -187,3 +188,37 @@ def test_a_taken_metrics_port_stops_rundelay_in_one_line(redis_url: str, tmp_pat
     assert done.returncode == 1
     assert f"--metrics-port cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_rundelay_sigterm_mid_delivery_leaves_nothing_half_claimed(
+    redis_url: str, tmp_path: Path, processes: list[asyncio.subprocess.Process]
+) -> None:
+    """SIGTERM while rundelay delivers thousands of due messages: it exits 0 after one
+    line on the signal and one when done, nothing stays claimed (in flight), and every
+    message is either delivered or still pending."""
+    total = 5000
+    layer = RedisChannelLayer(hosts=[redis_url])
+    store = DelayStore.from_url(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        processes.append(server := await start_rundelay(redis_url, tmp_path))
+        for first in range(0, total, 1000):
+            await store.schedule_many(
+                [Envelope("out", {"type": "t", "n": n}, 0) for n in range(first, first + 1000)]
+            )
+        async with asyncio.timeout(TIMEOUT):  # delivering has begun
+            while not await client.zcard(layer.prefix + "out"):
+                await asyncio.sleep(0.005)
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.wait(), TIMEOUT) == 0
+        counts = await store.counts()
+        delivered = int(await client.zcard(layer.prefix + "out"))
+    finally:
+        await client.aclose()
+        await store.aclose()
+        await layer.close_pools()
+    log = (tmp_path / "rundelay.stderr").read_text()
+    assert log.count("rundelay got SIGTERM") == 1, log
+    assert log.count("every claimed message delivered or put back") == 1, log
+    assert counts["inflight"] == 0, counts
+    assert delivered + counts["pending"] == total, (delivered, counts)

@@ -256,6 +256,17 @@ def test_backoff_is_capped_jittered_and_finite() -> None:
         list(backoff_delays(-1))
 
 
+def test_backoff_after_a_service_restart_starts_at_once() -> None:
+    """After a 1012 the first delay is in [0, base/2] (full jitter); the rest as usual."""
+    firsts = [
+        next(backoff_delays(3, base=0.5, rng=random.Random(seed), restarting=True))
+        for seed in range(50)
+    ]
+    assert all(0 <= d <= 0.25 for d in firsts) and min(firsts) < 0.05, firsts
+    later = list(backoff_delays(3, base=0.5, rng=random.Random(1), restarting=True))[1:]
+    assert 0.5 <= later[0] <= 1.0 and 1.0 <= later[1] <= 2.0, later
+
+
 def test_run_adopts_a_task_rejected_before_it_started() -> None:
     """A ``failed`` (seq 1) without ``started`` names the run's task and ends it."""
     tracker = Tracker(ref="r1")

@@ -18,14 +18,15 @@ import json
 import progrock_demo.asgi
 from autobahn.websocket import protocol
 from django.conf import settings
-from daphne.ws_protocol import WebSocketFactory
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import tcp
-from progrock.contrib import autobahn_close, autobahn_logs
+from progrock.contrib import autobahn_close, autobahn_logs, daphne_close_codes
 print(json.dumps({
     "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
     "twisted_writes": bool(getattr(tcp.Server, "_progrock_write_through", False)),
     "autobahn_logs": protocol.hlval is autobahn_logs.plain,
     "autobahn_close": bool(getattr(WebSocketFactory, autobahn_close._MARK, False)),
+    "daphne_close_codes": bool(getattr(WebSocketProtocol, daphne_close_codes._MARK, False)),
 }))
 """
 
@@ -51,7 +52,7 @@ def test_the_demo_runs_contrib_unless_told_not_to(
     contrib: str | None, on: bool, tmp_path: Path
 ) -> None:
     """By default (and with 1) the demo uses the three performance parts; with 0 none of them
-    (the close codes, part of the protocol, stay on)."""
+    (the close codes, part of the protocol, stay on: autobahn_close, daphne_close_codes)."""
     done = demo(contrib, tmp_path)
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
@@ -61,6 +62,7 @@ def test_the_demo_runs_contrib_unless_told_not_to(
         "twisted_writes": on,
         "autobahn_logs": on,
         "autobahn_close": True,
+        "daphne_close_codes": True,
     }
 
 

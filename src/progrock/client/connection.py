@@ -28,8 +28,19 @@ class ConnectionProblem(Exception):
     """The server cannot be reached, refused us, or spoke something else than the protocol."""
 
 
+#: Close code of a server restarting on purpose (service restart): reconnect at once.
+SERVICE_RESTART = 1012
+
+
 class Disconnected(Exception):
-    """An open socket closed or broke without us asking: worth reconnecting."""
+    """An open socket closed or broke without us asking: worth reconnecting.
+
+    ``code``: the close code the server sent, if it sent one.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _describe(exc: BaseException) -> str:
@@ -172,7 +183,9 @@ class Connection:
         if code == CLOSE_UNAUTHENTICATED:  # the same token would be refused again
             reason = msg.extra if isinstance(msg.extra, str) and msg.extra else "no reason given"
             raise ConnectionProblem(f"the server refused the token (close 4401): {reason}")
-        raise Disconnected(f"the server closed the socket (code {code})")
+        if code == SERVICE_RESTART:
+            raise Disconnected("the server is restarting: code 1012", code)
+        raise Disconnected(f"the server closed the socket (code {code})", code)
 
     async def close(self) -> None:
         if not self._ws.closed:

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from progrock.client.args import watch_command
-from progrock.client.connection import Client, Connection, ConnectionProblem, Disconnected
+from progrock.client.connection import (
+    SERVICE_RESTART,
+    Client,
+    Connection,
+    ConnectionProblem,
+    Disconnected,
+)
 from progrock.client.display import Display
 from progrock.client.state import Outcome, Tracker, backoff_delays
 
@@ -134,7 +140,7 @@ class Driver:
             return self._problem(str(exc))
         except Disconnected as exc:
             try:
-                return await self._reconnect(str(exc))
+                return await self._reconnect(str(exc), restarting=exc.code == SERVICE_RESTART)
             except _Interrupted:
                 return self._leave()
         return await self._on_message(msg)
@@ -264,7 +270,7 @@ class Driver:
         self.tracker.cancel_requested = True  # cancel as soon as we are back
         self.display.note("progrock: interrupted: cancelling the task once reconnected")
 
-    async def _reconnect(self, reason: str) -> Outcome | None:
+    async def _reconnect(self, reason: str, *, restarting: bool = False) -> Outcome | None:
         task_id = self.tracker.task_id
         if task_id is None:
             return self._problem(f"connection lost before the task started: {reason}")
@@ -272,7 +278,10 @@ class Driver:
             await self._conn.close()
         attempts = self.options.reconnect_attempts
         delays = backoff_delays(
-            attempts, base=self.options.backoff_base, cap=self.options.backoff_cap
+            attempts,
+            base=self.options.backoff_base,
+            cap=self.options.backoff_cap,
+            restarting=restarting,
         )
         for number, delay in enumerate(delays, 1):
             self.display.note(

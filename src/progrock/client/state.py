@@ -274,11 +274,20 @@ def backoff_delays(
     factor: float = 2.0,
     cap: float = 5.0,
     rng: random.Random | None = None,
+    restarting: bool = False,
 ) -> Iterator[float]:
-    """Capped exponential delays with "equal jitter": each in ``[d/2, d]``."""
+    """Capped exponential delays with "equal jitter": each in ``[d/2, d]``.
+
+    ``restarting``: the server closed with 1012 (service restart), so another
+    one takes us at once: the first delay is in ``[0, base/2]`` instead (full
+    jitter, spreading the reconnects of all its clients).
+    """
     if attempts < 0:
         raise ValueError(f"expected attempts >= 0, got {attempts!r}")
     rand = rng or random.Random()
     for n in range(attempts):
         delay = min(cap, base * factor**n)
-        yield delay / 2 + rand.uniform(0, delay / 2)
+        if n == 0 and restarting:
+            yield rand.uniform(0, delay / 2)
+        else:
+            yield delay / 2 + rand.uniform(0, delay / 2)

@@ -25,6 +25,7 @@ from progrock.tuning import (
     DELAY_LEASE,
     DELAY_RECHECK,
     DELAY_RETRY,
+    DELAY_STOP_GRACE,
     TICK_BATCH,
 )
 
@@ -114,6 +115,11 @@ class DelayServer:
     announced on pub/sub), the scheduler (claim due messages, send them) and
     a sweep trigger (one ``progrock.sweep`` message per ``SWEEP_INTERVAL`` across all
     servers). ``ready`` is set once all of them run and Redis answered.
+
+    Stopping (``stop`` set, on SIGTERM) leaves nothing half-claimed: no new
+    claim is made, the delivery pass in hand gets ``stop_grace_s`` to finish,
+    and if it is cut, what it had sent is acked and the rest put back to
+    pending at once. Received messages not yet stored are stored.
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class DelayServer:
         retry_ms: float = DELAY_RETRY * 1000,
         recheck_s: float = DELAY_RECHECK,
         batch_window_ms: float = DELAY_BATCH_WINDOW * 1000,
+        stop_grace_s: float = DELAY_STOP_GRACE,
     ) -> None:
         # After a pass that delivered something, the next pass waits until this
         # long after the last one began: under load, due messages pile up into
@@ -138,6 +145,13 @@ class DelayServer:
         self.claim_limit = claim_limit
         self.retry_ms = retry_ms
         self.recheck_s = recheck_s
+        self.stop_grace_s = stop_grace_s
+        # The pass in hand: what it claimed, and what of that it has sent.
+        self._in_hand: _Pairs = []
+        self._sent: _Pairs = []
+        #: After run(): claimed messages it could neither deliver nor put back
+        #: (Redis failed at the end); their lease gives them back later.
+        self.left_claimed = 0
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._planned = math.inf
@@ -191,8 +205,9 @@ class DelayServer:
             # otherwise wait for their lease), then cancel everything.
             self._stopping = True
             self._wake.set()
-            await asyncio.wait([scheduler], timeout=5.0)
+            await asyncio.wait([scheduler], timeout=self.stop_grace_s)
             await _cancel_all([stopper, ready, *tasks])
+            await self._put_back_in_hand()
             await self._store_leftovers()
             self.ready.clear()
             if owned:
@@ -298,6 +313,34 @@ class DelayServer:
             except InvalidEnvelope as exc:
                 logger.warning("dropping malformed envelope for %r: %s", envelope.channel, exc)
 
+    async def _put_back_in_hand(self) -> None:
+        """After a pass was cut: ack what it sent, put the rest of its claim back."""
+        in_hand, self._in_hand = self._in_hand, []
+        sent, self._sent = set(self._sent), []
+        self.left_claimed = 0
+        if not in_hand or self._store is None:
+            return
+        rest = [pair for pair in in_hand if pair not in sent]
+        try:
+            async with asyncio.timeout(5.0):
+                await self._store.ack(list(sent))
+                await self._store.retry(rest, now_ms())
+        except TRANSIENT as exc:
+            self.left_claimed = len(rest)
+            logger.error(
+                "could not put back %d claimed delayed messages at shutdown (%s); "
+                "their lease gives them back within %.0f s",
+                len(rest),
+                exc,
+                self.lease_ms / 1000,
+            )
+            return
+        logger.warning(
+            "delivery pass cut at shutdown: %d sent, %d claimed messages put back",
+            len(sent),
+            len(rest),
+        )
+
     async def _store_leftovers(self) -> None:
         leftovers: list[Envelope] = []
         while not self._queue.empty():
@@ -366,6 +409,9 @@ class DelayServer:
             except InvalidEnvelope as exc:
                 logger.warning("dropping malformed stored message %r: %s", message_id, exc)
                 dropped.append((message_id, None))
+        # What a stop that cuts this pass must put back (see _put_back_in_hand).
+        self._in_hand = [(m.id, m.key) for m in messages] + dropped
+        self._sent = list(dropped)
         by_channel: dict[str, list[Delivery]] = {}
         for delivery in plan_deliveries(messages, TICK_BATCH):
             by_channel.setdefault(delivery.channel, []).append(delivery)
@@ -376,13 +422,14 @@ class DelayServer:
         later = [pair for _, retry in results for pair in retry]
         await self.store.ack(done)
         metrics.DELAY_DELIVERED.inc(len(done) - len(dropped))
+        retry_at = math.inf
         if later:
             retry_at = now_ms() + self.retry_ms
             # This server wakes by then: its own announcement must not wake it early.
             self._planned = min(self._planned, retry_at)
             await self.store.retry(later, retry_at)
-            return retry_at
-        return math.inf
+        self._in_hand, self._sent = [], []
+        return retry_at
 
     async def _send_in_order(self, deliveries: list[Delivery]) -> tuple[_Pairs, _Pairs]:
         """Send one channel's deliveries in order; return (done, to retry) id/key pairs."""
@@ -410,7 +457,9 @@ class DelayServer:
             except TRANSIENT as exc:
                 self.health.failed(f"sending to {channel!r}", exc)
                 return done, [(m.id, m.key) for d in deliveries[index:] for m in d.sources]
-            done += [(m.id, m.key) for m in delivery.sources]
+            sent = [(m.id, m.key) for m in delivery.sources]
+            done += sent
+            self._sent += sent
         return done, []
 
     # -- sweep trigger ---------------------------------------------------------

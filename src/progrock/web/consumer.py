@@ -6,6 +6,9 @@ process's :class:`~progrock.web.fanout.Hub`, filtered by ``seq`` so a socket nev
 sees a message twice or out of order. A client that authenticates with a
 token (its first message, or the handshake's subprotocol) owns tasks as its
 user; :mod:`progrock.web.tokens` finds and checks the token.
+
+On SIGTERM every socket closes with 1012 (service restart) so that its client
+reconnects elsewhere at once (:mod:`progrock.web.restart`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from progrock.protocol import (
 )
 from progrock.redact import redact
 from progrock.state import reads
-from progrock.web import forward, limits, liveness, tokens
+from progrock.tuning import START_ANSWER_WAIT
+from progrock.web import forward, limits, liveness, restart, tokens
 from progrock.web.failures import REQUEST_TIMEOUT, UNAVAILABLE, OutageLog, error_for
 from progrock.web.fanout import get_hub
 
@@ -110,6 +114,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     counted: bool = False
     may_auth: bool = False  # the next frame may be an auth message (the first one)
     refused: bool = False  # closed for its token: frames still in flight are not served
+    closing: bool = False  # closing for a restart: new starts are refused
+    closed: bool = False  # closed for a restart: nothing more is sent
+    _answered: asyncio.Event | None = None  # set once no start waits for its answer
 
     @property
     def channel_receive(self) -> Receive:
@@ -151,6 +158,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.owner = by_header
         self.may_auth = by_header is None
         await self.accept(subprotocol=tokens.SUBPROTOCOL if by_header else None)
+        if restart.drain.stopping:  # this process is going: reconnect to another one
+            await self.close_for_restart()
+            return
         if not limits.sockets.acquire(self.address):
             logger.warning("refused a socket of %s: too many open sockets", self.address)
             detail = f"more than {limits.sockets.limit} open sockets from this address"
@@ -159,9 +169,39 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         self.counted = True
         metrics.web.sockets_open += 1
+        restart.drain.add(self)
         await self.send(text_data=ACCEPT_FRAME)
 
+    async def close_for_restart(self) -> None:
+        """Close with 1012 (service restart) once the starts this socket forwarded
+        were answered (at most ``START_ANSWER_WAIT`` seconds); refuse new starts."""
+        if self.closing:
+            return
+        self.closing = True  # new starts are refused from now on
+        if getattr(self, "refs", None):
+            self._answered = asyncio.Event()
+            try:
+                async with asyncio.timeout(START_ANSWER_WAIT):
+                    await self._answered.wait()
+            except TimeoutError:
+                logger.warning(
+                    "closing a socket for a restart before %d of its starts were answered",
+                    len(self.refs),
+                )
+        try:
+            await self.close(code=restart.CLOSE_SERVICE_RESTART, reason=restart.RESTART_REASON)
+        except Exception as exc:
+            # Daphne without progrock.contrib.daphne_close_codes: Autobahn refuses 1012.
+            restart.refused_code(exc)
+            await self.close(code=1000)
+        self.closed = True
+
+    def _answered_one(self) -> None:
+        if self._answered is not None and not self.refs:
+            self._answered.set()
+
     async def disconnect(self, code: int) -> None:
+        restart.drain.discard(self)
         if self.counted:
             self.counted = False
             metrics.web.sockets_open -= 1
@@ -185,6 +225,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         raise StopConsumer()
 
     async def send_json(self, message: dict[str, Any]) -> None:
+        if self.closed:  # closed for a restart: the client resubscribes elsewhere
+            return
         await self.send(text_data=dumps(message))
 
     # -- client requests ----------------------------------------------------
@@ -238,6 +280,13 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if isinstance(request, (Subscribe, Cancel, ListTasks)):
             await aclose_old_connections()  # these may read the database
         if isinstance(request, Start):
+            if self.closing:
+                raise ProtocolError(
+                    "unavailable",
+                    "this server is restarting: start the task again once reconnected",
+                    action="start",
+                    ref=request.ref,
+                )
             refusal = limits.starts.refusal(self.owner, self.address)
             if refusal is not None:
                 raise ProtocolError("rate_limited", refusal, action="start", ref=request.ref)
@@ -361,6 +410,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.watching.pop(task_id, None)
         self.pending.pop(task_id, None)
         self.refs.pop(task_id, None)
+        self._answered_one()
         await get_hub().unsubscribe(task_id, self)
 
     # -- from the hub -------------------------------------------------------
@@ -379,6 +429,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             # socket saw, and every watcher must still get the end, once
             # (_forget below makes sure of the once).
             return
+        if self.closed:  # closed for a restart: the client resubscribes elsewhere
+            return
         self.watching[task_id] = seq
         ref = self.refs.pop(task_id, None)
         if ref is not None:
@@ -389,6 +441,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             body = dumps(message)
         await self.send_frame({"type": "websocket.send", "text": body})
         metrics.web.updates_pushed += 1
+        if ref is not None:
+            self._answered_one()  # after its frame: a restart's close follows it
         if flag == FLAG_TERMINAL:
             await self._forget(task_id)
 

@@ -27,10 +27,12 @@ from channels.db import aclose_old_connections
 
 from progrock import heartbeat, tuning
 from progrock.conf import progrock_settings
+from progrock.services import aclose_service
 from progrock.worker.cancel import cancel
 from progrock.worker.context import Worker
 from progrock.worker.outage import UNAVAILABLE, recovered, unavailable
 from progrock.worker.polls import parse_ticks, poll
+from progrock.worker.runner import SETTLE
 from progrock.worker.starts import start_many
 from progrock.worker.sweep import sweep
 
@@ -165,6 +167,31 @@ class WorkerConsumer(AsyncConsumer):  # type: ignore[misc]
         worker = get_worker()
         heartbeat.ensure_beating(worker.store.redis, progrock_settings.KEY_PREFIX, "worker")
         self._spawn("control", sweep(worker), message)
+
+    async def progrock_settle(self, message: dict[str, Any]) -> None:
+        """A stopping worker's last message (:data:`progrock.worker.runner.SETTLE`):
+        resolve its future once the work of every earlier message is done and the
+        backend service is closed."""
+        done = message.get("done")
+        if not isinstance(done, asyncio.Future):  # only ever queued in-process
+            logger.error("dropping a %s message without its future: %.200r", SETTLE, message)
+            return
+        try:
+            await self.settle()
+            await aclose_service()  # the worker exits next: close the backend's connections
+        finally:
+            if not done.done():
+                done.set_result(None)
+
+    async def settle(self) -> None:
+        """Wait until the work of every message handled so far is done: polls (with
+        their next ticks scheduled), starts, cancels, sweeps, and the background
+        copy of progress to the database."""
+        while self._lanes is not None and self._running:
+            await asyncio.wait(list(self._running))
+        worker = _workers.get(asyncio.get_running_loop())
+        if worker is not None:
+            await worker.drain()
 
     def _spawn(self, lane: str, work: Coroutine[Any, Any, Any], message: Mapping[str, Any]) -> None:
         if self._lanes is None:

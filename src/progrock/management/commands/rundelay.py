@@ -2,6 +2,10 @@
 
 Beside it, the process's heartbeat (:mod:`progrock.heartbeat`), with the size
 of the delay set and how late its most overdue message is.
+
+On SIGTERM (or SIGINT) it stops claiming, finishes or cuts the delivery pass in
+hand leaving nothing half-claimed (see :class:`~progrock.delay.DelayServer`),
+logs one line when the signal comes and one when it is done, and exits 0.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import functools
 import logging
 import signal
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,8 +61,19 @@ class Command(BaseCommand):
     async def _serve(self) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        stopping_since: list[float] = []
+
+        def on_signal(signum: signal.Signals) -> None:
+            if not stop.is_set():
+                stopping_since.append(time.monotonic())
+                logger.info(
+                    "rundelay got %s: claiming nothing more, finishing the delivery in hand",
+                    signum.name,
+                )
+            stop.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal, signum)
         store = DelayStore.from_settings()
         server = DelayServer(store)
         running = asyncio.create_task(server.run(stop))
@@ -93,6 +109,19 @@ class Command(BaseCommand):
             close = getattr(layer, "close_pools", None)
             if close is not None:
                 await close()
+        if stopping_since:
+            took = time.monotonic() - stopping_since[0]
+            if server.left_claimed:
+                logger.warning(
+                    "rundelay stopped after %.1f s; %d claimed messages wait for their lease",
+                    took,
+                    server.left_claimed,
+                )
+            else:
+                logger.info(
+                    "rundelay stopped after %.1f s: every claimed message delivered or put back",
+                    took,
+                )
 
 
 async def delay_figures(store: DelayStore) -> Mapping[str, float | int]:

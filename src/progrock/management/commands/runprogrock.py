@@ -10,6 +10,11 @@ refuse starts while no worker beats.
 It outlives outages: started before its database or Redis, it waits for them;
 once running, its channel-layer receive waits out a Redis outage
 (:class:`progrock.worker.runner.PatientWorker`) instead of ending the process.
+
+On SIGTERM (or SIGINT) it takes no new message, finishes the work in hand
+(polls and the next ticks they schedule, start batches), logs one line when
+the signal comes and one when it is done, and exits 0 (see
+:meth:`~progrock.worker.runner.PatientWorker.request_stop`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +53,9 @@ class BeatingWorker(PatientWorker):
         self.identity = identity
 
     async def handle(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signum.name)
         beating = heartbeat.ensure_beating(
             get_redis(), progrock_settings.KEY_PREFIX, "worker", identity=self.identity
         )

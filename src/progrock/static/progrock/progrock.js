@@ -28,6 +28,10 @@ const TERMINAL_STATUSES = new Set(["succeeded", "failed", "cancelled"]);
 const STATUS_OF_TYPE = { complete: "succeeded", failed: "failed", cancelled: "cancelled" };
 const TASK_TYPES = new Set(["started", "progress", "complete", "failed", "cancelled", "snapshot"]);
 const DEFAULT_BACKOFF = { initial: 0.5, max: 30, factor: 1.618, jitter: 1 };
+// Close code of a server restarting on purpose (IANA's WebSocket registry): it
+// never counts toward the HTTP fallback; a socket that worked reconnects after
+// the first backoff step (0-0.5 s, full jitter: a whole server's clients spread).
+const CLOSE_SERVICE_RESTART = 1012;
 const DEFAULT_FALLBACK_AFTER = 2; // sockets dead before their first message
 const DEFAULT_FIRST_MESSAGE_TIMEOUT = 10; // seconds an open socket may stay silent
 const DEFAULT_FOLLOW_WAIT = 25; // seconds the server holds a long-poll
@@ -601,7 +605,9 @@ export class ProgRock extends Emitter {
       if (this._socket !== socket) return;
       this._socket = null;
       clearTimeout(this._silenceTimer);
-      if (!heard) this._failures += 1;
+      // 1012 (service restart): a web process going away on purpose, not a
+      // socket that fails to get through; it never leads to the HTTP fallback.
+      if (!heard && event?.code !== CLOSE_SERVICE_RESTART) this._failures += 1;
       if (event?.code === CLOSE_UNAUTHENTICATED) {
         // The server said why in an error message just before (reported).
         const why = event.reason || "the server refused the token";
