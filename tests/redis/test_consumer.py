@@ -132,6 +132,30 @@ async def test_sockets_beyond_an_address_s_limit_are_closed_1013(
     assert limits.sockets.open == {}
 
 
+async def test_a_server_that_refuses_1013_gets_1000_and_one_warning(
+    wired: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the server refuses close code 1013 (Daphne without the contrib raises),
+    the refused socket is still closed, with 1000, and the log names the fix."""
+    monkeypatch.setattr(limits, "sockets", limits.SocketCounter(limit=0))
+    monkeypatch.setattr(restart, "_refusal_logged", False)
+    real_close = ProgressConsumer.close
+
+    async def autobahn_close(self: ProgressConsumer, code: Any = None, reason: Any = None) -> None:
+        if code not in (1000, None) and not 3000 <= code <= 4999:
+            raise Exception(f"invalid close code {code}")  # what Autobahn's sendClose says
+        await real_close(self, code=code, reason=reason)
+
+    monkeypatch.setattr(ProgressConsumer, "close", autobahn_close)
+    refused = communicator()
+    assert (await refused.connect())[0]
+    assert json.loads(await refused.receive_from())["code"] == "too_many_sockets"
+    assert await refused.receive_output() == {"type": "websocket.close", "code": 1000}
+    await refused.disconnect(code=1000)
+    assert "refused close code 1013" in caplog.text
+    assert "daphne_close_codes" in caplog.text
+
+
 async def test_closing_for_a_restart_answers_starts_in_flight_then_closes_1012(
     socket: WebsocketCommunicator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

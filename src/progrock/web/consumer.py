@@ -165,7 +165,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             logger.warning("refused a socket of %s: too many open sockets", self.address)
             detail = f"more than {limits.sockets.limit} open sockets from this address"
             await self.send_json(error_message("too_many_sockets", detail))
-            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            await self._close_with(CLOSE_TRY_AGAIN_LATER)
             return
         self.counted = True
         metrics.web.sockets_open += 1
@@ -188,13 +188,18 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     "closing a socket for a restart before %d of its starts were answered",
                     len(self.refs),
                 )
-        try:
-            await self.close(code=restart.CLOSE_SERVICE_RESTART, reason=restart.RESTART_REASON)
-        except Exception as exc:
-            # Daphne without progrock.contrib.daphne_close_codes: Autobahn refuses 1012.
-            restart.refused_code(exc)
-            await self.close(code=1000)
+        await self._close_with(restart.CLOSE_SERVICE_RESTART, restart.RESTART_REASON)
         self.closed = True
+
+    async def _close_with(self, code: int, reason: str | None = None) -> None:
+        """Close with ``code``, or with 1000 where the server refuses it (Daphne
+        without :mod:`progrock.contrib.daphne_close_codes` takes only 1000 and
+        3000-4999: 1012 and 1013 raise there), logged once a process."""
+        try:
+            await self.close(code=code, reason=reason)
+        except Exception as exc:
+            restart.refused_code(code, exc)
+            await self.close(code=1000)
 
     def _answered_one(self) -> None:
         if self._answered is not None and not self.refs:
@@ -274,7 +279,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             code = CLOSE_TRY_AGAIN_LATER
         self.refused = True
         await self.send_json(message)
-        await self.close(code=code, reason=tokens.close_reason(message["detail"]))
+        await self._close_with(code, tokens.close_reason(message["detail"]))
 
     async def _serve(self, request: Any) -> None:
         if isinstance(request, (Subscribe, Cancel, ListTasks)):

@@ -157,14 +157,15 @@ class Drain:
 _refusal_logged = False
 
 
-def refused_code(exc: Exception) -> None:
-    """Log (once a process) that the server refused to close with 1012."""
+def refused_code(code: int, exc: Exception) -> None:
+    """Log (once a process) that the server refused to close with ``code`` (1012, 1013)."""
     global _refusal_logged
     if not _refusal_logged:
         _refusal_logged = True
         logger.warning(
-            "the ASGI server refused close code 1012 (%s); closing with 1000 instead. "
+            "the ASGI server refused close code %d (%s); closing with 1000 instead. "
             "Under Daphne, call progrock.contrib.daphne_close_codes.install() in asgi.py",
+            code,
             exc,
         )
 
