@@ -19,7 +19,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from progrock import api, exceptions, permissions
+from progrock import api, exceptions
 from progrock.conf import protocol_limits
 from progrock.exceptions import ProtocolError
 from progrock.protocol import (
@@ -28,11 +28,10 @@ from progrock.protocol import (
     error_from,
     error_message,
     parse_client_message,
-    parse_task_id,
 )
 from progrock.state import reads
 from progrock.tuning import MAX_FRAME_BYTES
-from progrock.web import forward, limits, liveness
+from progrock.web import access, forward, limits, liveness
 from progrock.web.failures import REQUEST_TIMEOUT, error_for
 from progrock.web.guards import api_view
 
@@ -75,16 +74,12 @@ def answered(view: View) -> View:
     return wrapper
 
 
-def _forbidden(task_id: str) -> JsonResponse:
-    return _error(404, "forbidden", f"no task {task_id} that you may see", task_id=task_id)
-
-
 @api_view("GET", "POST")
 @answered
 async def task_list(request: HttpRequest) -> HttpResponse:
     """GET: your tasks, newest first. POST {"kind", "params"}: start one (201)."""
     if request.method == "GET":
-        owner = await _owner(request, create=False)
+        owner = await access.request_owner(request)
         views = await reads.alist_views(owner) if owner else []
         return JsonResponse({"type": "tasks", "tasks": [v.snapshot() for v in views]})
     if len(request.body) > MAX_FRAME_BYTES:
@@ -105,7 +100,7 @@ async def task_list(request: HttpRequest) -> HttpResponse:
         return JsonResponse(error_from(exc), status=400)
     if not isinstance(start, Start):  # pragma: no cover - action forced above
         return _error(400, "bad_message", "expected a start request")
-    owner = await _owner(request, create=True)
+    owner = await access.request_owner(request, create=True)
     if owner is None:  # pragma: no cover - a session was just created
         return _error(403, "forbidden", "no session")
     refusal = limits.starts.refusal(owner, request.META.get("REMOTE_ADDR") or None)
@@ -126,19 +121,10 @@ async def _authorised(
     request: HttpRequest, task_id: str, action: str
 ) -> tuple[TaskView, str] | JsonResponse:
     """The task's view and id if this request may see it, else the error response."""
-    try:
-        task_id = parse_task_id(task_id, action)
-    except ProtocolError as exc:
-        return JsonResponse(error_from(exc), status=400)
-    owner = await _owner(request, create=False)
-    found = await reads.aget_view_and_owner(task_id)
-    if (
-        owner is None
-        or found is None
-        or not await permissions.amay_access(owner, found[1], task_id)
-    ):
-        return _forbidden(task_id)
-    return found[0], task_id
+    found = await access.authorise(request, task_id, action)
+    if isinstance(found, access.Denied):
+        return JsonResponse(found.error, status=found.status)
+    return found, found.task_id
 
 
 @api_view("GET")
@@ -169,12 +155,3 @@ async def task_cancel(request: HttpRequest, task_id: str) -> HttpResponse:
         )
     await forward.forward_cancel(task_id, reply_channel=None)
     return JsonResponse({"task_id": task_id, "status": "cancelling"}, status=202)
-
-
-async def _owner(request: HttpRequest, *, create: bool) -> str | None:
-    from asgiref.sync import sync_to_async
-
-    def resolve() -> str | None:
-        return permissions.owner_for_request(request, create_session=create)
-
-    return await sync_to_async(resolve)()
