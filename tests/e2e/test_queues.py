@@ -1,0 +1,284 @@
+"""Kinds run by task queues, end to end: a real Celery worker (prefork and threads
+pools, the stack's private Redis as broker) and a real django-tasks ``db_worker``,
+driven over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from progrock import conf
+from progrock.local.stack import _CHECKOUT_EXAMPLE, Stack
+from tests.conftest import NewDatabase
+from tests.e2e.conftest import ECHO, START_TIMEOUT
+from tests.e2e.wsclient import TERMINAL, Client, assert_well_ordered, new_session
+
+pytestmark = [pytest.mark.e2e, pytest.mark.database]
+
+SETTINGS = "tests.e2e.queueproject.settings"
+ROOT = Path(__file__).resolve().parents[2]
+#: Seconds without a report before a push task fails `lost` (the push branch's setting).
+PUSH_TIMEOUT = 3.0
+HAS_PUSH_TIMEOUT = "PUSH_TIMEOUT" in conf.SETTING_NAMES
+
+
+def queue_stack(data_dir: Path, database_url: str | None, pool: str) -> Stack:
+    env = {"PROGROCK_PUSH_TIMEOUT": str(PUSH_TIMEOUT)} if HAS_PUSH_TIMEOUT else {}
+    return Stack(
+        data_dir=data_dir,
+        workers=1,
+        echo=ECHO,
+        database_url=database_url,
+        settings=SETTINGS,
+        pythonpath=[str(_CHECKOUT_EXAMPLE), str(ROOT)],
+        celery=pool,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module", params=["threads", "prefork"])
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    new_database: NewDatabase,
+) -> Iterator[Stack]:
+    """A stack of the queue project with a Celery worker of the given pool."""
+    started = queue_stack(tmp_path_factory.mktemp("queues"), new_database(), request.param)
+    try:
+        started.start(timeout=START_TIMEOUT)
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def threads_only(stack: Stack) -> None:
+    """Tests that need only one pool run on the threads one."""
+    if stack.celery_argv is None or "threads" not in stack.celery_argv:
+        pytest.skip("run on the threads pool only")
+
+
+async def wait_for_file(path: Path, content: str, timeout: float = 30.0) -> None:
+    """Wait until the test task wrote ``content`` to ``path``."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text() == content):
+        if time.monotonic() > deadline:
+            found = path.read_text() if path.exists() else None
+            raise AssertionError(f"{path} should say {content!r}, says {found!r}")
+        await asyncio.sleep(0.02)
+
+
+async def end_of(client: Client, task_id: str) -> dict[str, Any]:
+    """The task's terminal message, whether it already arrived or is still to come."""
+    for message in client.of_task(task_id):
+        if message["type"] in TERMINAL:
+            return message
+    return await client.until_terminal(task_id)
+
+
+async def connect(stack: Stack) -> Client:
+    return await Client.connect(stack.url, new_session(stack.url))
+
+
+# -- Celery ---------------------------------------------------------------------------
+
+
+async def test_celery_kind_reports_progress_then_its_result(stack: Stack) -> None:
+    """A socket starts a Celery kind: started (with its ref), progress, complete with the result."""
+    client = await connect(stack)
+    await client.send({"action": "start", "kind": "steps", "params": {"n": 3}, "ref": 7})
+    started = await client.recv_type("started", "error")
+    assert started["type"] == "started" and started["ref"] == 7, started
+    task_id = started["task_id"]
+    end = await client.until_terminal(task_id)
+    assert end["type"] == "complete" and end["result"] == {"steps": 3}, end
+    messages = client.of_task(task_id)
+    assert [m["message"] for m in messages if m["type"] == "progress"] == [
+        "step 1",
+        "step 2",
+        "step 3",
+    ]
+    assert_well_ordered(messages)
+    await client.close()
+
+
+async def test_celery_exception_fails_the_task_with_its_type_and_message(
+    stack: Stack, threads_only: None
+) -> None:
+    """An exception in the job: failed, code task_failed, type and message, no traceback."""
+    client = await connect(stack)
+    task_id = await client.start(kind="broken")
+    end = await client.until_terminal(task_id)
+    assert end["type"] == "failed", end
+    assert end["error"] == {"code": "task_failed", "detail": "LookupError: no such row: 42"}
+    assert_well_ordered(client.of_task(task_id))
+    await client.close()
+
+
+async def test_celery_retry_is_a_progress_message_not_a_failure(
+    stack: Stack, threads_only: None
+) -> None:
+    """A job that retries once shows the retry as a message, then completes."""
+    client = await connect(stack)
+    task_id = await client.start(kind="flaky", params={"failures": 1})
+    end = await client.until_terminal(task_id)
+    assert end["type"] == "complete" and end["result"] == "done", end
+    messages = [m.get("message") for m in client.of_task(task_id) if m["type"] == "progress"]
+    assert messages == ["retry 1: ConnectionError: attempt 1 failed"], messages
+    await client.close()
+
+
+async def test_bad_params_are_refused_before_anything_is_queued(
+    stack: Stack, threads_only: None
+) -> None:
+    """Params the task does not accept: invalid_field naming them; no task is created."""
+    client = await connect(stack)
+    await client.send({"action": "start", "kind": "steps", "params": {"rows": 5}, "ref": "x"})
+    error = await client.recv_type("error", "started")
+    assert error["type"] == "error" and error["code"] == "invalid_field", error
+    assert "'rows'" in error["detail"] and error["ref"] == "x", error
+    await client.send({"action": "list"})
+    listed = await client.recv_type("tasks")
+    assert listed["tasks"] == []
+    await client.close()
+
+
+async def test_cancel_reaches_a_running_celery_job(
+    stack: Stack, threads_only: None, tmp_path: Path
+) -> None:
+    """A cancel: the watchers get cancelled once; the job sees Cancelled at its next report."""
+    hold, mark = tmp_path / "hold", tmp_path / "mark"
+    client = await connect(stack)
+    task_id = await client.start(kind="steps", params={"hold": str(hold), "mark": str(mark)})
+    await client.recv_type("progress")
+    await client.send({"action": "cancel", "task_id": task_id})
+    end = await client.until_terminal(task_id)
+    assert end["type"] == "cancelled", end
+    hold.touch()  # the job goes on to its next report
+    await wait_for_file(mark, "cancelled")
+    assert_well_ordered(client.of_task(task_id))
+    await client.close()
+
+
+async def test_cancel_of_a_queued_celery_job_revokes_it(
+    stack: Stack, threads_only: None, tmp_path: Path
+) -> None:
+    """A job still queued behind busy workers is cancelled and never runs."""
+    from progrock.local.celery_worker import CONCURRENCY
+
+    hold = tmp_path / "hold"
+    client = await connect(stack)
+    busy = [
+        await client.start(kind="steps", params={"hold": str(hold), "mark": str(tmp_path / str(i))})
+        for i in range(CONCURRENCY)
+    ]
+    for i in range(CONCURRENCY):
+        await wait_for_file(tmp_path / str(i), "ran")
+    queued_mark = tmp_path / "queued"
+    queued = await client.start(kind="steps", params={"mark": str(queued_mark)})
+    await client.send({"action": "cancel", "task_id": queued})
+    end = await client.until_terminal(queued)
+    assert end["type"] == "cancelled", end
+    hold.touch()
+    for task_id in busy:
+        assert (await end_of(client, task_id))["type"] == "complete"
+    # A job queued after it completes: the worker got past the cancelled one.
+    after = await client.start(kind="steps", params={"n": 1})
+    assert (await client.until_terminal(after))["type"] == "complete"
+    assert not queued_mark.exists(), "the cancelled job ran"
+    assert_well_ordered(client.of_task(queued))
+    await client.close()
+
+
+@pytest.mark.skipif(not HAS_PUSH_TIMEOUT, reason="needs PUSH_TIMEOUT (the push branch)")
+async def test_a_killed_celery_worker_s_task_fails_lost(
+    stack: Stack, threads_only: None, tmp_path: Path
+) -> None:
+    """SIGKILL of the worker mid-job: the task fails `lost` within PUSH_TIMEOUT, once."""
+    client = await connect(stack)
+    task_id = await client.start(kind="steps", params={"hold": str(tmp_path / "never")})
+    await client.recv_type("progress")
+    await asyncio.to_thread(stack.kill, "celery")
+    try:
+        end = await client.until_terminal(task_id, timeout=PUSH_TIMEOUT * 4 + 10)
+        assert end["type"] == "failed" and end["error"]["code"] == "lost", end
+        assert_well_ordered(client.of_task(task_id))
+    finally:
+        await asyncio.to_thread(stack.restart, "celery")
+        await client.close()
+
+
+# -- django.tasks (django-tasks-db's db_worker) -----------------------------------------
+
+
+@pytest.fixture
+def db_worker(stack: Stack, threads_only: None) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``db_worker`` process of the stack's project and database."""
+    env = stack._env(django=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "db_worker", "--interval", "0.05", "--no-startup-delay"],
+        env=env,
+        cwd=str(stack.data_dir),
+        stdout=None if ECHO else subprocess.DEVNULL,
+        stderr=None if ECHO else subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+async def test_django_tasks_kind_reports_progress_then_its_result(
+    stack: Stack, db_worker: subprocess.Popen[bytes]
+) -> None:
+    """A socket starts a django.tasks kind: started, progress, complete with the result."""
+    client = await connect(stack)
+    task_id = await client.start(kind="djsteps", params={"n": 2})
+    end = await client.until_terminal(task_id)
+    assert end["type"] == "complete" and end["result"] == {"steps": 2}, end
+    assert [m["message"] for m in client.of_task(task_id) if m["type"] == "progress"] == [
+        "step 1",
+        "step 2",
+    ]
+    assert_well_ordered(client.of_task(task_id))
+    await client.close()
+
+
+async def test_django_tasks_exception_and_cancel(
+    stack: Stack, db_worker: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """django.tasks: an exception fails task_failed; a cancel reaches the running job."""
+    client = await connect(stack)
+    failing = await client.start(kind="djsteps", params={"n": 1, "fail": True})
+    end = await client.until_terminal(failing)
+    assert end["error"] == {"code": "task_failed", "detail": "ValueError: bad input row"}, end
+    hold, mark = tmp_path / "hold", tmp_path / "mark"
+    task_id = await client.start(kind="djsteps", params={"hold": str(hold), "mark": str(mark)})
+    await client.recv_type("progress")
+    await client.send({"action": "cancel", "task_id": task_id})
+    assert (await client.until_terminal(task_id))["type"] == "cancelled"
+    hold.touch()
+    await wait_for_file(mark, "cancelled")
+    await client.close()
+
+
+@pytest.mark.skipif(not HAS_PUSH_TIMEOUT, reason="needs PUSH_TIMEOUT (the push branch)")
+async def test_a_killed_db_worker_s_task_fails_lost(
+    stack: Stack, db_worker: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """SIGKILL of the db_worker mid-job: the task fails `lost` within PUSH_TIMEOUT."""
+    client = await connect(stack)
+    task_id = await client.start(kind="djsteps", params={"hold": str(tmp_path / "never")})
+    await client.recv_type("progress")
+    db_worker.kill()
+    end = await client.until_terminal(task_id, timeout=PUSH_TIMEOUT * 4 + 10)
+    assert end["type"] == "failed" and end["error"]["code"] == "lost", end
+    await client.close()
