@@ -215,6 +215,39 @@ async def test_a_killed_celery_worker_s_task_fails_lost(
         await client.close()
 
 
+def start_from_server_code(stack: Stack, owner: str, code: str) -> str:
+    """Run ``code`` (which prints a task id) in a Django process of the stack's project."""
+    script = f"import django; django.setup(); OWNER = {owner!r}\n{code}"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=stack._env(django=True),
+        cwd=str(stack.data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+async def test_progrock_celery_start_from_server_code(stack: Stack, threads_only: None) -> None:
+    """progrock.celery.start(task, *args, owner=...) returns the id a socket subscribes to."""
+    session = new_session(stack.url)
+    client = await Client.connect(stack.url, session)
+    task_id = await asyncio.to_thread(
+        start_from_server_code,
+        stack,
+        f"session:{session}",
+        "import progrock.celery\n"
+        "from progrock_demo.tasks import export\n"
+        "print(progrock.celery.start(export, 3, pause=0.0, owner=OWNER))",
+    )
+    await client.send({"action": "subscribe", "task_id": task_id})
+    end = await end_of(client, task_id)
+    assert end["type"] == "complete" and end["result"] == {"rows": 3}, end
+    await client.close()
+
+
 # -- django.tasks (django-tasks-db's db_worker) -----------------------------------------
 
 
@@ -249,6 +282,26 @@ async def test_django_tasks_kind_reports_progress_then_its_result(
         "step 2",
     ]
     assert_well_ordered(client.of_task(task_id))
+    await client.close()
+
+
+async def test_progrock_django_tasks_start_from_server_code(
+    stack: Stack, db_worker: subprocess.Popen[bytes]
+) -> None:
+    """progrock.django_tasks.start(task, owner=..., **kwargs) from server code."""
+    session = new_session(stack.url)
+    client = await Client.connect(stack.url, session)
+    task_id = await asyncio.to_thread(
+        start_from_server_code,
+        stack,
+        f"session:{session}",
+        "import progrock.django_tasks\n"
+        "from tests.e2e.queueproject.tasks import djsteps\n"
+        "print(progrock.django_tasks.start(djsteps, n=2, owner=OWNER))",
+    )
+    await client.send({"action": "subscribe", "task_id": task_id})
+    end = await end_of(client, task_id)
+    assert end["type"] == "complete" and end["result"] == {"steps": 2}, end
     await client.close()
 
 

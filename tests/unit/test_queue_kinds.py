@@ -32,7 +32,7 @@ def test_a_target_is_none_or_scheme_and_dotted_path() -> None:
 
 
 def test_kinds_as_a_mapping_gives_the_names_and_the_queue_targets() -> None:
-    """KINDS {kind: target}: KINDS is its names, KIND_TARGETS its queue kinds; a list still works."""
+    """KINDS {kind: target}: KINDS its names, KIND_TARGETS its queue kinds; a list still works."""
     with override_settings(PROGROCK={"KINDS": {"rock": None, "export": EXPORT}}):
         current = get_settings()
         assert current.KINDS == ("rock", "export")
