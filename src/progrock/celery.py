@@ -20,8 +20,8 @@ outcome becomes the task's: the return value ``complete``; an exception
 ``failed`` (code ``task_failed``, the exception's type and message: no
 traceback); a retry a progress message; a revoke ``cancelled``. A cancel
 from the page revokes the job if it is still queued, and otherwise raises
-:class:`~progrock.exceptions.Cancelled` at the job's next ``self.progress``
-(the job then ends without a Celery failure). The same task called without
+:class:`~progrock.exceptions.Cancelled` from the job's next ``self.progress``
+that reaches ProgRock (the job then ends without a Celery failure). The same task called without
 ProgRock (``export.delay(5)``) runs as usual and reports nothing.
 """
 

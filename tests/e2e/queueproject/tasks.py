@@ -32,10 +32,12 @@ def wait_for(path: str) -> None:
         time.sleep(0.01)
 
 
-def run_steps(report: Any, n: int, hold: str, mark: str) -> dict[str, Any]:
-    """Report ``n`` steps; with ``hold``, wait for that file after the first step.
-    ``mark`` gets how the job ended: "ran" once it started, "cancelled" when a
-    report raised Cancelled, "done"."""
+def run_steps(report: Any, n: int, hold: str, mark: str, work: bool = False) -> dict[str, Any]:
+    """Report ``n`` steps; with ``hold``, wait for that file after the first step,
+    and with ``work`` then keep working (reporting every 10 ms, for at most
+    ``WAIT`` s) until a report raises Cancelled. ``mark`` gets how the job
+    ended: "ran" once it started, "cancelled" when a report raised Cancelled,
+    "done"."""
     if mark:
         Path(mark).write_text("ran")
     try:
@@ -43,6 +45,10 @@ def run_steps(report: Any, n: int, hold: str, mark: str) -> dict[str, Any]:
             report(100 * i / n, f"step {i + 1}")
             if hold and i == 0:
                 wait_for(hold)
+                deadline = time.monotonic() + (WAIT if work else 0)
+                while time.monotonic() < deadline:
+                    report(100 * i / n, "working")
+                    time.sleep(0.01)  # the job's own work
     except Cancelled:
         if mark:
             Path(mark).write_text("cancelled")
@@ -53,9 +59,11 @@ def run_steps(report: Any, n: int, hold: str, mark: str) -> dict[str, Any]:
 
 
 @shared_task(bind=True, base=ProgressTask)
-def steps(self: ProgressTask, n: int = 3, hold: str = "", mark: str = "") -> dict[str, Any]:
+def steps(
+    self: ProgressTask, n: int = 3, hold: str = "", mark: str = "", work: bool = False
+) -> dict[str, Any]:
     """Celery: :func:`run_steps`."""
-    return run_steps(self.progress, n, hold, mark)
+    return run_steps(self.progress, n, hold, mark, work)
 
 
 @shared_task(bind=True, base=ProgressTask, max_retries=2, default_retry_delay=0)
@@ -76,10 +84,15 @@ def broken(self: ProgressTask) -> None:
 @task()
 @with_progress
 def djsteps(
-    progress: Progress, n: int = 3, hold: str = "", mark: str = "", fail: bool = False
+    progress: Progress,
+    n: int = 3,
+    hold: str = "",
+    mark: str = "",
+    work: bool = False,
+    fail: bool = False,
 ) -> dict[str, Any]:
     """django.tasks: :func:`run_steps`; with ``fail``, then raise."""
-    result = run_steps(progress, n, hold, mark)
+    result = run_steps(progress, n, hold, mark, work)
     if fail:
         raise ValueError("bad input row")
     return result
