@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.database]
 SETTINGS = "tests.e2e.queueproject.settings"
 ROOT = Path(__file__).resolve().parents[2]
 #: Seconds without a report before a push task fails `lost` (the push branch's setting).
-PUSH_TIMEOUT = 3.0
+PUSH_TIMEOUT = 4.0
 HAS_PUSH_TIMEOUT = "PUSH_TIMEOUT" in conf.SETTING_NAMES
 
 
@@ -258,25 +259,41 @@ async def test_progrock_celery_start_from_server_code(stack: Stack, threads_only
 
 
 @pytest.fixture
-def db_worker(stack: Stack, threads_only: None) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``db_worker`` process of the stack's project and database."""
-    env = stack._env(django=True)
+def db_worker(stack: Stack, threads_only: None) -> Iterator[subprocess.Popen[str]]:
+    """A real ``db_worker`` process of the stack's project and database, consuming."""
     process = subprocess.Popen(
         [sys.executable, "-m", "django", "db_worker", "--interval", "0.05", "--no-startup-delay"],
-        env=env,
+        env=stack._env(django=True),
         cwd=str(stack.data_dir),
-        stdout=None if ECHO else subprocess.DEVNULL,
-        stderr=None if ECHO else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
+        # Jobs queued before it consumes would wait: a push task waits PUSH_TIMEOUT at most.
+        assert process.stdout is not None
+        for line in process.stdout:
+            if ECHO:
+                print(f"db_worker | {line}", end="")
+            if "Starting worker" in line:
+                break
+        else:
+            raise AssertionError(f"db_worker exited with {process.wait()} before it started")
+        threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
         yield process
     finally:
         process.kill()
         process.wait(timeout=10)
 
 
+def _drain(stream: Any) -> None:
+    for line in stream:
+        if ECHO:
+            print(f"db_worker | {line}", end="")
+
+
 async def test_django_tasks_kind_reports_progress_then_its_result(
-    stack: Stack, db_worker: subprocess.Popen[bytes]
+    stack: Stack, db_worker: subprocess.Popen[str]
 ) -> None:
     """A socket starts a django.tasks kind: started, progress, complete with the result."""
     client = await connect(stack)
@@ -288,7 +305,7 @@ async def test_django_tasks_kind_reports_progress_then_its_result(
 
 
 async def test_progrock_django_tasks_start_from_server_code(
-    stack: Stack, db_worker: subprocess.Popen[bytes]
+    stack: Stack, db_worker: subprocess.Popen[str]
 ) -> None:
     """progrock.django_tasks.start(task, owner=..., **kwargs) from server code."""
     session = new_session(stack.url)
@@ -308,7 +325,7 @@ async def test_progrock_django_tasks_start_from_server_code(
 
 
 async def test_django_tasks_exception_and_cancel(
-    stack: Stack, db_worker: subprocess.Popen[bytes], tmp_path: Path
+    stack: Stack, db_worker: subprocess.Popen[str], tmp_path: Path
 ) -> None:
     """django.tasks: an exception fails task_failed; a cancel reaches the running job."""
     client = await connect(stack)
@@ -328,7 +345,7 @@ async def test_django_tasks_exception_and_cancel(
 
 @pytest.mark.skipif(not HAS_PUSH_TIMEOUT, reason="needs PUSH_TIMEOUT (the push branch)")
 async def test_a_killed_db_worker_s_task_fails_lost(
-    stack: Stack, db_worker: subprocess.Popen[bytes], tmp_path: Path
+    stack: Stack, db_worker: subprocess.Popen[str], tmp_path: Path
 ) -> None:
     """SIGKILL of the db_worker mid-job: the task fails `lost` within PUSH_TIMEOUT."""
     client = await connect(stack)
