@@ -1,10 +1,14 @@
-"""Kinds run by task queues, end to end: a real Celery worker (prefork and threads
-pools, the stack's private Redis as broker) and a real django-tasks ``db_worker``,
-driven over real sockets."""
+"""Kinds run by task queues, end to end: a real Celery worker (threads pool, then
+prefork; the stack's private Redis as broker) and a real django-tasks ``db_worker``,
+driven over real sockets. One stack for the module; the last tests kill its worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +20,8 @@ from typing import Any
 import pytest
 
 from progrock import conf
+from progrock.local.celery_worker import READY_LINE as CELERY_READY
+from progrock.local.celery_worker import celery_command
 from progrock.local.stack import _CHECKOUT_EXAMPLE, Stack
 from tests.conftest import NewDatabase
 from tests.e2e.conftest import ECHO, START_TIMEOUT
@@ -44,14 +50,10 @@ def queue_stack(data_dir: Path, database_url: str | None, pool: str) -> Stack:
     )
 
 
-@pytest.fixture(scope="module", params=["threads", "prefork"])
-def stack(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    new_database: NewDatabase,
-) -> Iterator[Stack]:
-    """A stack of the queue project with a Celery worker of the given pool."""
-    started = queue_stack(tmp_path_factory.mktemp("queues"), new_database(), request.param)
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, new_database: NewDatabase) -> Iterator[Stack]:
+    """A stack of the queue project with a Celery worker (threads pool)."""
+    started = queue_stack(tmp_path_factory.mktemp("queues"), new_database(), "threads")
     try:
         started.start(timeout=START_TIMEOUT)
         yield started
@@ -59,11 +61,47 @@ def stack(
         started.stop()
 
 
-@pytest.fixture
-def threads_only(stack: Stack) -> None:
-    """Tests that need only one pool run on the threads one."""
-    if stack.celery_argv is None or "threads" not in stack.celery_argv:
-        pytest.skip("run on the threads pool only")
+def read_until(process: subprocess.Popen[str], name: str, ready: re.Pattern[str]) -> None:
+    """Read ``process``'s output until a line matches ``ready``, then drain it in a thread."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if ECHO:
+            print(f"{name} | {line}", end="")
+        if ready.search(line):
+            threading.Thread(target=_drain, args=(name, process.stdout), daemon=True).start()
+            return
+    raise AssertionError(f"{name} exited with {process.wait()} before it was ready")
+
+
+def _drain(name: str, stream: Any) -> None:
+    for line in stream:
+        if ECHO:
+            print(f"{name} | {line}", end="")
+
+
+def spawn(stack: Stack, name: str, argv: list[str], ready: str) -> subprocess.Popen[str]:
+    """A Django process of the stack's project and database, once it printed ``ready``."""
+    process = subprocess.Popen(
+        argv,
+        env=stack._env(django=True),
+        cwd=str(stack.data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its pool's children are killed with it
+    )
+    try:
+        read_until(process, name, re.compile(ready))
+    except BaseException:
+        reap(process)
+        raise
+    return process
+
+
+def reap(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 async def wait_for_file(path: Path, content: str, timeout: float = 30.0) -> None:
@@ -114,9 +152,7 @@ async def test_celery_kind_reports_progress_then_its_result(stack: Stack) -> Non
     await client.close()
 
 
-async def test_celery_exception_fails_the_task_with_its_type_and_message(
-    stack: Stack, threads_only: None
-) -> None:
+async def test_celery_exception_fails_the_task_with_its_type_and_message(stack: Stack) -> None:
     """An exception in the job: failed, code task_failed, type and message, no traceback."""
     client = await connect(stack)
     task_id = await client.start(kind="broken")
@@ -127,9 +163,7 @@ async def test_celery_exception_fails_the_task_with_its_type_and_message(
     await client.close()
 
 
-async def test_celery_retry_is_a_progress_message_not_a_failure(
-    stack: Stack, threads_only: None
-) -> None:
+async def test_celery_retry_is_a_progress_message_not_a_failure(stack: Stack) -> None:
     """A job that retries once shows the retry as a message, then completes."""
     client = await connect(stack)
     task_id = await client.start(kind="flaky", params={"failures": 1})
@@ -140,9 +174,7 @@ async def test_celery_retry_is_a_progress_message_not_a_failure(
     await client.close()
 
 
-async def test_bad_params_are_refused_before_anything_is_queued(
-    stack: Stack, threads_only: None
-) -> None:
+async def test_bad_params_are_refused_before_anything_is_queued(stack: Stack) -> None:
     """Params the task does not accept: invalid_field naming them; no task is created."""
     client = await connect(stack)
     await client.send({"action": "start", "kind": "steps", "params": {"rows": 5}, "ref": "x"})
@@ -155,9 +187,7 @@ async def test_bad_params_are_refused_before_anything_is_queued(
     await client.close()
 
 
-async def test_cancel_reaches_a_running_celery_job(
-    stack: Stack, threads_only: None, tmp_path: Path
-) -> None:
+async def test_cancel_reaches_a_running_celery_job(stack: Stack, tmp_path: Path) -> None:
     """A cancel: the watchers get cancelled once; the working job gets Cancelled from a
     report (the next one that reaches Redis: reports closer than the cadence are held)."""
     hold, mark = tmp_path / "hold", tmp_path / "mark"
@@ -174,9 +204,7 @@ async def test_cancel_reaches_a_running_celery_job(
     await client.close()
 
 
-async def test_cancel_of_a_queued_celery_job_revokes_it(
-    stack: Stack, threads_only: None, tmp_path: Path
-) -> None:
+async def test_cancel_of_a_queued_celery_job_revokes_it(stack: Stack, tmp_path: Path) -> None:
     """A job still queued behind busy workers is cancelled and never runs."""
     from progrock.local.celery_worker import CONCURRENCY
 
@@ -204,24 +232,6 @@ async def test_cancel_of_a_queued_celery_job_revokes_it(
     await client.close()
 
 
-@pytest.mark.skipif(not HAS_PUSH_TIMEOUT, reason="needs PUSH_TIMEOUT (the push branch)")
-async def test_a_killed_celery_worker_s_task_fails_lost(
-    stack: Stack, threads_only: None, tmp_path: Path
-) -> None:
-    """SIGKILL of the worker mid-job: the task fails `lost` within PUSH_TIMEOUT, once."""
-    client = await connect(stack)
-    task_id = await client.start(kind="steps", params={"hold": str(tmp_path / "never")})
-    await client.recv_type("progress")
-    await asyncio.to_thread(stack.kill, "celery")
-    try:
-        end = await client.until_terminal(task_id, timeout=PUSH_TIMEOUT * 4 + 10)
-        assert end["type"] == "failed" and end["error"]["code"] == "lost", end
-        assert_well_ordered(client.of_task(task_id))
-    finally:
-        await asyncio.to_thread(stack.restart, "celery")
-        await client.close()
-
-
 def start_from_server_code(stack: Stack, owner: str, code: str) -> str:
     """Run ``code`` (which prints a task id) in a Django process of the stack's project."""
     script = f"import django; django.setup(); OWNER = {owner!r}\n{code}"
@@ -237,7 +247,7 @@ def start_from_server_code(stack: Stack, owner: str, code: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-async def test_progrock_celery_start_from_server_code(stack: Stack, threads_only: None) -> None:
+async def test_progrock_celery_start_from_server_code(stack: Stack) -> None:
     """progrock.celery.start(task, *args, owner=...) returns the id a socket subscribes to."""
     session = new_session(stack.url)
     client = await Client.connect(stack.url, session)
@@ -259,37 +269,15 @@ async def test_progrock_celery_start_from_server_code(stack: Stack, threads_only
 
 
 @pytest.fixture
-def db_worker(stack: Stack, threads_only: None) -> Iterator[subprocess.Popen[str]]:
-    """A real ``db_worker`` process of the stack's project and database, consuming."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "django", "db_worker", "--interval", "0.05", "--no-startup-delay"],
-        env=stack._env(django=True),
-        cwd=str(stack.data_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def db_worker(stack: Stack) -> Iterator[subprocess.Popen[str]]:
+    """A real ``db_worker`` process of the stack's project and database, consuming
+    (jobs queued before it consumes would wait: a push task waits PUSH_TIMEOUT at most)."""
+    argv = [sys.executable, "-m", "django", "db_worker", "--interval", "0.05"]
+    process = spawn(stack, "db_worker", [*argv, "--no-startup-delay"], r"Starting worker")
     try:
-        # Jobs queued before it consumes would wait: a push task waits PUSH_TIMEOUT at most.
-        assert process.stdout is not None
-        for line in process.stdout:
-            if ECHO:
-                print(f"db_worker | {line}", end="")
-            if "Starting worker" in line:
-                break
-        else:
-            raise AssertionError(f"db_worker exited with {process.wait()} before it started")
-        threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
         yield process
     finally:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def _drain(stream: Any) -> None:
-    for line in stream:
-        if ECHO:
-            print(f"db_worker | {line}", end="")
+        reap(process)
 
 
 async def test_django_tasks_kind_reports_progress_then_its_result(
@@ -354,4 +342,46 @@ async def test_a_killed_db_worker_s_task_fails_lost(
     db_worker.kill()
     end = await client.until_terminal(task_id, timeout=PUSH_TIMEOUT * 4 + 10)
     assert end["type"] == "failed" and end["error"]["code"] == "lost", end
+    await client.close()
+
+
+# -- the end: without the stack's Celery worker ------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_PUSH_TIMEOUT, reason="needs PUSH_TIMEOUT (the push branch)")
+async def test_a_killed_celery_worker_s_task_fails_lost(stack: Stack, tmp_path: Path) -> None:
+    """SIGKILL of the worker mid-job: the task fails `lost` within PUSH_TIMEOUT, once.
+    (Last but one: it leaves the stack's worker dead.)"""
+    client = await connect(stack)
+    task_id = await client.start(kind="steps", params={"hold": str(tmp_path / "never")})
+    await client.recv_type("progress")
+    await asyncio.to_thread(stack.kill, "celery")
+    end = await client.until_terminal(task_id, timeout=PUSH_TIMEOUT * 4 + 10)
+    assert end["type"] == "failed" and end["error"]["code"] == "lost", end
+    assert_well_ordered(client.of_task(task_id))
+    await client.close()
+
+
+@pytest.fixture
+def prefork_worker(stack: Stack) -> Iterator[subprocess.Popen[str]]:
+    """A Celery worker with the prefork pool, in place of the stack's (threads) one."""
+    stack.kill("celery")
+    argv = celery_command(sys.executable, SETTINGS, "prefork")
+    process = spawn(stack, "celery-prefork", argv, CELERY_READY.pattern)
+    try:
+        yield process
+    finally:
+        reap(process)
+
+
+async def test_celery_prefork_pool_reports_progress_then_its_result(
+    stack: Stack, prefork_worker: subprocess.Popen[str]
+) -> None:
+    """The same through a prefork worker: each forked child reports on its own connection."""
+    client = await connect(stack)
+    task_ids = [await client.start(kind="steps", params={"n": 3}) for _ in range(3)]
+    for task_id in task_ids:
+        end = await end_of(client, task_id)
+        assert end["type"] == "complete" and end["result"] == {"steps": 3}, end
+        assert_steps(client.of_task(task_id), 3)
     await client.close()
