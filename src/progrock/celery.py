@@ -18,11 +18,12 @@ A job started with :func:`start` (or from a socket, for a kind that
 ProgRock task id in a message header, and has it as its Celery id too. Its
 outcome becomes the task's: the return value ``complete``; an exception
 ``failed`` (code ``task_failed``, the exception's type and message: no
-traceback); a retry a progress message; a revoke ``cancelled``. A cancel
-from the page revokes the job if it is still queued, and otherwise raises
-:class:`~progrock.exceptions.Cancelled` from the job's next ``self.progress``
-that reaches ProgRock (the job then ends without a Celery failure). The same task called without
-ProgRock (``export.delay(5)``) runs as usual and reports nothing.
+traceback); a retry (``self.retry``, ``autoretry_for``) a progress message;
+a revoke ``cancelled``. A cancel from the page revokes the job if it is
+still queued, and otherwise raises :class:`~progrock.exceptions.Cancelled`
+from the job's next ``self.progress`` that reaches ProgRock (the job then
+ends without a Celery failure). The same task called without ProgRock
+(``export.delay(5)``) runs as usual and reports nothing.
 """
 
 from __future__ import annotations
@@ -129,20 +130,32 @@ class ProgressTask(CeleryTask):  # type: ignore[misc]
             )
         super().on_failure(exc, task_id, args, kwargs, einfo)
 
-    def on_retry(
-        self, exc: BaseException | None, task_id: str, args: Any, kwargs: Any, einfo: Any
-    ) -> None:
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: Any = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's ``retry``, shown to the watchers as a progress message first (before
+        the retry is queued: a quick retry must not end the task before the message)."""
         progrock_id = self.progrock_task_id
-        if progrock_id is not None:
-            attempt = self.request.retries + 1
+        limit = self.max_retries if max_retries is None else max_retries
+        if progrock_id is not None and (limit is None or self.request.retries < limit):
             why = f": {type(exc).__name__}: {exc}" if exc is not None else ""
             try:
-                api.report_progress(progrock_id, None, f"retry {attempt}{why}")
+                api.report_progress(progrock_id, None, f"retry {self.request.retries + 1}{why}")
             except (Cancelled, TaskNotFound):
-                pass  # the retry sees the cancel when it starts
+                raise Ignore() from None  # cancelled: no retry
             except Exception:
                 logger.exception("could not report the retry of task %s", progrock_id)
-        super().on_retry(exc, task_id, args, kwargs, einfo)
+        return super().retry(
+            args, kwargs, exc, throw, eta, countdown, max_retries=max_retries, **options
+        )
 
 
 def _revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
