@@ -79,7 +79,7 @@ def test_params_the_task_does_not_accept_are_invalid_field_naming_them() -> None
 def test_a_target_that_cannot_run_is_unknown_kind_and_a_system_check_error(
     target: str, why: str
 ) -> None:
-    """A missing task or one of the wrong queue: unknown_kind at start, progrock.E009 at check."""
+    """A missing task or one of the wrong queue: unknown_kind at start, progrock.E011 at check."""
     with override_settings(PROGROCK={"KINDS": {"rock": None, "broken": target}}):
         with pytest.raises(ProtocolError) as raised:
             routes.queued_for("broken", {})
@@ -87,7 +87,7 @@ def test_a_target_that_cannot_run_is_unknown_kind_and_a_system_check_error(
         assert "'broken'" in raised.value.detail
         with pytest.raises(SystemCheckError) as checked:
             call_command("check", "--tag", "progrock", stdout=io.StringIO(), stderr=io.StringIO())
-    assert "progrock.E009" in str(checked.value) and why in str(checked.value)
+    assert "progrock.E011" in str(checked.value) and why in str(checked.value)
 
 
 @override_settings(PROGROCK={"KINDS": {"djsteps": "tasks:tests.e2e.queueproject.tasks.djsteps"}})
