@@ -247,6 +247,30 @@ def start_from_server_code(stack: Stack, owner: str, code: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+async def test_a_celery_revoke_of_a_queued_job_cancels_its_task(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """`celery control revoke` of a job still in the broker: Celery discards it when the
+    worker receives it, and its task ends cancelled."""
+    from celery import Celery
+
+    control = Celery(broker=stack.redis_url, set_as_current=False).control
+    client = await connect(stack)
+    mark = tmp_path / "mark"
+    # The worker stops taking jobs: the next one stays in the broker.
+    await asyncio.to_thread(control.cancel_consumer, "celery", reply=True)
+    try:
+        task_id = await client.start(kind="steps", params={"mark": str(mark)})
+        await asyncio.to_thread(control.revoke, task_id)  # its Celery id is its id
+    finally:
+        await asyncio.to_thread(control.add_consumer, "celery", reply=True)
+    end = await end_of(client, task_id)
+    assert end["type"] == "cancelled", end
+    assert not mark.exists(), "the revoked job ran"
+    assert_well_ordered(client.of_task(task_id))
+    await client.close()
+
+
 async def test_progrock_celery_start_from_server_code(stack: Stack) -> None:
     """progrock.celery.start(task, *args, owner=...) returns the id a socket subscribes to."""
     session = new_session(stack.url)
