@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from progrock import conf
 from progrock.local.celery_worker import READY_LINE as CELERY_READY
 from progrock.local.celery_worker import celery_command
 from progrock.local.stack import _CHECKOUT_EXAMPLE, Stack
@@ -31,13 +30,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.database]
 
 SETTINGS = "tests.e2e.queueproject.settings"
 ROOT = Path(__file__).resolve().parents[2]
-#: Seconds without a report before a push task fails `lost` (the push branch's setting).
+#: Seconds without a report before a push task fails `lost` (PROGROCK["PUSH_TIMEOUT"]).
 PUSH_TIMEOUT = 4.0
-HAS_PUSH_TIMEOUT = "PUSH_TIMEOUT" in conf.SETTING_NAMES
 
 
 def queue_stack(data_dir: Path, database_url: str | None, pool: str) -> Stack:
-    env = {"PROGROCK_PUSH_TIMEOUT": str(PUSH_TIMEOUT)} if HAS_PUSH_TIMEOUT else {}
+    env = {"PROGROCK_PUSH_TIMEOUT": str(PUSH_TIMEOUT)}
     return Stack(
         data_dir=data_dir,
         workers=1,
@@ -355,7 +353,6 @@ async def test_django_tasks_exception_and_cancel(
     await client.close()
 
 
-@pytest.mark.skipif(not HAS_PUSH_TIMEOUT, reason="needs PUSH_TIMEOUT (the push branch)")
 async def test_a_killed_db_worker_s_task_fails_lost(
     stack: Stack, db_worker: subprocess.Popen[str], tmp_path: Path
 ) -> None:
@@ -372,7 +369,6 @@ async def test_a_killed_db_worker_s_task_fails_lost(
 # -- the end: without the stack's Celery worker ------------------------------------------
 
 
-@pytest.mark.skipif(not HAS_PUSH_TIMEOUT, reason="needs PUSH_TIMEOUT (the push branch)")
 async def test_a_killed_celery_worker_s_task_fails_lost(stack: Stack, tmp_path: Path) -> None:
     """SIGKILL of the worker mid-job: the task fails `lost` within PUSH_TIMEOUT, once.
     (Last but one: it leaves the stack's worker dead.)"""
