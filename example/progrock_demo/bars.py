@@ -19,6 +19,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
 from progrock import api, permissions
+from progrock.conf import progrock_settings
 
 BAR_TASKS = 3
 """How many tasks the page's button starts."""
@@ -45,5 +46,10 @@ def bars_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "progrock_demo/bars.html",
-        {"task_ids": request.GET.getlist("task"), "fast": {"step": 20, "interval_ms": 100}},
+        {
+            "task_ids": request.GET.getlist("task"),
+            "fast": {"step": 20, "interval_ms": 100},
+            # The export kind runs on Celery (settings.KINDS): shown where it is mapped.
+            "export": "export" in progrock_settings.KIND_TARGETS,
+        },
     )

@@ -197,6 +197,13 @@ CHANNEL_LAYERS = {
     }
 }
 
+#: With Celery installed (the ``celery`` extra) the ``export`` kind runs as a
+#: Celery task (progrock_demo/tasks.py) on the stack's Redis; ``progrock up
+#: --celery`` starts a worker for it (docs/howto-celery.md).
+HAS_CELERY = importlib.util.find_spec("celery") is not None
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_IGNORE_RESULT = True  # the result reaches the page through ProgRock
+
 PROGROCK: dict[str, object] = {
     "REDIS_URL": REDIS_URL,
     "SERVICE": {
@@ -208,6 +215,12 @@ PROGROCK: dict[str, object] = {
         "progrock.auth.SignedTokenAuthenticator",
         *(["progrock.auth.DRFTokenAuthenticator"] if HAS_DRF else []),
     ],
+    # rock and hash run on the backend service; export on Celery.
+    "KINDS": {
+        "rock": None,
+        "hash": None,
+        **({"export": "celery:progrock_demo.tasks.export"} if HAS_CELERY else {}),
+    },
 }
 if os.environ.get("PROGROCK_POLL_INTERVAL"):
     PROGROCK["POLL_INTERVAL"] = float(os.environ["PROGROCK_POLL_INTERVAL"])

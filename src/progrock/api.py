@@ -64,8 +64,13 @@ async def astart_task(
     *,
     owner: str,
     push: bool = False,
+    task_id: str | None = None,
 ) -> str:
-    """Start a task and return its id (see :func:`start_task`)."""
+    """Start a task and return its id (see :func:`start_task`).
+
+    ``task_id`` (a new UUID string) names the task, for a caller that listens
+    for its messages before it exists (the socket of a queue-backed kind).
+    """
     kind = kind or progrock_settings.DEFAULT_KIND
     if not isinstance(owner, str) or not owner:
         raise ProgRockError(f"owner must be a non-empty string, got {owner!r}")
@@ -73,7 +78,7 @@ async def astart_task(
     if problem is not None:  # it would fail in the channel layer, the database or the backend
         raise ProgRockError(f"{problem[0]} {problem[1]}")
     await check_limit(owner)
-    task_id = str(uuid.uuid4())
+    task_id = str(uuid.UUID(task_id)) if task_id is not None else str(uuid.uuid4())
     now = datetime.now(UTC)
     task = await Task.objects.acreate(
         id=task_id,

@@ -18,6 +18,8 @@ progrock.E007    no usable default channel layer (``CHANNEL_LAYERS``)
 progrock.E008    ``ASGI_APPLICATION`` is not set
 progrock.E009    an ``AUTHENTICATORS`` path cannot be imported, or is not callable
 progrock.E010    ``DRFTokenAuthenticator`` without ``rest_framework.authtoken`` installed
+progrock.E011    a ``KINDS`` target cannot run: not importable, not a progress task, or its
+                 queue (Celery, ``django.tasks``) not installed
 progrock.W001    the in-memory channel layer: workers and the delay server never see a message
 progrock.W002    (DEBUG) ``daphne`` is not in ``INSTALLED_APPS``: ``runserver`` serves no socket
 progrock.W003    (DEBUG) ``daphne`` after ``django.contrib.staticfiles``: its ``runserver`` loses
@@ -157,6 +159,7 @@ def _loaded_settings(current: conf.ProgRockSettings) -> Messages:
         if not callable(hook):
             found.append(_permission_error("is not callable", permission))
     found.extend(_authenticator_errors(current.AUTHENTICATORS))
+    found.extend(_kind_target_errors(current))
     return found
 
 
@@ -197,6 +200,29 @@ def _authenticator_errors(paths: tuple[str, ...]) -> Messages:
                 id="progrock.E010",
             )
         )
+    return found
+
+
+def _kind_target_errors(current: conf.ProgRockSettings) -> Messages:
+    from progrock.exceptions import MissingExtra
+    from progrock.queues.bridges import TargetError, resolve
+
+    found: Messages = []
+    for kind, target in current.KIND_TARGETS.items():
+        try:
+            resolve(target)
+        except (TargetError, MissingExtra) as exc:
+            found.append(
+                Error(
+                    f"PROGROCK['KINDS'][{kind!r}] is {str(target)!r}, which cannot run: {exc}",
+                    hint=(
+                        "Name a Celery task declared with base=progrock.celery.ProgressTask "
+                        "('celery:myapp.tasks.export'), or a django.tasks task decorated with "
+                        "progrock.django_tasks.with_progress ('tasks:myapp.tasks.report')."
+                    ),
+                    id="progrock.E011",
+                )
+            )
     return found
 
 

@@ -24,6 +24,7 @@ from progrock import tuning
 from progrock.durations import retention_seconds
 from progrock.exceptions import ImproperlyConfigured
 from progrock.protocol import Limits
+from progrock.queues.targets import Target, parse_kinds
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 
@@ -47,7 +48,8 @@ class ProgRockSettings:
     POLL_INTERVAL: float = 0.2
     # {"BACKEND": dotted path of a TaskService class or factory, "OPTIONS": its kwargs}.
     SERVICE: Mapping[str, Any] = field(default_factory=_default_service)
-    # Kinds of task a client may start; None lets the backend decide.
+    # Kinds of task a client may start; None lets the backend decide. Given as a
+    # mapping kind -> target, the kinds are its keys and KIND_TARGETS its queue targets.
     KINDS: tuple[str, ...] | None = ("rock", "hash")
     # The kind of a start that names none.
     DEFAULT_KIND: str = "rock"
@@ -73,10 +75,18 @@ class ProgRockSettings:
     # send a token instead of a session cookie (docs/howto-tokens.md); empty:
     # sessions only.
     AUTHENTICATORS: tuple[str, ...] = ()
+    # Not a setting of its own: the kinds of a KINDS mapping that run on a task
+    # queue (Celery, django.tasks), kind -> target (progrock.queues.targets).
+    KIND_TARGETS: Mapping[str, Target] = field(
+        default_factory=lambda: MappingProxyType({}), metadata={"derived": True}
+    )
 
 
-SETTING_NAMES: Final = tuple(f.name for f in fields(ProgRockSettings))
+SETTING_NAMES: Final = tuple(
+    f.name for f in fields(ProgRockSettings) if not f.metadata.get("derived")
+)
 _NAMES: Final = frozenset(SETTING_NAMES)
+_READABLE: Final = frozenset(f.name for f in fields(ProgRockSettings))
 
 # Former settings, and what to do instead (a clear error for an old settings file).
 REMOVED: Final[Mapping[str, str]] = MappingProxyType(
@@ -163,6 +173,11 @@ def _service(value: object) -> Mapping[str, Any]:
 def _kinds(value: object) -> tuple[str, ...] | None:
     if value is None:
         return None
+    if isinstance(value, Mapping):
+        if not value or not all(isinstance(k, str) and k for k in value):
+            raise _bad("KINDS", "a mapping of non-empty kind names to targets", value)
+        _kind_targets(value)
+        return tuple(value)
     if (
         isinstance(value, (str, bytes))
         or not isinstance(value, (list, tuple, set, frozenset))
@@ -171,6 +186,15 @@ def _kinds(value: object) -> tuple[str, ...] | None:
     ):
         raise _bad("KINDS", "a non-empty list of non-empty strings, or None", value)
     return tuple(value)
+
+
+def _kind_targets(value: object) -> Mapping[str, Target]:
+    if not isinstance(value, Mapping):
+        return MappingProxyType({})
+    try:
+        return MappingProxyType(parse_kinds(value))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"PROGROCK['KINDS']: {exc}") from None
 
 
 def _limit(value: object) -> int | None:
@@ -255,6 +279,7 @@ def load(user: object) -> ProgRockSettings:
         PUSH_TIMEOUT=_seconds("PUSH_TIMEOUT", pick("PUSH_TIMEOUT")),
         RETENTION=_retention(pick("RETENTION")),
         AUTHENTICATORS=_authenticators(pick("AUTHENTICATORS")),
+        KIND_TARGETS=_kind_targets(pick("KINDS")),
     )
 
 
@@ -284,7 +309,7 @@ class _CurrentSettings:
     __slots__ = ()
 
     def __getattr__(self, name: str) -> object:
-        if name not in _NAMES:
+        if name not in _READABLE:
             hint = _did_you_mean(name, SETTING_NAMES)
             raise AttributeError(f"no ProgRock setting {name!r}{hint}")
         return getattr(get_settings(), name)

@@ -126,3 +126,18 @@ def test_too_many_tasks_does_not_show_the_session_key(
     key = client.cookies["sessionid"].value
     assert refused.status_code == 429 and refused.json()["code"] == "too_many_tasks"
     assert key not in refused.json()["detail"], refused.json()
+
+
+def test_a_queue_kind_s_bad_params_are_400_before_anything_is_created(wired: str) -> None:
+    """A kind run by Celery: params its task lacks are 400 invalid_field naming them,
+    and nothing is created (the HTTP API routes starts as the socket does)."""
+    kinds = {"rock": None, "export": "celery:progrock_demo.tasks.export"}
+    with override_settings(PROGROCK={"REDIS_URL": wired, "KINDS": kinds}):
+        response = Client().post(
+            "/prog/api/tasks/",
+            {"kind": "export", "params": {"rowz": 5}},
+            content_type="application/json",
+        )
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid_field" and "'rowz'" in response.json()["detail"]
+    assert Task.objects.count() == 0

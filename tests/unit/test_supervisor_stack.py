@@ -193,3 +193,17 @@ def test_django_children_get_the_stacks_database_url_only(
     finally:
         given.stop()
         default.stop()
+
+
+def test_up_celery_runs_a_worker_of_the_project_s_app() -> None:
+    """--celery: a Celery worker of the settings' package, threads pool unless named."""
+    from progrock.local.celery_worker import celery_command
+
+    assert parse().celery is None
+    assert parse("--celery").celery == "threads"
+    assert parse("--celery", "prefork").celery == "prefork"
+    argv = celery_command("python", "mysite.settings", "threads")
+    assert argv[:6] == ["python", "-m", "celery", "-A", "mysite", "worker"]
+    assert argv[argv.index("--pool") + 1] == "threads"
+    with pytest.raises(ValueError, match="must be one of prefork, threads, solo, got 'gevent'"):
+        celery_command("python", "mysite.settings", "gevent")

@@ -27,6 +27,9 @@ from typing import IO, Any
 
 from progrock.database_url import mask_password
 from progrock.exceptions import ProgRockError
+from progrock.local.celery_worker import POOLS as CELERY_POOLS
+from progrock.local.celery_worker import READY_LINE as CELERY_READY
+from progrock.local.celery_worker import celery_command
 from progrock.local.datalock import DataDirInUse, DataDirLock
 from progrock.local.preflight import SettingsNotImportable, check_settings, check_web_server
 from progrock.local.redis_server import RedisServer
@@ -173,6 +176,7 @@ class Stack:
         settings: str = DEMO_SETTINGS,
         pythonpath: Sequence[str] | None = None,
         metrics_port: int | None = None,
+        celery: str | None = None,
     ) -> None:
         for label, value, low in (("workers", workers, 1), ("web_processes", web_processes, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -188,6 +192,8 @@ class Stack:
         self.server = server
         self.access_log = access_log
         self.settings = settings
+        # A Celery worker of the project's app, with this pool (None: none).
+        self.celery_argv = celery_command(sys.executable, settings, celery) if celery else None
         if pythonpath is None:
             pythonpath = [str(_CHECKOUT_EXAMPLE)] if settings == DEMO_SETTINGS else [os.getcwd()]
         self.pythonpath = [str(Path(p).resolve()) for p in pythonpath]
@@ -296,7 +302,9 @@ class Stack:
             redis_port = _hold_free_port(held) if self._start_redis else 0
             self.metrics_ports = self._pick_metrics_ports(held)
         py = sys.executable
+        celery = ["celery"] if self.celery_argv else []
         names = ["redis", "backend", "migrate", "delay", *self.worker_names, *self.web_names]
+        names += celery
         sup.set_width(names)
 
         # 1. Redis, and the backend (it needs nothing else).
@@ -353,7 +361,13 @@ class Stack:
             env = self._env(django=True)
             cwd = str(self.data_dir)
             sup.add(ChildSpec(name, argv, env=env, cwd=cwd, group="web", ready_check=check))
-        last = ["delay", *self.worker_names, *self.web_names]
+        if self.celery_argv:
+            env = self._env(django=True)
+            cwd = str(self.data_dir)
+            sup.add(
+                ChildSpec("celery", self.celery_argv, env=env, cwd=cwd, ready_line=CELERY_READY)
+            )
+        last = ["delay", *self.worker_names, *self.web_names, *celery]
         for name in last:
             sup.spawn(name)
         sup.wait_ready(last, self._remaining(deadline), self._abort)
@@ -546,6 +560,17 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="serve the delay server's and the workers' Prometheus metrics on consecutive "
         "ports from PORT (0: free ones; needs django-progrock[metrics]; docs/metrics.md)",
     )
+    parser.add_argument(
+        "--celery",
+        nargs="?",
+        const="threads",
+        default=None,
+        choices=CELERY_POOLS,
+        metavar="POOL",
+        help="also run a Celery worker of the project's app (celery -A PROJECT worker) with "
+        f"this pool, one of {', '.join(CELERY_POOLS)} (default threads; needs "
+        "django-progrock[celery])",
+    )
     parser.set_defaults(func=run_up)
     return parser
 
@@ -580,6 +605,7 @@ def run_up(args: argparse.Namespace) -> int:
             settings=args.settings or os.environ.get("DJANGO_SETTINGS_MODULE") or DEMO_SETTINGS,
             pythonpath=args.pythonpath,
             metrics_port=args.metrics_port,
+            celery=args.celery,
         )
     except (ProgRockError, OSError) as exc:
         print(f"progrock up: {exc}", file=sys.stderr)

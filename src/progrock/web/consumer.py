@@ -1,7 +1,8 @@
 """The WebSocket consumer at ``/prog/``: parse, authorise, forward, push.
 
 It does no task work. ``start`` and ``cancel`` are forwarded to the worker
-channel (``prog-rocker``); task messages reach the socket through the
+channel (``prog-rocker``), or, for a kind a task queue runs, the start goes to
+that queue (:mod:`progrock.queues.routes`); task messages reach the socket through the
 process's :class:`~progrock.web.fanout.Hub`, filtered by ``seq`` so a socket never
 sees a message twice or out of order. A client that authenticates with a
 token (its first message, or the handshake's subprotocol) owns tasks as its
@@ -46,6 +47,7 @@ from progrock.protocol import (
     error_message,
     parse_client_frame,
 )
+from progrock.queues import routes
 from progrock.redact import redact
 from progrock.state import reads
 from progrock.tuning import START_ANSWER_WAIT
@@ -306,6 +308,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.list_tasks()
 
     async def start(self, request: Start) -> None:
+        # A kind run by a task queue is checked before anything is created or queued.
+        queued = routes.queued_for(request.kind, request.params, ref=request.ref)
         task_id = str(uuid.uuid4())
         # No live worker or delay server: say so now, not with a task that never moves.
         await liveness.require_live(action="start", ref=request.ref)
@@ -315,6 +319,16 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.watching[task_id] = 0
         try:
             await get_hub().subscribe(task_id, self)
+            if queued is not None:
+                await routes.astart(
+                    queued,
+                    kind=request.kind,
+                    params=request.params,
+                    owner=self.owner,
+                    task_id=task_id,
+                    ref=request.ref,
+                )
+                return
             await forward.forward_start(
                 task_id=task_id,
                 kind=request.kind,

@@ -29,6 +29,8 @@ from progrock.protocol import (
     error_message,
     parse_client_message,
 )
+from progrock.queues import routes
+from progrock.queues import start as queue_start
 from progrock.state import reads
 from progrock.tuning import MAX_FRAME_BYTES
 from progrock.web import access, forward, limits, liveness
@@ -100,6 +102,10 @@ async def task_list(request: HttpRequest) -> HttpResponse:
         return JsonResponse(error_from(exc), status=400)
     if not isinstance(start, Start):  # pragma: no cover - action forced above
         return _error(400, "bad_message", "expected a start request")
+    try:  # a kind a task queue runs: checked before anything is created or queued
+        queued = routes.queued_for(start.kind, start.params)
+    except ProtocolError as exc:
+        return JsonResponse(error_from(exc), status=400)
     owner = await access.request_owner(request, create=True)
     if owner is None:  # pragma: no cover - a session was just created
         return _error(403, "forbidden", "no session")
@@ -108,7 +114,18 @@ async def task_list(request: HttpRequest) -> HttpResponse:
         return _error(429, "rate_limited", refusal, action="start")
     await liveness.require_live(action="start")  # 503 unavailable, naming what is missing
     try:
-        task_id = await api.astart_task(start.kind, start.params, owner=owner)
+        if queued is not None:
+            task_id = await queue_start.astart(
+                queued,
+                (),
+                start.params,
+                owner=owner,
+                kind=start.kind,
+                params=start.params,
+                raise_unqueued=False,  # the task says it failed `not_started`
+            )
+        else:
+            task_id = await api.astart_task(start.kind, start.params, owner=owner)
     except exceptions.TooManyTasks as exc:
         detail = str(exc).replace(owner, "this owner")  # the owner holds the session key
         return _error(429, "too_many_tasks", detail, action="start")
