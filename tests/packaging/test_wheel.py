@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INSTALL_LOCAL = 'pip install "django-progrock[local]"'
 STEP_TIMEOUT = 300.0  # one build or one pip install, on a loaded machine
 
-# The minimal project a user would write, as the README shows it: stock
+# The minimal project a user would write, as the tutorial shows it: stock
 # channels_redis layer (with the redis-py 8 fix), SQLite, the app's routing.
 SETTINGS = """\
 import os
