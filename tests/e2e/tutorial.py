@@ -213,15 +213,16 @@ class Reader:
 
 
 @contextlib.contextmanager
-def follow(workdir: Path, redis_url: str) -> Iterator[Followed]:
-    """The tutorial followed to its end in ``workdir``, its processes running until exit."""
+def follow(workdir: Path, redis_url: str, bin_dir: Path = BIN) -> Iterator[Followed]:
+    """The tutorial followed to its end in ``workdir``, its processes running until exit,
+    in the virtual environment of ``bin_dir`` (default: this one)."""
     ports = {"web": free_port(), "backend": free_port()}
     dropped = ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "DATABASE_URL")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(
         # The activated virtual environment: `python`, `django-admin`, `progrock-backend`.
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        VIRTUAL_ENV=str(BIN.parent),
+        PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(bin_dir.parent),
         PYTHONUNBUFFERED="1",
         REDIS_URL=redis_url,
         PROGROCK_BACKEND_URL=f"http://127.0.0.1:{ports['backend']}",
