@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md", ROOT / "CONTRIBUTING.md"]
 # A dotted name at the start of a code span: `progrock.api.start_task(...)`.
 NAME = re.compile(r"`(progrock(?:\.[A-Za-z_]\w*)+)")
-# Code spans that are not Python names: check ids, files, channel-layer message types.
-NOT_PYTHON = re.compile(r"progrock\.([EW]\d*|js|lock|start|cancel|poll|sweep|error)$")
+# Code spans that are not Python names: check ids, files, the token subprotocol,
+# channel-layer message types.
+NOT_PYTHON = re.compile(r"progrock\.([EW]\d*|js|lock|token|start|cancel|poll|sweep|error)$")
 
 
 def resolves(name: str) -> bool:
