@@ -172,7 +172,7 @@ def _contrib() -> bool:
 
 #: The demo is ProgRock's showcase: it runs the opt-in performance parts of
 #: progrock.contrib (asgi.py reads this too). A project of your own starts
-#: with the stock channels_redis layer and adds them as a tuning step (README).
+#: with the stock channels_redis layer and adds them as a tuning step (docs/howto-scale.md).
 DEMO_CONTRIB = _contrib()
 
 CHANNEL_LAYERS = {

@@ -51,7 +51,7 @@ TAG: Final = "progrock"
 IN_MEMORY_LAYER: Final = "channels.layers.InMemoryChannelLayer"
 #: Below this, a burst of starts or ticks can fill the shared channels (ChannelFull).
 MIN_CAPACITY: Final = 1000
-SETTINGS_HELP: Final = "see the README's Settings table"
+SETTINGS_HELP: Final = "see docs/reference/settings.md"
 LAYER_EXAMPLE: Final = (
     'CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", '
     '"CONFIG": {"hosts": [REDIS_URL]}}}'

@@ -37,7 +37,10 @@ def _default_service() -> Mapping[str, Any]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProgRockSettings:
-    """The ``PROGROCK`` settings, checked: one typed field per setting (README: Settings)."""
+    """The ``PROGROCK`` settings, checked: one typed field per setting.
+
+    Documented in docs/reference/settings.md (tests/unit/test_conf.py keeps them in step).
+    """
 
     # Redis for ProgRock's own keys (delay set, live state, fan-out); PROGROCK
     # without it: the REDIS_URL environment variable, else DEFAULT_REDIS_URL.

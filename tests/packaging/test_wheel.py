@@ -5,7 +5,9 @@ core dependencies only (what a deployment installs: ``manage.py check`` and
 ``migrate`` must work, the local stack must say what to install), then with
 the ``local`` extra added, where ``progrock up`` runs a minimal project
 written here, on the private test Redis, and one task goes end to end over a
-real WebSocket. Nothing is imported from the source tree by those processes.
+real WebSocket; and docs/tutorial.md, followed verbatim with the venv's own
+commands, runs a task to the end. Nothing is imported from the source tree by
+those processes.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
+from tests.e2e.tutorial import follow
 from tests.e2e.upprocess import Up
 from tests.e2e.wsclient import Client
 
@@ -31,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INSTALL_LOCAL = 'pip install "django-progrock[local]"'
 STEP_TIMEOUT = 300.0  # one build or one pip install, on a loaded machine
 
-# The minimal project a user would write, as the README shows it: stock
+# The minimal project a user would write, as the tutorial shows it: stock
 # channels_redis layer (with the redis-py 8 fix), SQLite, the app's routing.
 SETTINGS = """\
 import os
@@ -348,4 +352,29 @@ def test_a_task_runs_end_to_end_on_the_installed_code(installed: Installed, up: 
             await client.close()
 
     terminal = asyncio.run(asyncio.wait_for(one_task(), 90))
+    assert terminal["type"] == "complete" and terminal["progress"] == 100, terminal
+
+
+def test_the_tutorial_runs_on_the_installed_wheel(
+    installed: Installed, redis_url: str, tmp_path: Path
+) -> None:
+    """docs/tutorial.md, followed verbatim with the venv's commands (django-admin,
+    python, progrock-backend): check and migrate pass, and a task started over the
+    page's socket completes on the installed code."""
+    with follow(tmp_path, redis_url, bin_dir=installed.venv / "bin") as followed:
+        check = followed.outputs["python manage.py check"]
+        assert "System check identified no issues" in check.stdout, check
+        commands = [psutil.Process(pid).cmdline() for pid in followed.supervisor.pids().values()]
+        assert len(commands) == 4, commands
+        assert all(argv[0].startswith(installed.bin("")) for argv in commands), commands
+
+        async def one_task() -> dict[str, object]:
+            client = await Client.connect(followed.url)
+            try:
+                task_id = await client.start(kind="rock")
+                return await client.until_terminal(task_id, timeout=60)
+            finally:
+                await client.close()
+
+        terminal = asyncio.run(asyncio.wait_for(one_task(), 90))
     assert terminal["type"] == "complete" and terminal["progress"] == 100, terminal

@@ -3,7 +3,7 @@
 redis-py 8 gives every connection a 5 s ``socket_timeout``, and channels_redis's
 ``receive`` blocks in ``BZPOPMIN`` for 5 s: an idle receive then fails with
 ``TimeoutError`` (redis/redis-py#4091, django/channels_redis#422). The example
-project's layer hosts set ``"socket_timeout": None``, as the README's snippet
+project's layer hosts set ``"socket_timeout": None``, as the tutorial's snippet
 does; these tests wait past the timeout with exactly those options.
 """
 
