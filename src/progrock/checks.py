@@ -20,6 +20,8 @@ progrock.E009    an ``AUTHENTICATORS`` path cannot be imported, or is not callab
 progrock.E010    ``DRFTokenAuthenticator`` without ``rest_framework.authtoken`` installed
 progrock.E011    a ``KINDS`` target cannot run: not importable, not a progress task, or its
                  queue (Celery, ``django.tasks``) not installed
+progrock.E012    ``SERVICE["OPTIONS"]`` do not fit ``SERVICE["BACKEND"]``'s arguments (e.g. no
+                 ``url`` for ``HttpTaskService``), while some kind runs on the backend service
 progrock.W001    the in-memory channel layer: workers and the delay server never see a message
 progrock.W002    (DEBUG) ``daphne`` is not in ``INSTALLED_APPS``: ``runserver`` serves no socket
 progrock.W003    (DEBUG) ``daphne`` after ``django.contrib.staticfiles``: its ``runserver`` loses
@@ -34,6 +36,7 @@ progrock.W012    (deploy) the channel layer's capacity of the worker or delay ch
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -138,7 +141,7 @@ def _loaded_settings(current: conf.ProgRockSettings) -> Messages:
         )
     backend = current.SERVICE["BACKEND"]
     try:
-        import_string(backend)
+        factory = import_string(backend)
     except ImportError as exc:
         found.append(
             Error(
@@ -150,6 +153,8 @@ def _loaded_settings(current: conf.ProgRockSettings) -> Messages:
                 id="progrock.E005",
             )
         )
+    else:
+        found.extend(_service_option_errors(current, factory))
     permission = current.PERMISSION
     try:
         hook = import_string(permission)
@@ -161,6 +166,35 @@ def _loaded_settings(current: conf.ProgRockSettings) -> Messages:
     found.extend(_authenticator_errors(current.AUTHENTICATORS))
     found.extend(_kind_target_errors(current))
     return found
+
+
+def _service_option_errors(current: conf.ProgRockSettings, factory: object) -> Messages:
+    """E012: the backend service's options do not fit its constructor, and some kind
+    (every kind, with KINDS None) runs on that service rather than on a task queue."""
+    kinds = current.KINDS
+    if kinds is not None and all(kind in current.KIND_TARGETS for kind in kinds):
+        return []  # every kind runs on a task queue: the service is never built
+    if not callable(factory):
+        return []  # build_service says so when a worker starts
+    options = dict(current.SERVICE["OPTIONS"])
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as exc:
+        backend = current.SERVICE["BACKEND"]
+        return [
+            Error(
+                f"PROGROCK['SERVICE']['OPTIONS'] {options!r} do not fit {backend}: {exc}",
+                hint=(
+                    "Give the service's arguments in SERVICE['OPTIONS'], e.g. "
+                    '{"BACKEND": "progrock.services.http.HttpTaskService", '
+                    '"OPTIONS": {"url": "http://127.0.0.1:8001"}} (docs/backend.md).'
+                ),
+                id="progrock.E012",
+            )
+        ]
+    except ValueError:
+        return []  # no signature to check (a builtin)
+    return []
 
 
 DRF_AUTHENTICATOR: Final = "progrock.auth.DRFTokenAuthenticator"

@@ -107,6 +107,20 @@ def test_dotted_paths_that_do_not_import_are_errors() -> None:
     assert "progrock.E006" in text
 
 
+def test_service_options_that_do_not_fit_the_backend_are_e012() -> None:
+    """A SERVICE without the url HttpTaskService needs is E012 naming the argument,
+    unless every kind runs on a task queue (the service is never built then)."""
+    no_url = {"BACKEND": "progrock.services.http.HttpTaskService"}
+    text = errors(PROGROCK={"SERVICE": no_url})
+    assert "progrock.E012" in text and "'url'" in text
+    queues_only = {"export": "celery:progrock_demo.tasks.export"}
+    only_queues = {"SERVICE": no_url, "KINDS": queues_only, "DEFAULT_KIND": "export"}
+    with override_settings(PROGROCK=only_queues):
+        assert "progrock.E012" not in check()
+    with override_settings(PROGROCK={"SERVICE": {**no_url, "OPTIONS": {"url": "http://x:1"}}}):
+        assert "progrock.E012" not in check()
+
+
 def test_authenticators_that_do_not_import_are_e009() -> None:
     """An AUTHENTICATORS path that does not import, or is no callable, is E009."""
     text = errors(
