@@ -3,7 +3,7 @@
 #   make test  - install into .venv (first time) and run the test suite
 # Needs only Python 3.11+ (python3 on PATH, or PYTHON=/path/to/python3.11).
 #   make docs        - build the documentation site into site/ (mkdocs, warnings are errors)
-#   make test-matrix - the unit and Redis suites on Python 3.12 (constraints.txt) and
+#   make test-matrix - the unit and Redis suites (and on 3.13 the tutorial) on Python 3.12 (constraints.txt) and
 #                      3.13 (Django 6, redis-py 8) where pyenv has them; SKIP lines otherwise
 
 PYTHON ?= python3

@@ -6,7 +6,10 @@ interpreters exist (pyenv's, found with ``pyenv prefix VERSION``: the bare
 ``python3.13`` shim refuses when that version is not selected):
 
 * Python 3.12 with the pins of ``constraints.txt`` (Django 5.2 LTS, redis-py 7);
-* Python 3.13 with the newest allowed majors: Django 6.x and redis-py 8.x.
+* Python 3.13 with the newest allowed majors: Django 6.x and redis-py 8.x,
+  plus the end-to-end tests a new project meets first: the tutorial followed
+  verbatim (real processes, a task to 100 %) and the socket pipeline. The
+  whole end-to-end suite there would double CI's time.
 
 A missing interpreter is skipped with a loud line, never failed, so the
 target passes on a machine with Python 3.11 only. Each combination gets its
@@ -40,6 +43,8 @@ class Combination:
     """A version prefix: the newest pyenv version starting with it is used."""
     overrides: dict[str, str] = field(default_factory=dict)
     """Requirement lines replacing the pins of these distributions in constraints.txt."""
+    extra: tuple[str, ...] = ()
+    """Test paths run there besides :data:`SUITES`."""
 
 
 COMBINATIONS = [
@@ -48,6 +53,7 @@ COMBINATIONS = [
         "py3.13-newest",
         "3.13",
         {"django": "Django>=6.0,<7", "redis": "redis>=8.0,<9", "django-stubs": ""},
+        ("tests/e2e/test_tutorial.py", "tests/e2e/test_pipeline.py"),
     ),
 ]
 
@@ -152,7 +158,15 @@ def main(argv: list[str]) -> int:
         venv = prepare(combo, python)
         print(f"=== {combo.name}: {versions(venv)}", flush=True)
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-        command = [str(venv / "bin" / "python"), "-m", "pytest", *SUITES, "-q", *pytest_args]
+        command = [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pytest",
+            *SUITES,
+            *combo.extra,
+            "-q",
+            *pytest_args,
+        ]
         code = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
         took = time.monotonic() - started
         verdict = "passed" if code == 0 else f"FAILED (pytest exit {code})"
