@@ -19,23 +19,22 @@ from typing import Any
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.exceptions import SuspiciousOperation
-from django.http import Http404, HttpRequest
-from django.http.response import HttpResponseBase
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 
 #: The environment variable naming the project's ASGI application.
 APPLICATION_ENV = "PROGROCK_UP_APPLICATION"
 
 
-class StaticFilesHandler(ASGIStaticFilesHandler):  # type: ignore[misc]
+class StaticFilesHandler(ASGIStaticFilesHandler):
     """``runserver``'s static files, with every path that names no file a 404.
 
     Django's handler turns only ``Http404`` into a response: a path climbing out
     of the static folders raises ``SuspiciousFileOperation``, a 500.
     """
 
-    def serve(self, request: HttpRequest) -> HttpResponseBase:
+    def serve(self, request: HttpRequest) -> HttpResponse | FileResponse:
         try:
-            return super().serve(request)  # type: ignore[no-any-return]
+            return super().serve(request)
         except (SuspiciousOperation, ValueError, OSError) as exc:
             raise Http404("no such static file") from exc
 
