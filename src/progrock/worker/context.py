@@ -8,8 +8,12 @@ builds one per event loop from the settings; tests build their own.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
+
+from progrock import heartbeat
 from progrock.conf import progrock_settings
 from progrock.delay import DelayStore
 from progrock.protocol import WORKER_CHANNEL
@@ -18,7 +22,28 @@ from progrock.services.base import TaskService
 from progrock.services.metered import MeteredService
 from progrock.state.live import TaskStore
 from progrock.tuning import TICK_BATCH, TICK_GRID
+from progrock.web.liveness import Liveness
 from progrock.worker.progress_copy import ProgressCopy
+
+logger = logging.getLogger("progrock.worker")
+
+
+def delay_watch(client: aioredis.Redis, prefix: str) -> Liveness:
+    """Whether a delay server beats, as the worker scheduling ticks needs to know: a
+    warning when none has for a while (once per outage), one when one is back."""
+
+    async def read() -> frozenset[str]:
+        return await heartbeat.live_kinds(client, prefix)
+
+    return Liveness(
+        read,
+        needed=("delay",),
+        log=logger,
+        meaning=(
+            "poll ticks wait in Redis and tasks show no progress until one runs",
+            "poll ticks are delivered again",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +77,20 @@ class Worker:
     progress_copy: ProgressCopy = field(default_factory=ProgressCopy)
     #: Queued tasks a sweep found without a start watchdog, and since when (see sweep).
     unwatched: dict[str, float] = field(default_factory=dict)
+    #: Whether a delay server beats, read when ticks are scheduled (None: not watched).
+    delay_watch: Liveness | None = None
 
     @classmethod
     def from_settings(cls) -> Worker:
         """A worker on the configured service (timed and counted: :mod:`progrock.metrics`),
         Redis and cadence (in the running loop)."""
+        store = TaskStore.from_settings()
         return cls(
             MeteredService(load_service()),
-            TaskStore.from_settings(),
+            store,
             DelayStore.from_settings(),
             Cadence.from_settings(),
+            delay_watch=delay_watch(store.redis, progrock_settings.KEY_PREFIX),
         )
 
     async def drain(self) -> None:

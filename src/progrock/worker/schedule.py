@@ -42,3 +42,6 @@ async def schedule_ticks(worker: Worker, ticks: Sequence[Tick]) -> None:
             for i in range(0, len(items), batch)
         ]
     )
+    if worker.delay_watch is not None:
+        # Logs once when no delay server has beaten for a while: the ticks would wait.
+        await worker.delay_watch.missing()
