@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,6 +155,13 @@ def test_up_serves_the_static_files_of_a_project_that_does_not(
     scripts = page_scripts(url + "/")
     assert "/static/progrock/progrock-bar.js" in scripts, scripts
     assert all(get(url + src) == 200 for src in scripts), scripts
+    # Django's own log lines are printed once (Daphne's root handler and Django's
+    # default console handler both printed them). The second 404 orders the output.
+    for path in ("/first-missing", "/second-missing"):
+        with pytest.raises(urllib.error.HTTPError):
+            get(url + path)
+    until(lambda: "Not Found: /second-missing" in up.text(), 15, "the second 404's line")
+    assert up.text().count("Not Found: /first-missing") == 1, up.text()
 
 
 def test_ctrl_c_in_a_terminal_stops_everything_once(

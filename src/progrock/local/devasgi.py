@@ -8,12 +8,14 @@ which :class:`progrock.local.stack.Stack` sets: the project's ``asgi.py`` stays
 as it is for production. A project whose application already serves static
 files loses nothing: this handler answers ``STATIC_URL`` first, from the same
 finders, and hands every other request, and every socket, to the project.
+Django's log lines are printed once (:func:`print_once`).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 from typing import Any
 
@@ -47,10 +49,32 @@ def serves_static() -> bool:
     return bool(settings.DEBUG) and apps.is_installed("django.contrib.staticfiles")
 
 
+def print_once() -> None:
+    """Let each ``django`` log record be printed once, when the project left ``LOGGING`` alone.
+
+    Daphne gives the root logger a (timestamped) handler; Django's default
+    ``LOGGING`` gives the ``django`` logger a console one too, and its records
+    propagate to the root: every line (``Not Found: /x``) came out twice. The
+    console handler goes; the root's, with its timestamps, stays. Under a server
+    that leaves the root without a handler (Uvicorn) nothing changes.
+    """
+    from django.conf import settings
+
+    if settings.LOGGING or settings.LOGGING_CONFIG != "logging.config.dictConfig":
+        return  # the project's own logging: as it wrote it
+    django_logger = logging.getLogger("django")
+    if not logging.getLogger().handlers or not django_logger.propagate:
+        return
+    for handler in list(django_logger.handlers):
+        if type(handler) is logging.StreamHandler:  # Django's default "console"
+            django_logger.removeHandler(handler)
+
+
 def load(target: str) -> Any:
     """The application ``module:attribute`` names, wrapped as :func:`serves_static` says."""
     module_name, _, attribute = target.partition(":")
     project = getattr(importlib.import_module(module_name), attribute or "application")
+    print_once()
     return StaticFilesHandler(project) if serves_static() else project
 
 
