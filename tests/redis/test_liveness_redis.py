@@ -17,7 +17,7 @@ from progrock.delay import DelayStore
 from progrock.services.http import HttpTaskService
 from progrock.state.live import TaskStore
 from progrock.web.consumer import ProgressConsumer
-from progrock.worker.context import Cadence, Worker, delay_watch
+from progrock.worker.context import Cadence, DelayWatch, Worker
 from progrock.worker.schedule import schedule_ticks
 from progrock.worker.ticks import Tick
 from tests.conftest import Beating
@@ -67,12 +67,12 @@ async def test_a_fresh_web_process_refuses_its_first_start_without_a_delay_serve
 async def test_a_worker_scheduling_ticks_warns_once_while_no_delay_server_beats(
     redis_url: str, only_a_worker: Beating, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Ticks scheduled with no delay server beating: one warning naming `manage.py
-    rundelay` for the whole outage, and one more when a delay server beats again."""
+    """A tick scheduled with no delay server beating (a start's first: none comes back)
+    makes one warning naming `manage.py rundelay`, however many follow; one more when a
+    delay server beats again. The scheduling itself does not wait for the check."""
     client = aioredis.Redis.from_url(redis_url)
     delay = DelayStore.from_url(redis_url)
-    watch = delay_watch(client, "progrock:")
-    watch.confirm_after = watch.recheck_after = 0.0  # no grace: the first read decides
+    watch = DelayWatch.on(client, "progrock:")
     worker = Worker(
         HttpTaskService("http://127.0.0.1:9"),
         TaskStore(client),
@@ -82,11 +82,16 @@ async def test_a_worker_scheduling_ticks_warns_once_while_no_delay_server_beats(
     )
     try:
         with caplog.at_level(logging.WARNING, logger="progrock.worker"):
+            await schedule_ticks(worker, [Tick(str(uuid.uuid4()), 1e15)])
+            await watch.wait()  # the confirmation window (3 s), beside the scheduling
             for _ in range(3):
                 await schedule_ticks(worker, [Tick(str(uuid.uuid4()), 1e15)])
+                await watch.wait()
             back = Beating(redis_url, ("delay",))
             try:
+                watch.liveness.recheck_after = 0.0  # read again at once
                 await schedule_ticks(worker, [Tick(str(uuid.uuid4()), 1e15)])
+                await watch.wait()
             finally:
                 back.stop()
     finally:

@@ -8,6 +8,7 @@ builds one per event loop from the settings; tests build their own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -28,22 +29,53 @@ from progrock.worker.progress_copy import ProgressCopy
 logger = logging.getLogger("progrock.worker")
 
 
-def delay_watch(client: aioredis.Redis, prefix: str) -> Liveness:
-    """Whether a delay server beats, as the worker scheduling ticks needs to know: a
-    warning when none has for a while (once per outage), one when one is back."""
+class DelayWatch:
+    """Warns once per outage when the worker schedules ticks and no delay server beats
+    (a :class:`~progrock.web.liveness.Liveness` on the delay kind, the worker's logger).
 
-    async def read() -> frozenset[str]:
-        return await heartbeat.live_kinds(client, prefix)
+    The check runs beside the scheduling and never delays it. It waits out the
+    confirmation window on its own (:meth:`Liveness.settled`): with no delay server
+    no tick comes back, so the schedule that finds it missing may be the last one.
+    """
 
-    return Liveness(
-        read,
-        needed=("delay",),
-        log=logger,
-        meaning=(
-            "poll ticks wait in Redis and tasks show no progress until one runs",
-            "poll ticks are delivered again",
-        ),
-    )
+    def __init__(self, liveness: Liveness) -> None:
+        self.liveness = liveness
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def on(cls, client: aioredis.Redis, prefix: str) -> DelayWatch:
+        async def read() -> frozenset[str]:
+            return await heartbeat.live_kinds(client, prefix)
+
+        return cls(
+            Liveness(
+                read,
+                needed=("delay",),
+                log=logger,
+                meaning=(
+                    "poll ticks wait in Redis and tasks show no progress until one runs",
+                    "poll ticks are delivered again",
+                ),
+            )
+        )
+
+    def check(self) -> None:
+        """Start a check unless one is under way (cheap: one read per few seconds)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._check(), name="progrock-delay-watch"
+            )
+
+    async def _check(self) -> None:
+        try:
+            await self.liveness.settled()
+        except Exception:  # Redis away: the worker's outage log says so
+            logger.debug("reading the delay server's heartbeat failed", exc_info=True)
+
+    async def wait(self) -> None:
+        """Wait for the check under way, if any (for tests)."""
+        if self._task is not None:
+            await self._task
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +109,8 @@ class Worker:
     progress_copy: ProgressCopy = field(default_factory=ProgressCopy)
     #: Queued tasks a sweep found without a start watchdog, and since when (see sweep).
     unwatched: dict[str, float] = field(default_factory=dict)
-    #: Whether a delay server beats, read when ticks are scheduled (None: not watched).
-    delay_watch: Liveness | None = None
+    #: Whether a delay server beats, checked when ticks are scheduled (None: not watched).
+    delay_watch: DelayWatch | None = None
 
     @classmethod
     def from_settings(cls) -> Worker:
@@ -90,7 +122,7 @@ class Worker:
             store,
             DelayStore.from_settings(),
             Cadence.from_settings(),
-            delay_watch=delay_watch(store.redis, progrock_settings.KEY_PREFIX),
+            delay_watch=DelayWatch.on(store.redis, progrock_settings.KEY_PREFIX),
         )
 
     async def drain(self) -> None:

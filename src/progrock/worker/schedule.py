@@ -43,5 +43,5 @@ async def schedule_ticks(worker: Worker, ticks: Sequence[Tick]) -> None:
         ]
     )
     if worker.delay_watch is not None:
-        # Logs once when no delay server has beaten for a while: the ticks would wait.
-        await worker.delay_watch.missing()
+        # Logs once when no delay server beats: the ticks would wait for ever.
+        worker.delay_watch.check()
