@@ -1,12 +1,8 @@
-"""The app's configuration: system checks, and the settings checked as the app loads."""
+"""The app's configuration: it registers the system checks."""
 
 from __future__ import annotations
 
-import logging
-
 from django.apps import AppConfig
-
-logger = logging.getLogger("progrock")
 
 
 class ProgRockConfig(AppConfig):
@@ -15,14 +11,10 @@ class ProgRockConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from progrock import checks, conf
-        from progrock.exceptions import ImproperlyConfigured
+        from progrock import checks
 
         del checks  # imported for its @register: manage.py check runs them
-        try:
-            conf.get_settings()
-        except ImproperlyConfigured as exc:
-            # Not raised here: `manage.py check` must still list every problem (with
-            # its progrock.E0xx id); commands run those checks before they start,
-            # and an ASGI server stops when it loads progrock.routing.
-            logger.error("%s (manage.py check lists every PROGROCK problem)", exc)
+        # Bad PROGROCK settings are not logged here: every command that runs the
+        # checks (runprogrock, rundelay, migrate, runserver, check) lists them with
+        # their progrock.E0xx ids, which printed each twice; an ASGI server stops
+        # when it loads progrock.routing, and any other use raises, naming the key.

@@ -28,6 +28,8 @@ progrock.W003    (DEBUG) ``daphne`` after ``django.contrib.staticfiles``: its ``
 progrock.W004    ``django.contrib.staticfiles`` is not installed: ``progrock.js`` is not served
 progrock.W005    the URLconf serves ``progrock.web.metrics.view`` without ``prometheus-client``
 progrock.W006    ``PUSH_TIMEOUT`` under 2 x ``POLL_INTERVAL``: steady push tasks fail
+progrock.W007    no ``PROGROCK``, but a dict setting named like it (``PROGROK``, ...)
+progrock.W008    channels_redis hosts without ``"socket_timeout": None`` under redis-py 8
 progrock.W010    (deploy) ``KINDS`` is None: any client may start any kind the backend has
 progrock.W011    (deploy) ``MAX_RUNNING_PER_OWNER`` is None: one visitor may start without limit
 progrock.W012    (deploy) the channel layer's capacity of the worker or delay channel is small
@@ -36,6 +38,8 @@ progrock.W012    (deploy) the channel layer's capacity of the worker or delay ch
 
 from __future__ import annotations
 
+import difflib
+import importlib.metadata
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -54,6 +58,8 @@ TAG: Final = "progrock"
 IN_MEMORY_LAYER: Final = "channels.layers.InMemoryChannelLayer"
 #: Below this, a burst of starts or ticks can fill the shared channels (ChannelFull).
 MIN_CAPACITY: Final = 1000
+#: A dict setting this close to "PROGROCK" (difflib's ratio) is taken for a misspelling.
+MISNAMED_RATIO: Final = 0.8
 SETTINGS_HELP: Final = "see docs/reference/settings.md"
 LAYER_EXAMPLE: Final = (
     'CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", '
@@ -311,7 +317,79 @@ def check_channel_layer(app_configs: Sequence[AppConfig] | None = None, **kwargs
                 id="progrock.W001",
             )
         ]
-    return []
+    return _socket_timeout_warnings(backend, entry, _redis_major())
+
+
+def _redis_major() -> int:
+    """The installed redis-py's major version (0 if unknown)."""
+    try:
+        return int(importlib.metadata.version("redis").partition(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return 0
+
+
+def _socket_timeout_warnings(backend: str, entry: Mapping[str, Any], redis_major: int) -> Messages:
+    """W008: channels_redis hosts that keep redis-py 8's 5 s ``socket_timeout``.
+
+    channels_redis's ``receive`` blocks 5 s in ``BZPOPMIN``: a read timeout of 5 s
+    makes every idle receive fail (redis/redis-py#4091), which a worker logs as
+    ``Timeout reading from ...`` tracebacks every few seconds.
+    """
+    if redis_major < 8 or not backend.startswith(("channels_redis.", "progrock.contrib.layer")):
+        return []
+    config = entry.get("CONFIG")
+    hosts = config.get("hosts") if isinstance(config, Mapping) else None
+    if hosts is None:  # channels_redis's default: localhost:6379, no options
+        hosts = [("localhost", 6379)]
+    if not isinstance(hosts, Sequence) or isinstance(hosts, str):
+        return []
+    bare = [h for h in hosts if not (isinstance(h, Mapping) and "socket_timeout" in h)]
+    if not bare:
+        return []
+    return [
+        Warning(
+            f"CHANNEL_LAYERS['default'] hosts {bare!r} have no 'socket_timeout': under "
+            f"redis-py {redis_major} a read times out after 5 s, so every idle receive of "
+            "a worker or the delay server fails ('Timeout reading from ...' tracebacks "
+            "every few seconds)",
+            hint=(
+                'Write each host as {"address": REDIS_URL, "socket_timeout": None} '
+                "(the README's CHANNEL_LAYERS example)."
+            ),
+            id="progrock.W008",
+        )
+    ]
+
+
+def _misnamed_settings(names: Sequence[str], value_of: Any) -> list[str]:
+    """Dict settings whose names look like a misspelt ``PROGROCK``."""
+    return [
+        name
+        for name in names
+        if name != "PROGROCK"
+        and isinstance(value_of(name), Mapping)
+        and (
+            name.startswith("PROGROCK")
+            or difflib.SequenceMatcher(None, name, "PROGROCK").ratio() >= MISNAMED_RATIO
+        )
+    ]
+
+
+@register(TAG)
+def check_settings_name(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> Messages:
+    """W007: no ``PROGROCK``, but a dict setting whose name is close to it."""
+    if hasattr(settings, "PROGROCK"):
+        return []
+    names = [name for name in dir(settings) if name.isupper()]
+    return [
+        Warning(
+            f"settings.{name} looks like a misspelt PROGROCK: ProgRock reads only "
+            "settings.PROGROCK, which is not set, so it runs on its defaults",
+            hint=f"Rename {name} to PROGROCK.",
+            id="progrock.W007",
+        )
+        for name in _misnamed_settings(names, lambda name: getattr(settings, name, None))
+    ]
 
 
 @register(TAG)

@@ -6,7 +6,9 @@ tag's markup and progrock-bar.js.
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -90,6 +92,51 @@ def test_start_button_bars_dispatch_events(page: Any, stack: Any) -> None:
     )
     # Finished: the button may start another run.
     expect(rock.locator("button[type=submit]")).to_be_enabled()
+
+
+def test_a_start_answered_by_failed_alone_ends_the_bar(context: Any, page: Any, stack: Any) -> None:
+    """A start whose first and only message is `failed` (backend unreachable, no `started`)
+    ends the bar: status Failed, the error shown, the button enabled, one progrock:failed."""
+    task_id = str(uuid.uuid4())
+
+    def upgrade(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(text: Any) -> None:
+            frame = json.loads(text)
+            if frame.get("action") != "start":
+                server.send(text)
+                return
+            # What a worker sends after FAILURE_BUDGET of an unreachable backend.
+            detail = "the backend did not answer"
+            error = {"code": "backend_unreachable", "detail": detail}
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "failed",
+                        "task_id": task_id,
+                        "seq": 1,
+                        "progress": 0,
+                        "ref": frame["ref"],
+                        "error": error,
+                    }
+                )
+            )
+
+        ws.on_message(from_page)
+
+    context.route_web_socket(re.compile(r"/prog/$"), upgrade)
+    page.goto(stack.url + "/bars/")
+    page.evaluate(RECORD_EVENTS)
+    bar = page.locator("#start-bars [data-progrock-bar]").first
+    bar.locator("button[type=submit]").click()
+    expect(bar).to_have_attribute("data-status", "failed", timeout=ms(15))
+    expect(bar.locator("[data-progrock-status]")).to_have_text("Failed")
+    expect(bar.locator("[data-progrock-outcome]")).to_have_text("the backend did not answer")
+    expect(bar.locator("button[type=submit]")).to_be_enabled()
+    assert bar.get_attribute("data-task-id") == task_id
+    ends = [e for e in page.evaluate("window.events") if e[0] == "failed"]
+    assert ends == [["failed", task_id, "failed"]]
 
 
 def test_cancel_button_cancels(page: Any, stack: Any) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,6 +50,67 @@ def get(url: str) -> int:
         return status
 
 
+def page_scripts(url: str) -> list[str]:
+    """The ``src`` of every script of the page at ``url``."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return re.findall(r'<script[^>]*\bsrc="([^"]+)"', response.read().decode())
+
+
+# A project as the tutorial lays it out: its asgi.py hands HTTP to Django as
+# startproject writes it, serving no static files of its own.
+_TUTORIAL_PROJECT = {
+    "mysite/__init__.py": "",
+    "mysite/settings.py": """
+import os
+SECRET_KEY = "e2e"
+DEBUG = True
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+INSTALLED_APPS = [
+    "django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
+    "django.contrib.staticfiles", "channels", "progrock",
+]
+MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
+ROOT_URLCONF = "mysite.urls"
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates",
+              "DIRS": [os.path.dirname(__file__)], "APP_DIRS": True}]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}}
+STATIC_URL = "static/"
+USE_TZ = True
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+ASGI_APPLICATION = "mysite.asgi.application"
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+    "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]}}}
+PROGROCK = {
+    "REDIS_URL": REDIS_URL,
+    "SERVICE": {"BACKEND": "progrock.services.http.HttpTaskService",
+                "OPTIONS": {"url": os.environ.get("PROGROCK_BACKEND_URL", "http://127.0.0.1:8001")}},
+    "KINDS": ["rock"],
+    "DEFAULT_KIND": "rock",
+}
+""",
+    "mysite/index.html": "{% load progrock %}<!doctype html><title>t</title>"
+    '{% progrock_bar kind="rock" %}',
+    "mysite/urls.py": """
+from django.shortcuts import render
+from django.urls import path
+urlpatterns = [path("", lambda request: render(request, "index.html"))]
+""",
+    "mysite/asgi.py": """
+import os
+from django.core.asgi import get_asgi_application
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+django_asgi_app = get_asgi_application()
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from progrock import routing  # noqa: E402
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    "websocket": URLRouter(routing.websocket_urlpatterns),
+    "channel": ChannelNameRouter(routing.channel_routing()),
+})
+""",
+}
+
+
 def stop_and_check(up: Up, send: Callable[[], None]) -> None:
     children = up.descendants()
     names = " ".join(" ".join(p.cmdline()) for p in children)
@@ -66,10 +129,39 @@ def test_up_serves_the_page_and_stops_everything_on_sigterm(
     up = run_up("--port", "0", "--data-dir", str(data))
     url = up.wait_up()
     assert get(url + "/") == 200
+    scripts = page_scripts(url + "/")
+    assert scripts, "the demo page has no script"
+    assert all(get(url + src) == 200 for src in scripts), scripts
     assert (data / "db.sqlite3").exists()
     assert (data / "redis").is_dir()
     stop_and_check(up, lambda: os.kill(up.proc.pid, signal.SIGTERM))
     assert "progrock | stopped" in up.text()
+
+
+def test_up_serves_the_static_files_of_a_project_that_does_not(
+    run_up: Callable[..., Up], tmp_path: Path
+) -> None:
+    """With a tutorial project's asgi.py (no static handler) and DEBUG on, `progrock up`
+    serves the page's scripts from the static finders, as runserver does."""
+    project = tmp_path / "project"
+    for name, text in _TUTORIAL_PROJECT.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    up = run_up(
+        *("--port", "0", "--data-dir", str(tmp_path / "data"), "--workers", "1"),
+        *("--settings", "mysite.settings", "--pythonpath", str(project)),
+    )
+    url = up.wait_up()
+    scripts = page_scripts(url + "/")
+    assert "/static/progrock/progrock-bar.js" in scripts, scripts
+    assert all(get(url + src) == 200 for src in scripts), scripts
+    # Django's own log lines are printed once (Daphne's root handler and Django's
+    # default console handler both printed them). The second 404 orders the output.
+    for path in ("/first-missing", "/second-missing"):
+        with pytest.raises(urllib.error.HTTPError):
+            get(url + path)
+    until(lambda: "Not Found: /second-missing" in up.text(), 15, "the second 404's line")
+    assert up.text().count("Not Found: /first-missing") == 1, up.text()
 
 
 def test_ctrl_c_in_a_terminal_stops_everything_once(

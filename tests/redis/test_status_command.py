@@ -52,7 +52,9 @@ def test_a_missing_delay_server_exits_1_naming_it(wired: redis.Redis) -> None:
     beat_sync(wired, "progrock:", Identity("worker"))
     code, out, err = status()
     assert code == 1
-    assert "delay   none live" in out
+    assert "delay   none live\n" in out
+    # A running web process beats from its first socket: the line says so.
+    assert "web     none live (a web process shows here from its first socket on)" in out
     assert err.strip() == "no delay server is running (start `manage.py rundelay`)"
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 import urllib.request
 import uuid
@@ -619,3 +620,62 @@ async def test_the_sweep_deletes_old_ended_rows_in_bounded_batches(worker: Worke
             counts.append(await Task.objects.acount())
     assert counts == [702, 202, 2]
     assert {t.pk async for t in Task.objects.all()} == {recent.pk, running.pk}
+
+
+async def test_the_sweep_rebuilds_an_ended_task_without_live_state_quietly(
+    worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task ended in the database with no live state (expired, or a new Redis: routine
+    at start-up) gets its live state back, logged at INFO in plain words, no warning."""
+    task = await Task.objects.acreate(
+        owner="user:1",
+        kind="rock",
+        params={},
+        status="succeeded",
+        progress=100,
+        finished_at=datetime.now(UTC),
+    )
+    with caplog.at_level(logging.INFO, logger="progrock"):
+        await sweep(worker)
+    assert await worker.store.redis.hget(f"progrock:t:{task.pk}", "status") == b"succeeded"
+    lines = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if getattr(r, "event", None) == "sweep_unannounced"
+    ]
+    assert lines == [
+        (
+            "INFO",
+            f"task {task.pk} ended (succeeded) but Redis had no live state for it (expired, "
+            "or Redis restarted empty): rebuilt from its row; nothing was lost",
+        )
+    ]
+
+
+async def test_the_sweep_sends_an_end_live_state_missed_with_a_plain_warning(
+    worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task ended in the database while its live state still says running (a process
+    stopped between the two writes): its end is sent, with a warning saying so."""
+    message = start_message(interval_ms=1000)
+    await start(worker, message)
+    task_id = str(message["task_id"])
+    await Task.objects.filter(pk=task_id).aupdate(
+        status="failed", finished_at=datetime.now(UTC), error={"code": "x", "detail": "y"}
+    )
+    with caplog.at_level(logging.INFO, logger="progrock"):
+        await sweep(worker)
+    assert await worker.store.redis.hget(f"progrock:t:{task_id}", "status") == b"failed"
+    lines = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if getattr(r, "event", None) == "sweep_unannounced"
+    ]
+    assert lines == [
+        (
+            "WARNING",
+            f"task {task_id} ended (failed) in the database but Redis still showed it active "
+            "(a process stopped between the two writes): its end is now sent to the pages "
+            "watching it; nothing was lost",
+        )
+    ]

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import importlib
 import io
-import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from django.apps import apps
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
+from progrock import checks
 from progrock.exceptions import ImproperlyConfigured
 
 GOOD_LAYERS = settings.CHANNEL_LAYERS
@@ -219,14 +222,30 @@ def test_deploy_checks_flag_open_kinds_no_limit_and_small_capacity() -> None:
     )
 
 
-def test_bad_settings_are_logged_when_the_app_loads(caplog: pytest.LogCaptureFixture) -> None:
-    """The app's ready() checks PROGROCK: a misspelt key is logged at once, naming it."""
-    with (
-        override_settings(PROGROCK={"POLL_INTERVALL": 0.5}),
-        caplog.at_level(logging.ERROR, logger="progrock"),
-    ):
-        apps.get_app_config("progrock").ready()
-    assert "'POLL_INTERVALL'" in caplog.text and "manage.py check" in caplog.text
+def test_manage_py_check_prints_a_misspelt_key_once(tmp_path: Path) -> None:
+    """A real `manage.py check` names a misspelt PROGROCK key once, as progrock.E002
+    (the app's loading printed it a first time, as a bare line)."""
+    (tmp_path / "misspelt_settings.py").write_text(
+        "from progrock_demo.settings import *  # noqa: F403\n"
+        'PROGROCK = {**PROGROCK, "POLL_INTERVALL": 0.5}  # noqa: F405\n'
+    )
+    example = Path(__file__).resolve().parents[2] / "example"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(example)]),
+        "DJANGO_SETTINGS_MODULE": "misspelt_settings",
+    }
+    done = subprocess.run(
+        [sys.executable, str(example / "manage.py"), "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert output.count("unknown key 'POLL_INTERVALL'") == 1, output
+    assert "(progrock.E002)" in output
 
 
 def test_an_asgi_server_stops_on_bad_settings_when_it_loads_the_routes() -> None:
@@ -241,3 +260,58 @@ def test_an_asgi_server_stops_on_bad_settings_when_it_loads_the_routes() -> None
             importlib.reload(routing)
     finally:
         importlib.reload(routing)
+
+
+@pytest.mark.parametrize("name", ["PROGROK", "PROGROCK_SETTINGS", "PROG_ROCK"])
+def test_a_misnamed_progrock_dict_is_w007(name: str) -> None:
+    """No PROGROCK but a dict setting named close to it: W007 naming it and the fix."""
+    user = settings.PROGROCK
+    with override_settings(**{name: dict(user)}):
+        del settings.PROGROCK
+        text = check()
+    assert "progrock.W007" in text
+    assert f"settings.{name} looks like a misspelt PROGROCK" in text
+    assert f"Rename {name} to PROGROCK." in text
+
+
+def test_progrock_present_or_unlike_names_give_no_w007() -> None:
+    """With PROGROCK set, or only settings not named like it, there is no W007."""
+    with override_settings(PROGROK={"POLL_INTERVAL": 1}):
+        assert "progrock.W007" not in check()
+    with override_settings(PROGRESS_BAR={"x": 1}, PROGROCK_VERSION="1"):
+        del settings.PROGROCK
+        assert "progrock.W007" not in check()
+
+
+def layer(hosts: object, backend: str = "channels_redis.core.RedisChannelLayer") -> Any:
+    return {"default": {"BACKEND": backend, "CONFIG": {"hosts": hosts}}}
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [["redis://127.0.0.1:6379/0"], [("127.0.0.1", 6379)], [{"address": "redis://x:6379"}]],
+)
+def test_layer_hosts_without_socket_timeout_are_w008_under_redis_py_8(hosts: object) -> None:
+    """channels_redis hosts keeping redis-py 8's 5 s socket_timeout: W008 naming the fix."""
+    warnings = checks._socket_timeout_warnings(
+        "channels_redis.core.RedisChannelLayer", layer(hosts)["default"], 8
+    )
+    assert [w.id for w in warnings] == ["progrock.W008"]
+    assert "Timeout reading from" in warnings[0].msg
+    assert '"socket_timeout": None' in warnings[0].hint
+
+
+def test_socket_timeout_none_or_redis_py_7_give_no_w008() -> None:
+    """Hosts with socket_timeout, redis-py 7, or another layer: no W008."""
+    good = layer([{"address": "redis://x:6379", "socket_timeout": None}])["default"]
+    bare = layer(["redis://x:6379"])["default"]
+    assert checks._socket_timeout_warnings("channels_redis.core.RedisChannelLayer", good, 8) == []
+    assert checks._socket_timeout_warnings("channels_redis.core.RedisChannelLayer", bare, 7) == []
+    assert checks._socket_timeout_warnings("some.other.Layer", bare, 8) == []
+
+
+def test_w008_runs_in_manage_py_check_with_the_installed_redis_py() -> None:
+    """`manage.py check` gives W008 for bare hosts exactly when redis-py >= 8 is installed."""
+    with override_settings(CHANNEL_LAYERS=layer(["redis://127.0.0.1:6379/0"])):
+        text = check()
+    assert ("progrock.W008" in text) == (checks._redis_major() >= 8)

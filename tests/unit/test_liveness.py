@@ -103,6 +103,28 @@ async def test_an_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
     ]
 
 
+async def test_settled_waits_out_a_suspicion_instead_of_accepting() -> None:
+    """A fresh cache finding no delay server re-reads until confirm_after has passed and
+    then answers it missing: the first start of a process is not waved through."""
+    reads, clock = Reads("worker"), Clock()
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    liveness = Liveness(reads, recheck_after=0.25, confirm_after=3.0, clock=clock, sleep=sleep)
+    assert await liveness.settled() == ("delay",)
+    assert reads.count == 13  # one read, then one every 0.25 s for 3 s
+    reads.live = frozenset({"worker"})
+    fresh = Liveness(reads, recheck_after=0.25, confirm_after=3.0, clock=clock, sleep=sleep)
+
+    async def back_soon(seconds: float) -> None:
+        clock.now += seconds
+        reads.live = frozenset({"worker", "delay"})  # the beat was only late
+
+    fresh.sleep = back_soon
+    assert await fresh.settled() == ()
+
+
 def test_the_detail_names_each_missing_kind_and_its_command() -> None:
     """The error detail says what is missing and how to start it."""
     assert unavailable_detail(("worker",)) == (

@@ -66,6 +66,11 @@ _DELAY = re.compile(r"rundelay ready")
 
 
 WEB_SERVERS = ("daphne", "uvicorn")
+# What the web processes serve: the project's application (named in the
+# environment variable) plus static files, as runserver (progrock.local.devasgi;
+# not imported here: it imports Django's handlers).
+_DEV_APPLICATION = "progrock.local.devasgi:application"
+_DEV_APPLICATION_ENV = "PROGROCK_UP_APPLICATION"
 #: The backend's task file in the data dir (see progrock.local.backend.persist).
 BACKEND_FILE = "backend.sqlite3"
 
@@ -355,10 +360,11 @@ class Stack:
                 self.host,
                 port,
                 access_log=self.access_log,
-                application=asgi_application(self.settings),
+                application=_DEV_APPLICATION,
             )
             check = functools.partial(port_accepts, self.host, port)
-            env = self._env(django=True)
+            # The project's application, plus static files as runserver serves them.
+            env = {**self._env(django=True), _DEV_APPLICATION_ENV: asgi_application(self.settings)}
             cwd = str(self.data_dir)
             sup.add(ChildSpec(name, argv, env=env, cwd=cwd, group="web", ready_check=check))
         if self.celery_argv:

@@ -11,7 +11,9 @@ one Redis round trip, cached for :data:`FRESH_FOR` seconds while all is well
 (and :data:`RECHECK_AFTER` while something is missing, so a process that has
 just come back is noticed at once), shared by every start of the process. A
 kind counts as missing once it has been so for :data:`CONFIRM_AFTER` seconds:
-right after Redis itself stalled, every beat looks old until the next one.
+right after Redis itself stalled, every beat looks old until the next one. A
+start that finds a kind only suspected waits (re-reading) until it is back or
+confirmed missing, so that even a fresh process's first start is refused.
 
 The web process beats too, from the first socket it serves (:func:`ensure_heartbeat`):
 an ASGI server gives an application no start-up hook, and an HTTP request may run
@@ -63,8 +65,18 @@ class Liveness:
         recheck_after: float = RECHECK_AFTER,
         confirm_after: float = CONFIRM_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        log: logging.Logger = logger,
+        meaning: tuple[str, str] = (
+            "starts are refused with 'unavailable' until one runs",
+            "starts are accepted",
+        ),
     ) -> None:
         self.read = read
+        self.sleep = sleep
+        self.log = log
+        #: What an outage means for the reader, said when it begins and when it ends.
+        self.meaning = meaning
         self.needed = needed
         self.fresh_for = fresh_for
         self.recheck_after = recheck_after
@@ -104,17 +116,26 @@ class Liveness:
                 )
         return self._missing
 
+    async def settled(self) -> tuple[str, ...]:
+        """:meth:`missing`, once no kind is only suspected: while one is, read again every
+        ``recheck_after`` seconds until it is back or confirmed missing (at most
+        ``confirm_after``). A fresh process's first start is thus refused when nothing
+        carries it, instead of being accepted because nothing was confirmed yet."""
+        missing = await self.missing()
+        while any(kind not in missing for kind in self._suspected):
+            await self.sleep(self.recheck_after)
+            missing = await self.missing()
+        return missing
+
     def _note(self, missing: list[str]) -> None:
         before, now = set(self._missing), set(missing)
+        began, ended = self.meaning
         for kind in missing:
             if kind not in before:
-                logger.warning(
-                    "%s; starts are refused with 'unavailable' until one runs",
-                    heartbeat.missing_sentence(kind),
-                )
+                self.log.warning("%s; %s", heartbeat.missing_sentence(kind), began)
         for kind in self._missing:
             if kind not in now:
-                logger.warning("a %s is running again; starts are accepted", heartbeat.NAMES[kind])
+                self.log.warning("a %s is running again; %s", heartbeat.NAMES[kind], ended)
         self._missing = tuple(missing)
 
 
@@ -147,7 +168,7 @@ async def require_live(**context: object) -> None:
 
     ``context`` (``action``, ``ref``) goes into the error, as in every error frame.
     """
-    missing = await get_liveness().missing()
+    missing = await get_liveness().settled()
     if missing:
         raise ProtocolError("unavailable", unavailable_detail(missing), **context)
 

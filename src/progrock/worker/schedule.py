@@ -42,3 +42,6 @@ async def schedule_ticks(worker: Worker, ticks: Sequence[Tick]) -> None:
             for i in range(0, len(items), batch)
         ]
     )
+    if worker.delay_watch is not None:
+        # Logs once when no delay server beats: the ticks would wait for ever.
+        worker.delay_watch.check()

@@ -267,8 +267,22 @@ async def _sweep_unannounced(worker: Worker, now: float) -> None:
             )
         )
         metrics.SWEEP_REPAIRS.labels("unannounced").inc()
-        logger.warning(
-            "announced the end of %s that had not been announced",
-            task.pk,
-            extra={"task_id": str(task.pk), "event": "sweep_unannounced"},
-        )
+        extra = {"task_id": str(task.pk), "event": "sweep_unannounced"}
+        if not has_state:
+            # Routine: live state expires, and a new or flushed Redis has none.
+            logger.info(
+                "task %s ended (%s) but Redis had no live state for it (expired, or Redis "
+                "restarted empty): rebuilt from its row; nothing was lost",
+                task.pk,
+                view.status,
+                extra=extra,
+            )
+        else:
+            logger.warning(
+                "task %s ended (%s) in the database but Redis still showed it active "
+                "(a process stopped between the two writes): its end is now sent to the "
+                "pages watching it; nothing was lost",
+                task.pk,
+                view.status,
+                extra=extra,
+            )

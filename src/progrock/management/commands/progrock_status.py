@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import json
 import socket
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -71,6 +71,11 @@ def describe(process: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+#: Said after "none live": a web process beats from its first socket, not its start
+#: (an ASGI server gives an application no start-up hook).
+NONE_LIVE_NOTE: Final = {"web": " (a web process shows here from its first socket on)"}
+
+
 class Command(BaseCommand):
     help = (
         "List the live ProgRock processes (web, worker, delay server) from their heartbeats; "
@@ -124,7 +129,7 @@ class Command(BaseCommand):
             for kind in heartbeat.KINDS:
                 of_kind = [p for p in processes if p["kind"] == kind]
                 if not of_kind:
-                    self.stdout.write(f"{kind:<6}  none live")
+                    self.stdout.write(f"{kind:<6}  none live{NONE_LIVE_NOTE.get(kind, '')}")
                 for process in of_kind:
                     self.stdout.write(describe(process))
             for kind in missing:

@@ -443,7 +443,8 @@ export class ProgRock extends Emitter {
   }
 
   /**
-   * Start a task. Resolves with its TaskHandle on "started"; rejects with a
+   * Start a task. Resolves with its TaskHandle on "started" (or on "failed"
+   * for a task the backend refused, the handle then done); rejects with a
    * ProgRockError on a server error (e.g. unknown_kind, too_many_tasks) or
    * when the connection drops after the request was sent.
    */
@@ -1061,7 +1062,11 @@ export class ProgRock extends Emitter {
     if (msg.type === "error") this._receiveError(msg);
     else if (msg.type === "tasks") this._receiveTasks(msg);
     else if (msg.type === "started") this._receiveStarted(msg);
-    else if (TASK_TYPES.has(msg.type) && typeof msg.task_id === "string") {
+    else if (TERMINAL_TYPES.has(msg.type) && typeof msg.task_id === "string" && this._pendingStarts.has(String(msg.ref))) {
+      // The first message of a task the backend refused or never reached
+      // (backend_rejected, backend_unreachable): it has no "started" at all.
+      this._receiveStarted(msg);
+    } else if (TASK_TYPES.has(msg.type) && typeof msg.task_id === "string") {
       if (msg.type === "snapshot") this._resyncing.delete(msg.task_id);
       const handle = this.tasks.get(msg.task_id);
       if (handle) handle._apply(msg);
@@ -1069,6 +1074,7 @@ export class ProgRock extends Emitter {
     // {"accept": true}, "unsubscribed" and unknown types need nothing.
   }
 
+  /** The first message of a start: "started", or the terminal one of a refused task. */
   _receiveStarted(msg) {
     const pending = msg.ref !== undefined ? this._pendingStarts.get(String(msg.ref)) : undefined;
     if (pending) this._pendingStarts.delete(String(msg.ref));
