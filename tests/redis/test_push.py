@@ -26,9 +26,9 @@ from progrock.push import Reporter
 from progrock.services.http import HttpTaskService
 from progrock.state.live import TaskStore
 from progrock.state.sync_store import store_for_process
+from progrock.tuning import QUEUED_PUSH_TIMEOUT
 from progrock.worker.cancel import cancel
 from progrock.worker.context import Cadence, Worker
-from progrock.tuning import QUEUED_PUSH_TIMEOUT
 from progrock.worker.sweep import sweep_push
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
