@@ -1,6 +1,7 @@
 """Kinds run by task queues, end to end: a real Celery worker (threads pool, then
 prefork; the stack's private Redis as broker) and a real django-tasks ``db_worker``,
-driven over real sockets. One stack for the module; the last tests kill its worker."""
+driven over real sockets. One stack for the module; the last tests kill its worker
+and run their own."""
 
 from __future__ import annotations
 
@@ -162,11 +163,13 @@ async def test_celery_exception_fails_the_task_with_its_type_and_message(stack: 
 
 
 async def test_celery_retry_is_a_progress_message_not_a_failure(stack: Stack) -> None:
-    """A job that retries once shows the retry as a message, then completes."""
+    """A job that retries once shows the retry as a message, then completes; it
+    started once (a retry does not announce `started` again)."""
     client = await connect(stack)
     task_id = await client.start(kind="flaky", params={"failures": 1})
     end = await client.until_terminal(task_id)
     assert end["type"] == "complete" and end["result"] == "done", end
+    assert [m["type"] for m in client.of_task(task_id)].count("started") == 1
     messages = [m.get("message") for m in client.of_task(task_id) if m["type"] == "progress"]
     assert messages == ["retry 1: ConnectionError: attempt 1 failed"], messages
     await client.close()
@@ -292,8 +295,7 @@ async def test_progrock_celery_start_from_server_code(stack: Stack) -> None:
 
 @pytest.fixture
 def db_worker(stack: Stack) -> Iterator[subprocess.Popen[str]]:
-    """A real ``db_worker`` process of the stack's project and database, consuming
-    (jobs queued before it consumes would wait: a push task waits PUSH_TIMEOUT at most)."""
+    """A real ``db_worker`` process of the stack's project and database, consuming."""
     argv = [sys.executable, "-m", "django", "db_worker", "--interval", "0.05"]
     process = spawn(stack, "db_worker", [*argv, "--no-startup-delay"], r"Starting worker")
     try:
@@ -405,3 +407,50 @@ async def test_celery_prefork_pool_reports_progress_then_its_result(
         assert end["type"] == "complete" and end["result"] == {"steps": 3}, end
         assert_steps(client.of_task(task_id), 3)
     await client.close()
+
+
+async def test_a_job_queued_longer_than_push_timeout_is_queued_then_runs(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A Celery job waiting in the broker (no worker) past PUSH_TIMEOUT and a sweep is shown
+    `queued`, not lost; once a worker starts, it gets `started` (with the socket's ref), runs
+    and completes. (Last: it runs its own worker.)"""
+    stack.kill("celery")  # no worker takes jobs: they wait in the broker
+    session = new_session(stack.url)
+    starter = await Client.connect(stack.url, session)
+    watcher = await Client.connect(stack.url, session)
+    await starter.send({"action": "start", "kind": "steps", "params": {"n": 2}, "ref": "q"})
+    listed: list[dict[str, Any]] = []
+    while not listed:  # no `started` yet: the task shows in the list once created
+        await watcher.send({"action": "list"})
+        listed = (await watcher.recv_type("tasks"))["tasks"]
+    task_id = listed[0]["task_id"]
+    assert listed[0]["status"] == "queued", listed
+    # A canary push task, running (not queued) and silent, created after the job: once the
+    # sweep failed it `lost`, a sweep ran more than PUSH_TIMEOUT after the job was queued.
+    canary = await asyncio.to_thread(
+        start_from_server_code,
+        stack,
+        f"session:{session}",
+        "import progrock\nprint(progrock.start_task('canary', owner=OWNER, push=True))",
+    )
+    await watcher.send({"action": "subscribe", "task_id": canary})
+    lost = await watcher.until_terminal(canary, timeout=PUSH_TIMEOUT * 4 + 10)
+    assert lost["type"] == "failed" and lost["error"]["code"] == "lost", lost
+    await watcher.send({"action": "subscribe", "task_id": task_id})
+    snapshot = await watcher.recv_type("snapshot")
+    assert snapshot["task_id"] == task_id and snapshot["status"] == "queued", snapshot
+    argv = celery_command(sys.executable, SETTINGS, "threads")
+    worker = spawn(stack, "celery-late", argv, CELERY_READY.pattern)
+    try:
+        end = await end_of(starter, task_id)
+        assert end["type"] == "complete" and end["result"] == {"steps": 2}, end
+    finally:
+        reap(worker)
+    messages = starter.of_task(task_id)
+    started = [m for m in messages if m["type"] == "started"]
+    assert len(started) == 1 and started[0]["ref"] == "q", messages
+    assert messages[0] is started[0], messages
+    assert_steps(messages, 2)
+    await starter.close()
+    await watcher.close()
