@@ -139,15 +139,19 @@ async def connect(stack: Stack) -> Client:
 
 
 async def test_celery_kind_reports_progress_then_its_result(stack: Stack) -> None:
-    """A socket starts a Celery kind: started (with its ref), progress, complete with the result."""
+    """A socket starts a Celery kind: its first message carries the ref (the queued
+    snapshot, or `started` if the job began first), then one started, progress, complete."""
     client = await connect(stack)
     await client.send({"action": "start", "kind": "steps", "params": {"n": 3}, "ref": 7})
-    started = await client.recv_type("started", "error")
-    assert started["type"] == "started" and started["ref"] == 7, started
-    task_id = started["task_id"]
+    first = await client.recv_type("snapshot", "started", "error")
+    assert first["type"] in ("snapshot", "started") and first["ref"] == 7, first
+    task_id = first["task_id"]
     end = await client.until_terminal(task_id)
     assert end["type"] == "complete" and end["result"] == {"steps": 3}, end
-    assert_steps(client.of_task(task_id), 3)
+    messages = client.of_task(task_id)
+    assert [m["type"] for m in messages].count("started") == 1, messages
+    assert [m.get("ref") for m in messages].count(7) == 1, messages
+    assert_steps(messages, 3)
     await client.close()
 
 
@@ -413,19 +417,16 @@ async def test_a_job_queued_longer_than_push_timeout_is_queued_then_runs(
     stack: Stack, tmp_path: Path
 ) -> None:
     """A Celery job waiting in the broker (no worker) past PUSH_TIMEOUT and a sweep is shown
-    `queued`, not lost; once a worker starts, it gets `started` (with the socket's ref), runs
-    and completes. (Last: it runs its own worker.)"""
+    `queued` (the starting socket's answer, with its ref), not lost; once a worker starts,
+    it gets `started`, runs and completes. (Last: it runs its own worker.)"""
     stack.kill("celery")  # no worker takes jobs: they wait in the broker
     session = new_session(stack.url)
     starter = await Client.connect(stack.url, session)
     watcher = await Client.connect(stack.url, session)
     await starter.send({"action": "start", "kind": "steps", "params": {"n": 2}, "ref": "q"})
-    listed: list[dict[str, Any]] = []
-    while not listed:  # no `started` yet: the task shows in the list once created
-        await watcher.send({"action": "list"})
-        listed = (await watcher.recv_type("tasks"))["tasks"]
-    task_id = listed[0]["task_id"]
-    assert listed[0]["status"] == "queued", listed
+    answer = await starter.recv_type("snapshot", "started", "error")  # no `started` yet
+    assert (answer["type"], answer["status"], answer["ref"]) == ("snapshot", "queued", "q")
+    task_id = answer["task_id"]
     # A canary push task, running (not queued) and silent, created after the job: once the
     # sweep failed it `lost`, a sweep ran more than PUSH_TIMEOUT after the job was queued.
     canary = await asyncio.to_thread(
@@ -448,9 +449,8 @@ async def test_a_job_queued_longer_than_push_timeout_is_queued_then_runs(
     finally:
         reap(worker)
     messages = starter.of_task(task_id)
-    started = [m for m in messages if m["type"] == "started"]
-    assert len(started) == 1 and started[0]["ref"] == "q", messages
-    assert messages[0] is started[0], messages
+    assert [m["type"] for m in messages[:2]] == ["snapshot", "started"], messages
+    assert [m["type"] for m in messages].count("started") == 1, messages
     assert_steps(messages, 2)
     await starter.close()
     await watcher.close()
