@@ -359,6 +359,30 @@ async def test_django_tasks_exception_and_cancel(
     await client.close()
 
 
+async def test_a_django_tasks_job_queued_past_push_timeout_is_queued_then_runs(
+    stack: Stack,
+) -> None:
+    """A django.tasks job enqueued while no db_worker runs waits past PUSH_TIMEOUT and a
+    sweep as `queued`, not lost; a db_worker started then runs it to `complete`."""
+    session = new_session(stack.url)
+    client = await Client.connect(stack.url, session)
+    task_id = await client.start(kind="djsteps", params={"n": 2})
+    await past_push_timeout(stack, client, session)
+    await client.send({"action": "subscribe", "task_id": task_id})
+    snapshot = await client.recv_type("snapshot")
+    assert snapshot["task_id"] == task_id and snapshot["status"] == "queued", snapshot
+    argv = [sys.executable, "-m", "django", "db_worker", "--interval", "0.05"]
+    worker = spawn(stack, "db_worker-late", [*argv, "--no-startup-delay"], r"Starting worker")
+    try:
+        end = await end_of(client, task_id)
+        assert end["type"] == "complete" and end["result"] == {"steps": 2}, end
+    finally:
+        reap(worker)
+    assert [m["type"] for m in client.of_task(task_id)].count("started") == 1
+    assert_steps(client.of_task(task_id), 2)
+    await client.close()
+
+
 async def test_a_killed_db_worker_s_task_fails_lost(
     stack: Stack, db_worker: subprocess.Popen[str], tmp_path: Path
 ) -> None:
@@ -413,6 +437,20 @@ async def test_celery_prefork_pool_reports_progress_then_its_result(
     await client.close()
 
 
+async def past_push_timeout(stack: Stack, watcher: Client, session: str) -> None:
+    """Return once a sweep ran more than PUSH_TIMEOUT after now: a canary push task,
+    running (not queued) and silent, created now, has failed `lost`."""
+    canary = await asyncio.to_thread(
+        start_from_server_code,
+        stack,
+        f"session:{session}",
+        "import progrock\nprint(progrock.start_task('canary', owner=OWNER, push=True))",
+    )
+    await watcher.send({"action": "subscribe", "task_id": canary})
+    lost = await watcher.until_terminal(canary, timeout=PUSH_TIMEOUT * 4 + 10)
+    assert lost["type"] == "failed" and lost["error"]["code"] == "lost", lost
+
+
 async def test_a_job_queued_longer_than_push_timeout_is_queued_then_runs(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -427,17 +465,7 @@ async def test_a_job_queued_longer_than_push_timeout_is_queued_then_runs(
     answer = await starter.recv_type("snapshot", "started", "error")  # no `started` yet
     assert (answer["type"], answer["status"], answer["ref"]) == ("snapshot", "queued", "q")
     task_id = answer["task_id"]
-    # A canary push task, running (not queued) and silent, created after the job: once the
-    # sweep failed it `lost`, a sweep ran more than PUSH_TIMEOUT after the job was queued.
-    canary = await asyncio.to_thread(
-        start_from_server_code,
-        stack,
-        f"session:{session}",
-        "import progrock\nprint(progrock.start_task('canary', owner=OWNER, push=True))",
-    )
-    await watcher.send({"action": "subscribe", "task_id": canary})
-    lost = await watcher.until_terminal(canary, timeout=PUSH_TIMEOUT * 4 + 10)
-    assert lost["type"] == "failed" and lost["error"]["code"] == "lost", lost
+    await past_push_timeout(stack, watcher, session)
     await watcher.send({"action": "subscribe", "task_id": task_id})
     snapshot = await watcher.recv_type("snapshot")
     assert snapshot["task_id"] == task_id and snapshot["status"] == "queued", snapshot
