@@ -65,6 +65,7 @@ async def astart_task(
     owner: str,
     push: bool = False,
     task_id: str | None = None,
+    queued: bool = False,
 ) -> str:
     """Start a task and return its id (see :func:`start_task`).
 
@@ -72,6 +73,8 @@ async def astart_task(
     for its messages before it exists (the socket of a queue-backed kind).
     """
     kind = kind or progrock_settings.DEFAULT_KIND
+    if queued and not push:
+        raise ProgRockError("queued=True is for push tasks: pass push=True too")
     if not isinstance(owner, str) or not owner:
         raise ProgRockError(f"owner must be a non-empty string, got {owner!r}")
     problem = find_problem(dict(params or {}), "params")
@@ -86,12 +89,12 @@ async def astart_task(
         kind=kind,
         params=dict(params or {}),
         push=push,
-        status=(Status.RUNNING if push else Status.QUEUED).value,
-        started_at=now if push else None,
+        status=(Status.RUNNING if push and not queued else Status.QUEUED).value,
+        started_at=now if push and not queued else None,
     )
     if push:
         try:
-            await _announce_push_start(task, now)
+            await _announce_push_start(task, now, queued=queued)
         except BaseException as exc:
             # Nobody has the task's id: a row left running would hold one of the
             # owner's slots until the sweep fails it (PUSH_TIMEOUT).
@@ -108,12 +111,14 @@ async def astart_task(
     return task_id
 
 
-async def _announce_push_start(task: Task, now: datetime) -> None:
+async def _announce_push_start(task: Task, now: datetime, *, queued: bool) -> None:
     store = TaskStore.from_settings()
     fields = live_fields(task)
     fields["status"] = Status.QUEUED.value  # APPLY moves it to running with `started`
     fields[HEARD] = now.timestamp()  # its PUSH_TIMEOUT runs from here
     await store.init(str(task.pk), fields)
+    if queued:  # its producer moves it to running when it begins (push.Reporter.begin)
+        return
     await store.apply(
         Change(
             str(task.pk),
@@ -132,14 +137,20 @@ def start_task(
     *,
     owner: str,
     push: bool = False,
+    queued: bool = False,
 ) -> str:
     """Start a task from sync code (a view, a script) and return its id.
 
     ``owner`` is ``permissions.owner_for_request(request, create_session=True)`` in a
     view. With ``push=True`` no backend is polled: report its progress with
-    :func:`report_progress`. Raises :class:`TooManyTasks` past the owner's limit.
+    :func:`report_progress`. With ``queued=True`` too, the push task stays
+    ``queued`` (its ``PUSH_TIMEOUT`` not yet running) until its first report,
+    which announces ``started`` first: for work that waits its turn somewhere.
+    Raises :class:`TooManyTasks` past the owner's limit.
     """
-    return str(_run_with_fresh_redis(astart_task, kind, params, owner=owner, push=push))
+    return str(
+        _run_with_fresh_redis(astart_task, kind, params, owner=owner, push=push, queued=queued)
+    )
 
 
 async def areport_progress(

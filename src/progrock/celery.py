@@ -16,6 +16,8 @@
 A job started with :func:`start` (or from a socket, for a kind that
 ``PROGROCK["KINDS"]`` maps to ``"celery:myapp.tasks.export"``) carries its
 ProgRock task id in a message header, and has it as its Celery id too. Its
+task is ``queued`` while the job waits in the broker (``PUSH_TIMEOUT`` does
+not run yet) and moves to ``running`` (``started``) when a worker begins it. Its
 outcome becomes the task's: the return value ``complete``; an exception
 ``failed`` (code ``task_failed``, the exception's type and message: no
 traceback); a retry (``self.retry``, ``autoretry_for``) a progress message;
@@ -46,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - without the extra
 
 from django.utils.module_loading import import_string
 
-from progrock import api
+from progrock import api, push
 from progrock.protocol import Status
 from progrock.queues import start as queue_start
 from progrock.queues.bridges import QueuedTask, TargetError
@@ -103,9 +105,13 @@ class ProgressTask(CeleryTask):  # type: ignore[misc]
         task_id = self.progrock_task_id
         if task_id is None:
             return super().__call__(*args, **kwargs)
-        # Cancelled while queued (a revoke that did not reach this worker): skip it.
-        if api.is_cancelled(task_id):
-            raise Ignore()
+        # The job begins: its task moves from queued to running (once: not on a
+        # retry). Cancelled while queued (a revoke that did not reach this
+        # worker): skip it.
+        try:
+            push.reporter().begin(task_id)
+        except Cancelled:
+            raise Ignore() from None
         try:
             return super().__call__(*args, **kwargs)
         except Cancelled:

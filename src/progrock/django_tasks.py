@@ -19,7 +19,9 @@ and makes its outcome the ProgRock task's: the return value ``complete``, an
 exception ``failed`` (code ``task_failed``, type and message), a cancel
 :class:`~progrock.exceptions.Cancelled` at the next report (the job then
 returns None). The framework has no revoke: a job cancelled while queued
-is skipped when a worker takes it (it returns None at once). The job
+is skipped when a worker takes it (it returns None at once). The task is
+``queued`` while the job waits (``PUSH_TIMEOUT`` does not run yet) and moves
+to ``running`` (``started``) when a worker begins it. The job
 carries its ProgRock task id as the keyword argument ``progrock_task_id``,
 which the wrapper takes off; called without it, the reporter does nothing.
 """
@@ -34,7 +36,7 @@ from typing import Any, Final
 
 from django.utils.module_loading import import_string
 
-from progrock import api
+from progrock import api, push
 from progrock.exceptions import Cancelled, MissingExtra, TaskNotFound
 from progrock.protocol import Status
 from progrock.queues import start as queue_start
@@ -104,7 +106,9 @@ def with_progress(func: Callable[..., Any]) -> Callable[..., Any]:
         task_id = kwargs.pop(KWARG, None)
         if not isinstance(task_id, str):
             return func(Progress(None), *args, **kwargs)
-        if api.is_cancelled(task_id):
+        try:
+            push.reporter().begin(task_id)  # queued -> running, `started` (once)
+        except Cancelled:
             return None  # cancelled while queued: no revoke in this framework
         try:
             result = func(Progress(task_id), *args, **kwargs)

@@ -23,6 +23,13 @@ client, :mod:`progrock.state.sync_store`), at most once per task and
 * once the task is cancelled, the next report that reaches Redis raises
   :class:`~progrock.exceptions.Cancelled`, and so does every later one.
 
+A push task started ``queued`` (a task queue's job: :mod:`progrock.queues`)
+waits in ``queued``, its ``PUSH_TIMEOUT`` not running, until
+:meth:`Reporter.begin` (the job's start) or its first report moves it to
+``running`` with ``started``: the row first (the SQL guard lets exactly one
+call move it, whatever retries or twin calls do), then live state through
+the same script as every change.
+
 ETA and rate come from the same estimate as polled tasks'
 (:func:`progrock.protocol.estimate`). Progress is copied to the task's row at
 most every ``DB_PROGRESS_INTERVAL`` seconds per task, as for polled tasks.
@@ -38,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import redis
@@ -54,6 +61,7 @@ from progrock.protocol import (
     estimate,
     failure,
     progress_message,
+    started_message,
 )
 from progrock.redact import redact
 from progrock.state import tasks
@@ -244,6 +252,51 @@ class Reporter:
             self._due.pop(task_id, None)
         return lambda: self._publish(task_id, known, value, message)
 
+    def begin(self, task_id: str) -> bool:
+        """Move a ``queued`` push task to ``running`` and announce ``started``, once
+        (True for the call that did it). Raises
+        :class:`~progrock.exceptions.Cancelled` if the task was cancelled,
+        :class:`TaskNotFound` if there is none; False for a task already running
+        or over (a retried job, a second call)."""
+        task_id = self._task_id(task_id)
+        row = Task.objects.filter(pk=task_id).values_list("status", "backend_ref", "kind").first()
+        if row is None:
+            raise TaskNotFound(f"no task {task_id}")
+        status: str | None = row[0]
+        if status == Status.QUEUED.value:
+            at = datetime.now(UTC)
+            if tasks.mark_running([(task_id, row[1] or "")], at)[0] is True:
+                self._announce_started(task_id, row[2], at)
+                return True
+            status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
+        if status == Status.CANCELLED.value:
+            self._mark_cancelled(task_id)
+            raise Cancelled(f"task {task_id} was cancelled")
+        return False
+
+    def _announce_started(self, task_id: str, kind: str, at: datetime) -> None:
+        """Live state's half of :meth:`begin` (its row is running already)."""
+        store, now = self._store(), at.timestamp()
+        fields = {"started_at": at.isoformat(), RATE_PROGRESS: 0.0, RATE_TIME: now, HEARD: now}
+        change = Change(task_id, started_message(task_id, kind), Status.RUNNING, 0, fields)
+        for _ in range(2):  # a second time after rebuilding lost live state
+            try:
+                reply = store.apply_many([change])[0]
+            except redis.RedisError as exc:
+                raise _unavailable(exc) from exc
+            if reply != UNKNOWN:
+                break
+            self._rebuild(task_id, store)
+        with self._cond:
+            known = self._known.get(task_id)
+            if known is not None:
+                known.seeded = False  # read the running task's state afresh
+        # Cancelled meanwhile (its end was announced first): APPLY refused `started`.
+        cancelled = Status.CANCELLED.value
+        if reply == ALREADY_TERMINAL and self._fields(store, task_id, ["status"])[0] == cancelled:
+            self._mark_cancelled(task_id)
+            raise Cancelled(f"task {task_id} was cancelled")
+
     def keep_alive(self, task_id: str) -> None:
         """Refresh a push task's deadline (``PUSH_TIMEOUT``) without publishing anything."""
         task_id = self._task_id(task_id)
@@ -353,6 +406,9 @@ class Reporter:
         if status is None:
             self._rebuild(task_id, store)
             status, rp, rt, rate, started, seq, shown = self._fields(store, task_id, names)
+        if status == Status.QUEUED.value:  # its first report: it began
+            self.begin(task_id)
+            status, rp, rt, rate, started, seq, shown = self._fields(store, task_id, names)
         if status == Status.CANCELLED.value:
             self._mark_cancelled(task_id)
             raise Cancelled(f"task {task_id} was cancelled")
@@ -411,6 +467,9 @@ class Reporter:
         live_status, progress, seq = self._fields(store, task_id, ["status", "progress", "seq"])
         if live_status is None:
             self._rebuild(task_id, store)
+            live_status, progress, seq = self._fields(store, task_id, ["status", "progress", "seq"])
+        if live_status == Status.QUEUED.value and status is Status.SUCCEEDED:
+            self.begin(task_id)  # a task succeeds only once it ran (it may fail unbegun)
             live_status, progress, seq = self._fields(store, task_id, ["status", "progress", "seq"])
         if live_status == Status.CANCELLED.value:
             raise Cancelled(f"task {task_id} was cancelled")

@@ -117,6 +117,13 @@ START_WINDOW: Final = 0.02
 # re-arms whatever it had to leave.
 WORKER_STOP_GRACE: Final = 8.0
 
+# Seconds a task queue's job (Celery, django.tasks) may wait in its queue before
+# the sweep fails its task `lost` (it never started: the broker lost it). Queue
+# backlogs of minutes to hours are normal and must not fail; a cancel frees the
+# owner's slot sooner. Not a setting: no deployer tunes how long to wait for a
+# job their own queue lost.
+QUEUED_PUSH_TIMEOUT: Final = 24 * 3600.0
+
 # -- delay server --------------------------------------------------------------
 
 # Seconds a busy delay server lets due messages gather between two passes:

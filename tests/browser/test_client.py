@@ -126,6 +126,33 @@ def test_start_matches_started_by_ref(harness: Any) -> None:
     assert result["kind"] == "rock"
 
 
+def test_start_of_a_queued_job_resolves_on_its_queued_snapshot(harness: Any) -> None:
+    """A task queue's job not begun: start() resolves on the snapshot echoing its ref
+    (status queued, not running); the later started moves the handle to running."""
+    result = run(
+        harness,
+        """
+        const client = make();
+        sock().open();
+        const promise = client.start("export", { rows: 5 });
+        const ref = sock().sent[0].ref;
+        sock().deliver({ type: "snapshot", task_id: OTHER, seq: 0, kind: "export",
+                         status: "queued", progress: 0, ref: "someone-else" });
+        sock().deliver({ type: "snapshot", task_id: TASK, seq: 0, kind: "export",
+                         status: "queued", progress: 0, ref });
+        const handle = track(await promise);
+        const queued = handle.status;
+        sock().deliver({ type: "started", task_id: TASK, seq: 1, kind: "export",
+                         status: "running", progress: 0 });
+        return { id: handle.id, queued, status: handle.status, log,
+                 others: client.tasks.has(OTHER) };
+        """,
+    )
+    assert (result["id"], result["queued"], result["status"]) == (TASK, "queued", "running")
+    assert ["started", 1, 0] in result["log"]
+    assert result["others"] is False
+
+
 def test_progress_zero_is_a_value(harness: Any) -> None:
     """A progress of 0 is applied and reported (the 2017 `if (data.progress)` bug is fixed)."""
     result = run(

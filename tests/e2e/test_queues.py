@@ -1,6 +1,7 @@
 """Kinds run by task queues, end to end: a real Celery worker (threads pool, then
 prefork; the stack's private Redis as broker) and a real django-tasks ``db_worker``,
-driven over real sockets. One stack for the module; the last tests kill its worker."""
+driven over real sockets. One stack for the module; the last tests kill its worker
+and run their own."""
 
 from __future__ import annotations
 
@@ -138,15 +139,19 @@ async def connect(stack: Stack) -> Client:
 
 
 async def test_celery_kind_reports_progress_then_its_result(stack: Stack) -> None:
-    """A socket starts a Celery kind: started (with its ref), progress, complete with the result."""
+    """A socket starts a Celery kind: its first message carries the ref (the queued
+    snapshot, or `started` if the job began first), then one started, progress, complete."""
     client = await connect(stack)
     await client.send({"action": "start", "kind": "steps", "params": {"n": 3}, "ref": 7})
-    started = await client.recv_type("started", "error")
-    assert started["type"] == "started" and started["ref"] == 7, started
-    task_id = started["task_id"]
+    first = await client.recv_type("snapshot", "started", "error")
+    assert first["type"] in ("snapshot", "started") and first["ref"] == 7, first
+    task_id = first["task_id"]
     end = await client.until_terminal(task_id)
     assert end["type"] == "complete" and end["result"] == {"steps": 3}, end
-    assert_steps(client.of_task(task_id), 3)
+    messages = client.of_task(task_id)
+    assert [m["type"] for m in messages].count("started") == 1, messages
+    assert [m.get("ref") for m in messages].count(7) == 1, messages
+    assert_steps(messages, 3)
     await client.close()
 
 
@@ -162,11 +167,13 @@ async def test_celery_exception_fails_the_task_with_its_type_and_message(stack: 
 
 
 async def test_celery_retry_is_a_progress_message_not_a_failure(stack: Stack) -> None:
-    """A job that retries once shows the retry as a message, then completes."""
+    """A job that retries once shows the retry as a message, then completes; it
+    started once (a retry does not announce `started` again)."""
     client = await connect(stack)
     task_id = await client.start(kind="flaky", params={"failures": 1})
     end = await client.until_terminal(task_id)
     assert end["type"] == "complete" and end["result"] == "done", end
+    assert [m["type"] for m in client.of_task(task_id)].count("started") == 1
     messages = [m.get("message") for m in client.of_task(task_id) if m["type"] == "progress"]
     assert messages == ["retry 1: ConnectionError: attempt 1 failed"], messages
     await client.close()
@@ -292,8 +299,7 @@ async def test_progrock_celery_start_from_server_code(stack: Stack) -> None:
 
 @pytest.fixture
 def db_worker(stack: Stack) -> Iterator[subprocess.Popen[str]]:
-    """A real ``db_worker`` process of the stack's project and database, consuming
-    (jobs queued before it consumes would wait: a push task waits PUSH_TIMEOUT at most)."""
+    """A real ``db_worker`` process of the stack's project and database, consuming."""
     argv = [sys.executable, "-m", "django", "db_worker", "--interval", "0.05"]
     process = spawn(stack, "db_worker", [*argv, "--no-startup-delay"], r"Starting worker")
     try:
@@ -353,6 +359,30 @@ async def test_django_tasks_exception_and_cancel(
     await client.close()
 
 
+async def test_a_django_tasks_job_queued_past_push_timeout_is_queued_then_runs(
+    stack: Stack,
+) -> None:
+    """A django.tasks job enqueued while no db_worker runs waits past PUSH_TIMEOUT and a
+    sweep as `queued`, not lost; a db_worker started then runs it to `complete`."""
+    session = new_session(stack.url)
+    client = await Client.connect(stack.url, session)
+    task_id = await client.start(kind="djsteps", params={"n": 2})
+    await past_push_timeout(stack, client, session)
+    await client.send({"action": "subscribe", "task_id": task_id})
+    snapshot = await client.recv_type("snapshot")
+    assert snapshot["task_id"] == task_id and snapshot["status"] == "queued", snapshot
+    argv = [sys.executable, "-m", "django", "db_worker", "--interval", "0.05"]
+    worker = spawn(stack, "db_worker-late", [*argv, "--no-startup-delay"], r"Starting worker")
+    try:
+        end = await end_of(client, task_id)
+        assert end["type"] == "complete" and end["result"] == {"steps": 2}, end
+    finally:
+        reap(worker)
+    assert [m["type"] for m in client.of_task(task_id)].count("started") == 1
+    assert_steps(client.of_task(task_id), 2)
+    await client.close()
+
+
 async def test_a_killed_db_worker_s_task_fails_lost(
     stack: Stack, db_worker: subprocess.Popen[str], tmp_path: Path
 ) -> None:
@@ -405,3 +435,50 @@ async def test_celery_prefork_pool_reports_progress_then_its_result(
         assert end["type"] == "complete" and end["result"] == {"steps": 3}, end
         assert_steps(client.of_task(task_id), 3)
     await client.close()
+
+
+async def past_push_timeout(stack: Stack, watcher: Client, session: str) -> None:
+    """Return once a sweep ran more than PUSH_TIMEOUT after now: a canary push task,
+    running (not queued) and silent, created now, has failed `lost`."""
+    canary = await asyncio.to_thread(
+        start_from_server_code,
+        stack,
+        f"session:{session}",
+        "import progrock\nprint(progrock.start_task('canary', owner=OWNER, push=True))",
+    )
+    await watcher.send({"action": "subscribe", "task_id": canary})
+    lost = await watcher.until_terminal(canary, timeout=PUSH_TIMEOUT * 4 + 10)
+    assert lost["type"] == "failed" and lost["error"]["code"] == "lost", lost
+
+
+async def test_a_job_queued_longer_than_push_timeout_is_queued_then_runs(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A Celery job waiting in the broker (no worker) past PUSH_TIMEOUT and a sweep is shown
+    `queued` (the starting socket's answer, with its ref), not lost; once a worker starts,
+    it gets `started`, runs and completes. (Last: it runs its own worker.)"""
+    stack.kill("celery")  # no worker takes jobs: they wait in the broker
+    session = new_session(stack.url)
+    starter = await Client.connect(stack.url, session)
+    watcher = await Client.connect(stack.url, session)
+    await starter.send({"action": "start", "kind": "steps", "params": {"n": 2}, "ref": "q"})
+    answer = await starter.recv_type("snapshot", "started", "error")  # no `started` yet
+    assert (answer["type"], answer["status"], answer["ref"]) == ("snapshot", "queued", "q")
+    task_id = answer["task_id"]
+    await past_push_timeout(stack, watcher, session)
+    await watcher.send({"action": "subscribe", "task_id": task_id})
+    snapshot = await watcher.recv_type("snapshot")
+    assert snapshot["task_id"] == task_id and snapshot["status"] == "queued", snapshot
+    argv = celery_command(sys.executable, SETTINGS, "threads")
+    worker = spawn(stack, "celery-late", argv, CELERY_READY.pattern)
+    try:
+        end = await end_of(starter, task_id)
+        assert end["type"] == "complete" and end["result"] == {"steps": 2}, end
+    finally:
+        reap(worker)
+    messages = starter.of_task(task_id)
+    assert [m["type"] for m in messages[:2]] == ["snapshot", "started"], messages
+    assert [m["type"] for m in messages].count("started") == 1, messages
+    assert_steps(messages, 2)
+    await starter.close()
+    await watcher.close()

@@ -31,6 +31,7 @@ def new_session(base_url: str) -> str:
 class Client:
     ws: ClientConnection
     received: list[dict[str, Any]] = field(default_factory=list)
+    _refs: int = 0  # refs this client gave its starts
 
     @classmethod
     async def connect(cls, stack_url: str, session: str | None = None) -> Client:
@@ -66,9 +67,17 @@ class Client:
                 return message
 
     async def start(self, **fields: Any) -> str:
+        """Start a task; its id, from the first message carrying the start's ref
+        (given, or one of the client's own): `started`, or the `queued` snapshot of a
+        task queue's kind whose job has not begun."""
+        self._refs += 1
+        fields.setdefault("ref", f"wsclient-{self._refs}")
         await self.send({"action": "start", **fields})
-        started = await self.recv_type("started", "error")
-        if started["type"] != "started":
+        while True:
+            started = await self.recv_type("started", "snapshot", "error")
+            if started.get("ref") == fields["ref"]:
+                break
+        if started["type"] == "error":
             raise AssertionError(f"start failed: {started!r}")
         return str(started["task_id"])
 

@@ -19,13 +19,14 @@ from django.test import override_settings
 
 import progrock
 from progrock.delay import DelayStore
-from progrock.exceptions import RedisUnavailable
+from progrock.exceptions import ProgRockError, RedisUnavailable
 from progrock.local.redis_server import RedisServer
 from progrock.models import Task
 from progrock.push import Reporter
 from progrock.services.http import HttpTaskService
 from progrock.state.live import TaskStore
 from progrock.state.sync_store import store_for_process
+from progrock.tuning import QUEUED_PUSH_TIMEOUT
 from progrock.worker.cancel import cancel
 from progrock.worker.context import Cadence, Worker
 from progrock.worker.sweep import sweep_push
@@ -351,6 +352,95 @@ def test_live_state_lost_while_the_producer_runs_gets_a_new_deadline(wired: str)
     assert sweep_at(wired, time.time() + 61) == []
     assert live(wired, task_id)["status"] == "running"
     assert progrock.report_progress(task_id, 40) > 1000  # seq continues past the rebuilt margin
+
+
+# -- queued push tasks (a task queue's job) ---------------------------------------------
+
+
+def start_queued(owner: str = "user:1") -> str:
+    """A push task that waits in ``queued`` for its job to begin (as progrock.queues starts)."""
+    return progrock.start_task("import", owner=owner, push=True, queued=True)
+
+
+def test_a_queued_push_task_waits_beyond_push_timeout_then_begins_once(
+    reporter: Reporter, wired: str, listen: Callable[[str], Listener]
+) -> None:
+    """Queued: nothing published, no PUSH_TIMEOUT; begin moves it to running with one
+    `started` (seq 1) and a second begin (a Celery retry) does nothing; PUSH_TIMEOUT
+    then runs from the begin."""
+    task_id = start_queued()
+    listener = listen(task_id)
+    assert live(wired, task_id)["status"] == "queued"
+    assert Task.objects.get(pk=task_id).status == "queued"
+    assert sweep_at(wired, time.time() + 61 * 10) == []  # ten PUSH_TIMEOUTs in its queue
+    assert listener.none_within(0.05)
+    assert reporter.begin(task_id) is True
+    started = listener.next()
+    assert (started["type"], started["status"], started["seq"]) == ("started", "running", 1)
+    assert reporter.begin(task_id) is False  # the job's retry: no second `started`
+    assert Reporter(lambda: store_for_process(wired)).begin(task_id) is False  # another process
+    assert listener.none_within(0.1)
+    state, row = live(wired, task_id), Task.objects.get(pk=task_id)
+    assert (state["status"], state["seq"], row.status, row.seq) == ("running", "1", "running", 1)
+    assert row.started_at is not None
+    assert reporter.report(task_id, 10) == 2
+    assert sweep_at(wired, time.time() + 30) == []
+    assert sweep_at(wired, time.time() + 61) == [task_id]
+
+
+def test_the_first_report_of_a_queued_push_task_announces_started_first(
+    reporter: Reporter, listen: Callable[[str], Listener]
+) -> None:
+    """A producer that reports without begin: `started`, then its progress, then its end."""
+    task_id = start_queued()
+    listener = listen(task_id)
+    assert reporter.report(task_id, 20, "first") == 2
+    assert [m["type"] for m in (listener.next(), listener.next())] == ["started", "progress"]
+    other = start_queued("user:2")
+    listener = listen(other)
+    assert reporter.report(other, status="complete", result=1) == 2  # it ran, so it may succeed
+    assert [m["type"] for m in (listener.next(), listener.next())] == ["started", "complete"]
+    assert Task.objects.get(pk=other).status == "succeeded"
+
+
+def test_a_queued_push_task_may_fail_or_be_cancelled_without_starting(
+    reporter: Reporter, wired: str, listen: Callable[[str], Listener]
+) -> None:
+    """A job its queue refused fails at once; a cancelled one never begins (Cancelled)."""
+    refused = start_queued()
+    listener = listen(refused)
+    reporter.report(refused, status="failed", code="not_started", error="broker down")
+    assert listener.next()["type"] == "failed"
+    assert Task.objects.get(pk=refused).started_at is None
+    cancelled = start_queued()
+    listener = listen(cancelled)
+    cancel_like_a_user(wired, cancelled)
+    assert listener.next()["type"] == "cancelled"
+    with pytest.raises(progrock.Cancelled):
+        Reporter(lambda: store_for_process(wired)).begin(cancelled)
+    assert listener.none_within(0.1)
+    assert Task.objects.get(pk=cancelled).status == "cancelled"
+
+
+def test_a_queued_push_task_whose_job_never_begins_fails_lost(
+    wired: str, listen: Callable[[str], Listener]
+) -> None:
+    """Queued for longer than QUEUED_PUSH_TIMEOUT: the sweep fails it `lost`, never started."""
+    task_id = start_queued()
+    listener = listen(task_id)
+    assert sweep_at(wired, time.time() + QUEUED_PUSH_TIMEOUT - 60) == []
+    assert sweep_at(wired, time.time() + QUEUED_PUSH_TIMEOUT + 1) == [task_id]
+    end = listener.next()
+    assert end["type"] == "failed" and end["error"]["code"] == "lost", end
+    assert "never started" in end["error"]["detail"]
+    assert Task.objects.get(pk=task_id).status == "failed"
+    start_queued()  # its slot is free
+
+
+def test_queued_is_for_push_tasks_only(wired: str) -> None:
+    """start_task(queued=True) without push=True is refused, naming both."""
+    with pytest.raises(ProgRockError, match="queued=True is for push tasks"):
+        progrock.start_task("import", owner="user:1", queued=True)
 
 
 # -- bad input and outages ----------------------------------------------------------

@@ -1,7 +1,12 @@
 """Starting a queue-backed task: a push task first, then the queue's job.
 
-The push task exists (and has announced ``started``) before the job is
-queued, so the job's first report always finds it. Its row keeps a link to
+The push task exists before the job is queued, so the job always finds it.
+It stays ``queued`` (a backlog of minutes is normal for a task queue, and
+``PUSH_TIMEOUT`` does not run yet) until the job begins: the job's wrapper
+(:class:`progrock.celery.ProgressTask`, :func:`progrock.django_tasks.with_progress`)
+moves it to ``running`` with ``started`` (:meth:`progrock.push.Reporter.begin`),
+once, however often Celery retries the job. One that never begins fails
+``lost`` after ``QUEUED_PUSH_TIMEOUT`` (:mod:`progrock.worker.sweep`). Its row keeps a link to
 the job (``backend_ref``, :func:`~progrock.queues.bridges.link`) so a cancel
 can revoke a job still queued. If queueing fails the task fails at once
 (``not_started``) and the error reaches the caller.
@@ -46,7 +51,7 @@ def start(
     kind: str | None = None,
 ) -> str:
     """Start ``queued`` from sync code; returns the ProgRock task id."""
-    task_id = api.start_task(kind or kind_of(queued), owner=owner, push=True)
+    task_id = api.start_task(kind or kind_of(queued), owner=owner, push=True, queued=True)
     Task.objects.filter(pk=task_id).update(backend_ref=link(queued.target, task_id))
     try:
         queued.enqueue(task_id, args, kwargs)
@@ -77,7 +82,7 @@ async def astart(
     watchers hear it), and the id is returned.
     """
     task_id = await api.astart_task(
-        kind or kind_of(queued), params, owner=owner, push=True, task_id=task_id
+        kind or kind_of(queued), params, owner=owner, push=True, task_id=task_id, queued=True
     )
     await Task.objects.filter(pk=task_id).aupdate(backend_ref=link(queued.target, task_id))
     if before_enqueue is not None:

@@ -40,6 +40,7 @@ from progrock.protocol import (
     Limits,
     ListTasks,
     Start,
+    Status,
     Subscribe,
     TaskView,
     Unsubscribe,
@@ -320,6 +321,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             await get_hub().subscribe(task_id, self)
             if queued is not None:
+                self.pending[task_id] = []  # its messages wait for the answer below
                 await routes.astart(
                     queued,
                     kind=request.kind,
@@ -328,6 +330,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     task_id=task_id,
                     ref=request.ref,
                 )
+                await self._answer_queued_start(task_id)
                 return
             await forward.forward_start(
                 task_id=task_id,
@@ -340,6 +343,24 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         except BaseException:
             await self._forget(task_id)
             raise
+
+    async def _answer_queued_start(self, task_id: str) -> None:
+        """Answer the start of a task queue's kind whose job has not begun (its
+        ``started`` comes when a worker begins it, maybe minutes later) with its
+        ``queued`` snapshot, carrying the start's ``ref``: the client learns the
+        task's id now. Messages published meanwhile follow it in order."""
+        found = await reads.aget_view_and_owner(task_id)
+        held = self.pending.pop(task_id, [])
+        if found is not None and found[0].status is Status.QUEUED:
+            snapshot = found[0].snapshot()
+            ref = self.refs.pop(task_id, None)
+            if ref is not None:
+                snapshot["ref"] = ref
+            self.watching[task_id] = max(self.watching.get(task_id, 0), found[0].seq)
+            await self.send_json(snapshot)
+            self._answered_one()
+        for seq, flag, body in held:  # `started`, or `failed` if it could not be queued
+            await self.hub_message(task_id, seq, flag, body)
 
     async def _authorised_view(self, task_id: str, action: str) -> TaskView:
         found = await reads.aget_view_and_owner(task_id)

@@ -10,7 +10,9 @@ servers); the worker that receives it
   one: if the old tick turns up after all, it is stale and dropped;
 * fails tasks stuck in ``queued`` (their start message was lost);
 * fails push tasks whose producer was not heard from for ``PUSH_TIMEOUT``
-  seconds (``lost``: it died, or its task never reached Redis);
+  seconds (``lost``: it died, or its task never reached Redis), and queued
+  push tasks (a task queue's job not begun) older than ``QUEUED_PUSH_TIMEOUT``
+  (``lost``: the queue lost the job);
 * announces ends that the database has but live state lacks (a crash
   between the database write and the announcement);
 * with ``PROGROCK["RETENTION"]`` set, deletes the rows of tasks that ended
@@ -34,6 +36,7 @@ from progrock.protocol import ACTIVE, TERMINAL, Status, failure
 from progrock.state import tasks
 from progrock.state.live import Change, TaskStore
 from progrock.state.scripts import HEARD
+from progrock.tuning import QUEUED_PUSH_TIMEOUT
 from progrock.worker import start_watch
 from progrock.worker.context import Worker
 from progrock.worker.schedule import schedule_ticks
@@ -168,8 +171,12 @@ async def _sweep_queued(
     )
 
 
-async def sweep_push(store: TaskStore, now: float) -> list[str]:
-    """Fail running push tasks not heard from for ``PUSH_TIMEOUT`` seconds (``lost``).
+async def sweep_push(
+    store: TaskStore, now: float, queued_timeout: float = QUEUED_PUSH_TIMEOUT
+) -> list[str]:
+    """Fail running push tasks not heard from for ``PUSH_TIMEOUT`` seconds (``lost``),
+    and push tasks still ``queued`` (their job never began) ``queued_timeout``
+    seconds after they were created.
 
     A task's producer is heard from at its start and at each report or
     keep-alive (live-state field ``hb``). A task without live state that never
@@ -178,13 +185,14 @@ async def sweep_push(store: TaskStore, now: float) -> list[str]:
     ``PUSH_TIMEOUT`` (its producer may be alive, and rebuilds on its next
     report). Returns the ids of the tasks it failed.
     """
+    never = await _sweep_never_started(store, now, queued_timeout)
     timeout = progrock_settings.PUSH_TIMEOUT
     scan = Task.objects.filter(status=Status.RUNNING.value, push=True).values_list(
         "id", "seq", "started_at", "created_at"
     )[:10_000]
     rows = await sync_to_async(lambda: list(scan))()
     if not rows:
-        return []
+        return never
     live = await store.load_fields([str(r[0]) for r in rows], ["status", HEARD, "progress", "seq"])
     lost: list[tasks.Ending] = []
     for pk, seq, started, created in rows:
@@ -214,7 +222,26 @@ async def sweep_push(store: TaskStore, now: float) -> list[str]:
     if lost:
         logger.warning("failing %d push tasks not heard from in %.0fs", len(lost), timeout)
         await tasks.afinish_many(lost, store, from_statuses=(Status.RUNNING,))
-    return [e.task_id for e in lost]
+    return never + [e.task_id for e in lost]
+
+
+async def _sweep_never_started(store: TaskStore, now: float, timeout: float) -> list[str]:
+    """Fail push tasks queued for ``timeout`` seconds (``lost``: their job never began)."""
+    cutoff = datetime.fromtimestamp(now - timeout, UTC)
+    scan = Task.objects.filter(
+        status=Status.QUEUED.value, push=True, created_at__lt=cutoff
+    ).values_list("id", "seq")[:10_000]
+    rows = await sync_to_async(lambda: list(scan))()
+    if not rows:
+        return []
+    detail = f"the task's job never started: it was queued for more than {timeout:.0f}s"
+    endings = [
+        tasks.Ending(str(pk), Status.FAILED, error=failure("lost", detail), seq_hint=seq)
+        for pk, seq in rows
+    ]
+    logger.warning("failing %d push tasks whose job never started", len(endings))
+    done = await tasks.afinish_many(endings, store, from_statuses=(Status.QUEUED,))
+    return [e.task_id for e, ok in zip(endings, done, strict=True) if ok]
 
 
 def _float(text: str | None) -> float | None:

@@ -444,7 +444,9 @@ export class ProgRock extends Emitter {
 
   /**
    * Start a task. Resolves with its TaskHandle on "started" (or on "failed"
-   * for a task the backend refused, the handle then done); rejects with a
+   * for a task the backend refused, the handle then done; or, for a kind a
+   * task queue runs whose job waits in its queue, on its "queued" snapshot:
+   * "started" follows when a worker begins it); rejects with a
    * ProgRockError on a server error (e.g. unknown_kind, too_many_tasks) or
    * when the connection drops after the request was sent.
    */
@@ -1066,6 +1068,9 @@ export class ProgRock extends Emitter {
       // The first message of a task the backend refused or never reached
       // (backend_rejected, backend_unreachable): it has no "started" at all.
       this._receiveStarted(msg);
+    } else if (msg.type === "snapshot" && msg.ref !== undefined && msg.ref !== null
+      && this._pendingStarts.has(String(msg.ref))) {
+      this._receiveStarted(msg); // a task queue's job not begun yet: its "queued" snapshot
     } else if (TASK_TYPES.has(msg.type) && typeof msg.task_id === "string") {
       if (msg.type === "snapshot") this._resyncing.delete(msg.task_id);
       const handle = this.tasks.get(msg.task_id);
