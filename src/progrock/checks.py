@@ -362,16 +362,19 @@ def _socket_timeout_warnings(backend: str, entry: Mapping[str, Any], redis_major
 
 
 def _misnamed_settings(names: Sequence[str], value_of: Any) -> list[str]:
-    """Dict settings whose names look like a misspelt ``PROGROCK``."""
+    """Dict settings whose names look like a misspelt ``PROGROCK``.
+
+    Only a look-alike name's value is read: reading a setting may warn (Django 6.1
+    deprecates ``EMAIL_BACKEND`` on access)."""
     return [
         name
         for name in names
         if name != "PROGROCK"
-        and isinstance(value_of(name), Mapping)
         and (
             name.startswith("PROGROCK")
             or difflib.SequenceMatcher(None, name, "PROGROCK").ratio() >= MISNAMED_RATIO
         )
+        and isinstance(value_of(name), Mapping)
     ]
 
 

@@ -196,6 +196,7 @@ class Heartbeat:
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         extra: dict[str, float | int] = {}
+        closed = False
         try:
             # On Python 3.11, redis-py can swallow a cancellation that races with
             # a socket write: a cancel still requested ends the loop all the same.
@@ -213,10 +214,16 @@ class Heartbeat:
                     "lag_ms": round(lag * 1000, 1),
                     "cpu": round(spent / max(loop.time() - woke, 1e-3), 3),
                 }
+        except GeneratorExit:
+            # Closed with its loop gone (never cancelled): nothing can be awaited now,
+            # and trying would raise "coroutine ignored GeneratorExit".
+            closed = True
+            raise
         finally:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await self.leave()
+            if not closed:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await self.leave()
 
     def _failed(self, exc: BaseException) -> None:
         if self._failing_since is None:
