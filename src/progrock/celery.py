@@ -70,17 +70,6 @@ def progrock_task_id(request: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _end(task_id: str, **report: Any) -> None:
-    """Report a job's end; a task already over (cancelled, lost) keeps its end."""
-    try:
-        api.report_progress(task_id, **report)
-    except (Cancelled, TaskNotFound):
-        pass
-    except Exception:
-        # The job's own outcome stands; the task fails `lost` after PUSH_TIMEOUT.
-        logger.exception("could not report the end of task %s", task_id)
-
-
 class ProgressTask(CeleryTask):  # type: ignore[misc]
     """Base class of Celery tasks that report progress to ProgRock (``base=ProgressTask``)."""
 
@@ -120,7 +109,9 @@ class ProgressTask(CeleryTask):  # type: ignore[misc]
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         progrock_id = self.progrock_task_id
         if progrock_id is not None:
-            _end(progrock_id, progress=100, status=Status.SUCCEEDED, result=retval)
+            push.report_end(
+                progrock_id, logger, progress=100, status=Status.SUCCEEDED, result=retval
+            )
         super().on_success(retval, task_id, args, kwargs)
 
     def on_failure(
@@ -128,8 +119,9 @@ class ProgressTask(CeleryTask):  # type: ignore[misc]
     ) -> None:
         progrock_id = self.progrock_task_id
         if progrock_id is not None:
-            _end(
+            push.report_end(
                 progrock_id,
+                logger,
                 status=Status.FAILED,
                 code="task_failed",
                 error=f"{type(exc).__name__}: {exc}",
@@ -170,7 +162,7 @@ def _revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
         return
     task_id = getattr(request, "id", None) or getattr(request, "task_id", None)
     if isinstance(task_id, str):
-        _end(task_id, status=Status.CANCELLED)
+        push.report_end(task_id, logger, status=Status.CANCELLED)
 
 
 task_revoked.connect(_revoked)

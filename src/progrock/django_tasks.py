@@ -37,7 +37,7 @@ from typing import Any, Final
 from django.utils.module_loading import import_string
 
 from progrock import api, push
-from progrock.exceptions import Cancelled, MissingExtra, TaskNotFound
+from progrock.exceptions import Cancelled, MissingExtra
 from progrock.protocol import Status
 from progrock.queues import start as queue_start
 from progrock.queues.bridges import QueuedTask, TargetError, signature_without_first
@@ -89,15 +89,6 @@ class Progress:
         return self.task_id is not None and api.is_cancelled(self.task_id)
 
 
-def _end(task_id: str, **report: Any) -> None:
-    try:
-        api.report_progress(task_id, **report)
-    except (Cancelled, TaskNotFound):
-        pass
-    except Exception:
-        logger.exception("could not report the end of task %s", task_id)
-
-
 def with_progress(func: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a task function (under ``@task``): it gets a :class:`Progress` first."""
 
@@ -115,14 +106,15 @@ def with_progress(func: Callable[..., Any]) -> Callable[..., Any]:
         except Cancelled:
             return None
         except Exception as exc:
-            _end(
+            push.report_end(
                 task_id,
+                logger,
                 status=Status.FAILED,
                 code="task_failed",
                 error=f"{type(exc).__name__}: {exc}",
             )
             raise
-        _end(task_id, progress=100, status=Status.SUCCEEDED, result=result)
+        push.report_end(task_id, logger, progress=100, status=Status.SUCCEEDED, result=result)
         return result
 
     setattr(wrapper, _WRAPPED, func)

@@ -584,3 +584,15 @@ def reporter() -> Reporter:
 
 
 os.register_at_fork(after_in_child=_reporters.clear)
+
+
+def report_end(task_id: str, log: logging.Logger, **report: Any) -> None:
+    """Report the end of a task queue's job (for the bridges); a task already over
+    (cancelled, lost) keeps its end, and a report that fails is logged on ``log``:
+    the job's own outcome stands, and the task fails ``lost`` after PUSH_TIMEOUT."""
+    try:
+        reporter().report(task_id, **report)
+    except (Cancelled, TaskNotFound):
+        pass
+    except Exception:
+        log.exception("could not report the end of task %s", task_id)
